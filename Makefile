@@ -1,0 +1,38 @@
+# `make pipeline` sets everything up and runs the full pipeline; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+KERAS_HOME ?= $(HOME)/.keras
+WEIGHTS ?= ../shared/weights
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup weights pipeline test test-fast bench
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -e .
+	touch $@
+
+# Seed Keras' cache with the offline ImageNet weights so weights="imagenet" needs no download.
+weights:
+	@mkdir -p $(KERAS_HOME)/models
+	@if [ -d "$(WEIGHTS)" ]; then for f in $(WEIGHTS)/*.h5; do \
+	  [ -e "$(KERAS_HOME)/models/$$(basename $$f)" ] || cp "$$f" "$(KERAS_HOME)/models/"; done; \
+	else echo "note: $(WEIGHTS) not found; Keras will fetch the ImageNet weights itself"; fi
+
+setup: $(VENV)/.installed weights
+
+# DATA=/path/to/kaggle-folder runs on another copy of the Kaggle data (recomposes params.yaml).
+pipeline: setup
+	@if [ -n "$(DATA)" ]; then skin-cancer compose data.root=$(DATA); fi
+	dvc repro
+
+test: setup
+	python -m pytest -q
+
+test-fast: setup
+	python -m pytest -q -m "not slow"
+
+bench: setup
+	python bench/pipeline.py

@@ -1,0 +1,86 @@
+"""Benchmark: run the whole pipeline on the full data for one or more recipes and print the wall
+time and peak memory of every stage, then the test metrics.
+
+    python bench/pipeline.py                       # default recipe and experiment=notebook
+    python bench/pipeline.py --recipe default --data /path/to/kaggle
+
+Each recipe runs in a fresh copy of the project (under --workdir), stage by stage in dvc.yaml's
+order, so both recipes are measured the same way on the same machine in one invocation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {"default": [], "notebook": ["experiment=notebook"]}
+COPY = ("conf", "src", "dvc.yaml", "pyproject.toml")
+
+
+def run_stage(cmd: str, cwd: Path, env: dict) -> tuple[float, float, int]:
+    """(wall seconds, peak resident memory in MiB, exit code) of one stage command."""
+    start = time.perf_counter()
+    process = subprocess.Popen(shlex.split(cmd), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    if status:
+        sys.stderr.write(process.stderr.read().decode()[-3000:])
+    return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+
+
+def bench(recipe: str, overrides: list[str], workdir: Path, env: dict) -> dict:
+    work = workdir / recipe
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for name in COPY:
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, work / name)
+    env = {**env, "DVC_ROOT": str(ROOT)}  # relative data roots resolve as in the project
+    subprocess.run([sys.executable, "-m", "skin_cancer.cli", "compose", *overrides], cwd=work, env=env, check=True)
+    stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
+    rows = []
+    for name, stage in stages.items():
+        wall, peak, code = run_stage(stage["cmd"], work, env)
+        rows.append({"stage": name, "wall_s": round(wall, 1), "peak_rss_mib": round(peak)})
+        print(f"{recipe:>9} {name:<9} {wall:8.1f} s {peak:8.0f} MiB", flush=True)
+        if code:
+            raise SystemExit(f"{recipe}: stage {name} failed with exit code {code}")
+    metrics = json.loads((work / "reports" / "metrics.json").read_text())
+    return {"recipe": recipe, "overrides": overrides, "stages": rows,
+            "total_s": round(sum(r["wall_s"] for r in rows), 1), "metrics": metrics}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", action="append", choices=sorted(RECIPES), help="repeatable; default: all")
+    parser.add_argument("--data", help="Kaggle-layout folder (default: data.root of conf/)")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{args.workdir.resolve() / 'mlflow.db'}"}
+    results = []
+    for recipe in args.recipe or ["default", "notebook"]:
+        overrides = RECIPES[recipe] + ([f"data.root={Path(args.data).resolve()}"] if args.data else [])
+        results.append(bench(recipe, overrides, args.workdir.resolve(), env))
+    print(f"\n{'recipe':<9} {'total s':>8} {'accuracy':>8} {'roc_auc':>8} {'sens':>6} {'spec':>6}")
+    for r in results:
+        m = r["metrics"]
+        print(f"{r['recipe']:<9} {r['total_s']:8.1f} {m['accuracy']:8.4f} {m['roc_auc']:8.4f} "
+              f"{m['sensitivity']:6.3f} {m['specificity']:6.3f}")
+    if len(results) == 2 and results[1]["total_s"]:
+        print(f"\n{results[0]['recipe']} / {results[1]['recipe']} wall time: {results[0]['total_s'] / results[1]['total_s']:.2f}")
+    out = args.workdir / "pipeline.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Skin cancer detection from dermoscopic images: an experiment-tracked research pipeline."""

@@ -1,0 +1,41 @@
+"""The cached frozen part of the backbone: computed once per data and model, reused by every
+training run that only changes what lies above it (head, dropout, learning rates)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from skin_cancer.config import Config
+from skin_cancer.data import read_manifest
+from skin_cancer.pipeline import image_dataset
+
+
+def compute_features(cfg: Config, prepared_dir: Path, out_dir: Path) -> dict:
+    """Write `<split>.npy` (float16, shape (N, views, ...)) for train and val into `out_dir`.
+
+    Training images get `train.feature_views` dihedral views; validation images one.
+    """
+    from skin_cancer.model import build_classifier, feature_extractor
+
+    info = {"enabled": cfg.train.cache_features}
+    if not cfg.train.cache_features:
+        return info
+    extractor = feature_extractor(build_classifier(cfg.model, cfg.data.image_size), cfg.model.frozen_until)
+    for split, n_views in (("train", cfg.train.feature_views), ("val", 1)):
+        frame = read_manifest(prepared_dir / f"{split}.csv")
+        views = tuple(range(n_views))
+        ds = image_dataset(frame.path, frame.label_index, cfg.data.image_size, cfg.evaluate.batch_size, views=views)
+        flat = extractor.predict(ds.map(lambda x, y: x), verbose=2).astype(np.float16)
+        features = flat.reshape(len(frame), n_views, *flat.shape[1:])
+        np.save(out_dir / f"{split}.npy", features)
+        info[split] = {"images": len(frame), "views": n_views, "shape": list(features.shape)}
+    info["cut_layer"] = cfg.model.frozen_until
+    return info
+
+
+def load_features(features_dir: Path, split: str) -> np.ndarray:
+    path = Path(features_dir) / f"{split}.npy"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: cached features not found (run the features stage)")
+    return np.load(path)

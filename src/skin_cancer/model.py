@@ -1,0 +1,125 @@
+"""Classifier construction, freezing and unfreezing, and the split into cached and trained parts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+
+from skin_cancer.config import ConfigError, ModelConfig
+
+
+@dataclass(frozen=True)
+class Backbone:
+    constructor: Callable[..., keras.Model]
+    # Rescaling from [0, 255] to the range the backbone was trained on.
+    scale: float
+    offset: float
+
+
+def _mobilenet_v2(**kwargs) -> keras.Model:
+    return keras.applications.MobileNetV2(**kwargs)
+
+
+BACKBONES = {"mobilenet_v2": Backbone(_mobilenet_v2, scale=1 / 127.5, offset=-1.0)}
+
+
+def backbone_spec(name: str) -> Backbone:
+    if name not in BACKBONES:
+        raise ConfigError(f"model.backbone={name!r} is not one of {sorted(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def build_classifier(cfg: ModelConfig, image_size: int) -> keras.Model:
+    """Image in [0, 255] -> scaling -> frozen backbone -> global average pooling -> dropout -> sigmoid.
+
+    The input scaling is part of the model, so a saved model takes raw RGB images.
+    """
+    spec = backbone_spec(cfg.backbone)
+    scale, offset = (spec.scale, spec.offset) if cfg.input_scaling == "backbone" else (1 / 255.0, 0.0)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = keras.layers.Rescaling(scale, offset, name="preprocess")(inputs)
+    backbone = spec.constructor(include_top=False, weights=cfg.weights, input_shape=(image_size, image_size, 3),
+                                alpha=cfg.width)
+    backbone.trainable = False
+    # training=False keeps BatchNorm in inference mode even once the backbone is unfrozen.
+    x = backbone(x, training=False) if cfg.freeze_batchnorm else backbone(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="classifier")(x)
+    return keras.Model(inputs, outputs, name=f"{cfg.backbone}_classifier")
+
+
+def get_backbone(model: keras.Model) -> keras.Model:
+    """The nested backbone model of a classifier."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        raise ValueError(f"model {model.name!r} should hold exactly one nested backbone, found {len(nested)}")
+    return nested[0]
+
+
+def layer_index(backbone: keras.Model, name: str) -> int:
+    names = [layer.name for layer in backbone.layers]
+    if name not in names:
+        raise ConfigError(f"model.frozen_until={name!r} is not a layer of backbone {backbone.name!r}")
+    return names.index(name)
+
+
+def unfreeze(model: keras.Model, frozen_until: str, freeze_batchnorm: bool) -> None:
+    """Make the backbone trainable above `frozen_until`; BatchNorm layers stay frozen if asked.
+
+    Recompile after calling this: Keras reads `trainable` at compile time.
+    """
+    backbone = get_backbone(model)
+    cut = layer_index(backbone, frozen_until)
+    backbone.trainable = True
+    for i, layer in enumerate(backbone.layers):
+        frozen = i <= cut or (freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization))
+        layer.trainable = not frozen
+
+
+def feature_extractor(model: keras.Model, cut_layer: str) -> keras.Model:
+    """Image -> output of `cut_layer` (the frozen part of the classifier), in inference mode."""
+    backbone = get_backbone(model)
+    layer_index(backbone, cut_layer)
+    bottom = keras.Model(backbone.input, backbone.get_layer(cut_layer).output, name="frozen_part")
+    inputs = keras.Input(model.input.shape[1:], name="image")
+    outputs = bottom(model.get_layer("preprocess")(inputs), training=False)
+    return keras.Model(inputs, outputs, name="feature_extractor")
+
+
+def feature_head(model: keras.Model, cut_layer: str, freeze_batchnorm: bool) -> keras.Model:
+    """Output of `cut_layer` -> probability: the classifier's layers above the cut.
+
+    The returned model shares its layers (and so its weights) with `model`: training it trains
+    the classifier.
+    """
+    backbone = get_backbone(model)
+    layer_index(backbone, cut_layer)
+    try:
+        top = keras.Model(backbone.get_layer(cut_layer).output, backbone.output, name="trained_part")
+    except Exception as error:
+        raise ConfigError(
+            f"model.frozen_until={cut_layer!r} does not cut the backbone into two parts joined by one tensor "
+            f"(choose a block output such as 'block_12_add' or 'block_13_project_BN'): {error}".splitlines()[0]
+        ) from None
+    inputs = keras.Input(top.input.shape[1:], name="features")
+    x = top(inputs, training=False) if freeze_batchnorm else top(inputs)
+    for name in ("pool", "dropout", "classifier"):
+        x = model.get_layer(name)(x)
+    return keras.Model(inputs, x, name="feature_head")
+
+
+def compile_classifier(model: keras.Model, lr: float) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=lr),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+    )
+
+
+def trainable_summary(model: keras.Model) -> dict[str, int]:
+    """Counts of trainable and frozen weights (parameters), for logs and tests."""
+    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
+    frozen = sum(int(w.numpy().size) for w in model.non_trainable_weights)
+    return {"trainable_params": trainable, "frozen_params": frozen}

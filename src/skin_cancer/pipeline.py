@@ -1,0 +1,82 @@
+"""tf.data input pipelines: images from manifests, and cached backbone features."""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from skin_cancer.config import AugmentConfig
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def load_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Read, decode (JPEG/PNG/BMP/GIF, any channel count) and resize one image to float32 in [0, 255].
+
+    Images of another size are resized (bilinear, aspect ratio not kept), as Keras'
+    image_dataset_from_directory does.
+    """
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = tf.image.resize(image, (image_size, image_size))
+    image.set_shape((image_size, image_size, 3))
+    return image
+
+
+def dihedral_view(image: tf.Tensor, view: int) -> tf.Tensor:  # view: a Python int
+    """One of the 8 symmetries of the square: rotation by 90*(view % 4) degrees, flipped if view >= 4.
+
+    Dermoscopic lesions have no canonical orientation, so every view is an equally valid image.
+    """
+    image = tf.image.rot90(image, k=view % 4)
+    return tf.image.flip_left_right(image) if view >= 4 else image
+
+
+def augmenter(cfg: AugmentConfig, seed: int):
+    """Keras preprocessing layers for random augmentation, or None when nothing is enabled."""
+    import keras
+
+    layers = []
+    if cfg.flip != "none":
+        layers.append(keras.layers.RandomFlip(cfg.flip, seed=seed))
+    if cfg.rotation > 0:
+        layers.append(keras.layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=seed))
+    if cfg.zoom > 0:
+        layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="reflect", seed=seed))
+    return keras.Sequential(layers, name="augment") if layers else None
+
+
+def image_dataset(paths, labels, image_size: int, batch_size: int, *, shuffle_seed: int | None = None,
+                  augment=None, views: tuple[int, ...] = (0,)) -> tf.data.Dataset:
+    """Batched (image, label) pairs: parallel decode and resize, in-memory cache, optional shuffle and
+    augmentation on the graph, prefetch. `views` repeats every image in the given dihedral views."""
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), np.asarray(labels, dtype="float32")))
+    ds = ds.map(lambda p, y: (load_image(p, image_size), y), num_parallel_calls=AUTOTUNE)
+    if views != (0,):
+        ds = ds.map(lambda x, y: (tf.stack([dihedral_view(x, v) for v in views]), tf.repeat(y, len(views))),
+                    num_parallel_calls=AUTOTUNE).unbatch()
+    else:
+        ds = ds.cache()
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(paths) * len(views), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment is not None:
+        ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def feature_dataset(features: np.ndarray, labels, batch_size: int, *, shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """Batched (features, label) pairs from cached backbone outputs of shape (N, views, ...).
+
+    With several views, each epoch shows every image in one randomly drawn view (augmentation by
+    cached dihedral views); with one view the features are used as they are.
+    """
+    labels = np.asarray(labels, dtype="float32")
+    n_views = features.shape[1]
+    ds = tf.data.Dataset.from_tensor_slices((features, labels))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if n_views > 1:
+        pick = lambda f, y: (f[tf.random.uniform((), 0, n_views, dtype=tf.int32)], y)  # noqa: E731
+    else:
+        pick = lambda f, y: (f[0], y)  # noqa: E731
+    ds = ds.map(pick, num_parallel_calls=AUTOTUNE).batch(batch_size)
+    return ds.map(lambda f, y: (tf.cast(f, tf.float32), y)).prefetch(AUTOTUNE)

@@ -1,0 +1,18 @@
+"""Thin DVC stage entry points: `python -m skin_cancer.stages.<name>` reads params.yaml, calls the
+library and writes the stage's declared outputs."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from skin_cancer.config import ConfigError, load_params
+from skin_cancer.data import BadImage, DataError
+
+
+def run_stage(stage: Callable) -> None:
+    """Run `stage(cfg)`; expected errors end the process with one line naming what is wrong."""
+    try:
+        stage(load_params())
+    except (ConfigError, DataError, BadImage, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

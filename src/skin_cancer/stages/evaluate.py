@@ -1,0 +1,46 @@
+"""DVC stage `evaluate`: the final model on the test manifest -> metrics, confusion matrix, ROC,
+classification report, predictions and training curves."""
+import math
+
+import keras
+import pandas as pd
+
+from skin_cancer import evaluation as ev
+from skin_cancer import paths
+from skin_cancer.config import Config
+from skin_cancer.data import read_manifest
+from skin_cancer.io import atomic_dir, read_json, write_json
+from skin_cancer.pipeline import image_dataset
+from skin_cancer.stages import run_stage
+
+
+def main(cfg: Config) -> None:
+    report = read_json(paths.PREPARE_REPORT)
+    class_names = [*report["negative_classes"], report["positive_class"]]
+    test = read_manifest(paths.PREPARED / "test.csv")
+    model = keras.saving.load_model(paths.MODEL)
+    ds = image_dataset(test.path, test.label_index, cfg.data.image_size, cfg.evaluate.batch_size)
+    prob = model.predict(ds.map(lambda x, y: x), verbose=2).ravel()
+    threshold = cfg.evaluate.threshold
+    metrics = ev.binary_metrics(test.label_index, prob, threshold)
+    confusion = ev.confusion(test.label_index, prob, threshold, class_names)
+    roc = ev.roc_points(test.label_index, prob)
+    history = pd.concat([pd.read_csv(paths.TRAIN_HISTORY), pd.read_csv(paths.FINETUNE_HISTORY)], ignore_index=True)
+    predictions = pd.DataFrame({
+        "path": test.source, "actual": test.label, "probability": prob,
+        "predicted": [class_names[int(p >= threshold)] for p in prob],
+    })
+    with atomic_dir(paths.EVALUATION) as out:
+        write_json(out / "confusion_matrix.json", confusion)
+        write_json(out / "classification_report.json", ev.report(test.label_index, prob, threshold, class_names))
+        predictions.to_csv(out / "predictions.csv", index=False)
+        roc.to_csv(out / "roc.csv", index=False)
+        ev.plot_confusion(confusion, out / "confusion_matrix.png")
+        ev.plot_roc(roc, metrics["roc_auc"], out / "roc.png")
+        ev.plot_history(history, out / "training_curves.png")
+    write_json(paths.METRICS, {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()})
+    print(ev.summary_table(metrics))
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,24 @@
+"""DVC stage `train`: the head phase (frozen backbone) -> models/head.keras + per-epoch history."""
+from skin_cancer import paths
+from skin_cancer.config import Config
+from skin_cancer.io import atomic_path
+from skin_cancer.model import build_classifier, trainable_summary
+from skin_cancer.stages import run_stage
+from skin_cancer.training import datasets, fit_phase, history_frame, seed_everything, trainable_model
+
+
+def main(cfg: Config) -> None:
+    seed_everything(cfg.seed)
+    classifier = build_classifier(cfg.model, cfg.data.image_size)
+    model = trainable_model(cfg, classifier)
+    train_ds, val_ds = datasets(cfg, paths.PREPARED, paths.FEATURES, augment=True)
+    rows = fit_phase(model, train_ds, val_ds, cfg.train.head, restore_best=cfg.train.restore_best, name="head")
+    print(f"train: {trainable_summary(model)}")
+    with atomic_path(paths.HEAD_MODEL) as tmp:
+        classifier.save(tmp)
+    with atomic_path(paths.TRAIN_HISTORY) as tmp:
+        history_frame(rows).to_csv(tmp, index=False)
+
+
+if __name__ == "__main__":
+    run_stage(main)

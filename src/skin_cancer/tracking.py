@@ -1,0 +1,168 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+One pipeline execution -> one MLflow run that holds the whole picture of the resulting model,
+assembled from the DVC outputs, so a run is complete even when DVC restored stages from cache.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pandas as pd
+
+from skin_cancer import paths
+from skin_cancer.config import Config, TrackingConfig, flatten, project_root, to_dict
+from skin_cancer.io import read_json
+
+DEFAULT_STORE = Path("mlruns")
+GROUP_TAG = "sweep.group"
+
+
+def tracking_uri(cfg: TrackingConfig) -> str:
+    """Config value, else MLFLOW_TRACKING_URI, else the project's embedded SQLite store."""
+    if cfg.uri:
+        return cfg.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{project_root() / DEFAULT_STORE / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Serialise writers of a local SQLite store (parallel queued DVC experiments share it)."""
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    from filelock import FileLock
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(db.parent / ".mlflow.lock"), timeout=600):
+        yield
+
+
+def ensure_experiment(client, name: str, uri: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    db = sqlite_path(uri)
+    # A SQLite store's default artifact root is relative to the working directory, which is a
+    # temporary copy in queued DVC experiments: keep artifacts beside the database instead.
+    location = (db.parent / "artifacts" / name).as_uri() if db else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def run_group(cfg: TrackingConfig) -> str | None:
+    """The sweep group of this run: config, else the DVC experiments' baseline commit."""
+    if cfg.run_group:
+        return cfg.run_group
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+    return f"dvc-exp@{baseline[:7]}" if baseline else None
+
+
+def parent_run(client, experiment_id: str, group: str) -> str:
+    """Id of the group's parent run, created on first use (call under store_lock)."""
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{GROUP_TAG}` = '{group}' and tags.`sweep.parent` = 'true'")
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=f"sweep {group}", tags={GROUP_TAG: group, "sweep.parent": "true"})
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def git_commit() -> str:
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        return os.environ["DVC_EXP_BASELINE_REV"]
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_tags(cfg: Config, prepare_report: dict) -> dict[str, str]:
+    tags = {
+        "recipe": cfg.recipe,
+        "git.commit": git_commit(),
+        "data.fingerprint": prepare_report["fingerprint"],
+        "data.root": prepare_report["root"],
+        "model.backbone": cfg.model.backbone,
+    }
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def epoch_metrics(history: pd.DataFrame):
+    """MLflow Metric entities, one per phase, metric and epoch (step = epoch across both phases)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    out = []
+    for row in history.to_dict("records"):
+        for key, value in row.items():
+            if key not in ("epoch", "phase") and pd.notna(value):
+                out.append(Metric(f"{row['phase']}.{key}", float(value), now, int(row["epoch"])))
+    return out
+
+
+def pip_requirements() -> list[str]:
+    pins = []
+    for package in ("tensorflow-cpu", "keras"):
+        with contextlib.suppress(PackageNotFoundError):
+            pins.append(f"{package}=={version(package)}")
+    return pins
+
+
+def model_signature(image_size: int):
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype("float32"), (-1, image_size, image_size, 3), "image")]),
+                          outputs=Schema([TensorSpec(np.dtype("float32"), (-1, 1), "probability")]))
+
+
+def log_pipeline_run(cfg: Config) -> dict:
+    """Log params, per-epoch metrics of both phases, test metrics, reports, figures and the model
+    of the current DVC outputs as one MLflow run; returns {run_id, experiment_id, tracking_uri}."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(cfg.tracking)
+    prepare_report = read_json(paths.PREPARE_REPORT)
+    history = pd.concat([pd.read_csv(p) for p in (paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY)], ignore_index=True)
+    test_metrics = read_json(paths.METRICS)
+    with store_lock(uri):
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, uri)
+        tags = run_tags(cfg, prepare_report)
+        group = run_group(cfg.tracking)
+        if group:
+            tags[GROUP_TAG] = group
+            tags["mlflow.parentRunId"] = parent_run(client, experiment_id, group)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=os.environ.get("DVC_EXP_NAME"), tags=tags) as run:
+            params = {k: ("null" if v is None else v) for k, v in flatten(to_dict(cfg)).items()}
+            client.log_batch(run.info.run_id, metrics=epoch_metrics(history),
+                             params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
+            mlflow.log_metrics({f"test.{k}": v for k, v in test_metrics.items() if isinstance(v, (int, float))})
+            mlflow.log_metrics({f"data.{split}.{label}": n for split, c in prepare_report["counts"].items() for label, n in c.items()})
+            mlflow.log_artifacts(str(paths.EVALUATION), artifact_path="evaluation")
+            for path in (paths.METRICS, paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY, paths.PREPARE_REPORT, Path("params.yaml")):
+                mlflow.log_artifact(str(path), artifact_path="pipeline")
+            if cfg.tracking.log_model:
+                import keras
+
+                mlflow.keras.log_model(keras.saving.load_model(paths.MODEL), name="model",
+                                       signature=model_signature(cfg.data.image_size),
+                                       pip_requirements=pip_requirements())
+        return {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri, "group": group}

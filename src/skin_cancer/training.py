@@ -1,0 +1,74 @@
+"""Training loops for the head and fine-tuning phases, on images or on cached features."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from skin_cancer.config import Config, PhaseConfig
+from skin_cancer.data import read_manifest
+from skin_cancer.model import compile_classifier, feature_head
+from skin_cancer.pipeline import augmenter, feature_dataset, image_dataset
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow, and make TensorFlow ops deterministic."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def fit_phase(model: keras.Model, train_ds, val_ds, phase: PhaseConfig, *, restore_best: bool,
+              first_epoch: int = 0, name: str = "phase") -> list[dict]:
+    """Compile and fit `model`; returns one row of metrics per epoch.
+
+    The best epoch by validation AUC is checkpointed and restored when `restore_best`.
+    """
+    compile_classifier(model, phase.lr)
+    if phase.epochs == 0:
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / "best.weights.h5"
+        callbacks = [keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_auc", mode="max",
+                                                     save_best_only=True, save_weights_only=True)]
+        if phase.patience is not None:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=phase.patience))
+        history = model.fit(train_ds, validation_data=val_ds, epochs=phase.epochs, callbacks=callbacks, verbose=2)
+        if restore_best and checkpoint.exists():
+            model.load_weights(checkpoint)
+    rows = pd.DataFrame(history.history)
+    rows.insert(0, "epoch", np.arange(first_epoch + 1, first_epoch + len(rows) + 1))
+    rows.insert(1, "phase", name)
+    return rows.to_dict("records")
+
+
+def datasets(cfg: Config, prepared_dir: Path, features_dir: Path, *, augment: bool):
+    """(train, validation) datasets: cached features when train.cache_features, images otherwise."""
+    train = read_manifest(prepared_dir / "train.csv")
+    val = read_manifest(prepared_dir / "val.csv")
+    batch = cfg.train.batch_size
+    if cfg.train.cache_features:
+        from skin_cancer.features import load_features
+
+        return (feature_dataset(load_features(features_dir, "train"), train.label_index, batch, shuffle_seed=cfg.seed),
+                feature_dataset(load_features(features_dir, "val"), val.label_index, batch))
+    size = cfg.data.image_size
+    aug = augmenter(cfg.train.augment, cfg.seed) if augment else None
+    return (image_dataset(train.path, train.label_index, size, batch, shuffle_seed=cfg.seed, augment=aug),
+            image_dataset(val.path, val.label_index, size, batch))
+
+
+def trainable_model(cfg: Config, classifier: keras.Model) -> keras.Model:
+    """What `fit` trains: the classifier itself, or its part above the cached features."""
+    if cfg.train.cache_features:
+        return feature_head(classifier, cfg.model.frozen_until, cfg.model.freeze_batchnorm)
+    return classifier
+
+
+def history_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=None if rows else ["epoch", "phase", "loss", "accuracy", "auc",
+                                                          "val_loss", "val_accuracy", "val_auc"])

@@ -1,0 +1,102 @@
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from skin_cancer import paths
+from skin_cancer.config import ConfigError, flatten, load_params, validate
+from skin_cancer.config import compose as hydra_compose
+from tests.conftest import ROOT
+
+
+def compose(overrides):
+    return hydra_compose(overrides, ROOT / "conf")
+
+
+def test_params_yaml_is_the_composition_of_conf():
+    """params.yaml must not drift from conf/ (regenerate with `skin-cancer compose`)."""
+    composed = OmegaConf.to_container(compose([]), resolve=True)
+    with open(ROOT / "params.yaml") as handle:
+        assert yaml.safe_load(handle) == composed
+
+
+def test_default_config_is_valid_and_typed():
+    cfg = load_params(ROOT / "params.yaml")
+    assert cfg.train.cache_features is True
+    assert cfg.model.freeze_batchnorm is True
+    assert cfg.model.input_scaling == "backbone"
+    assert cfg.data.val_fraction == 0.2
+
+
+def test_notebook_experiment_reproduces_the_notebook_recipe():
+    cfg = validate(compose(["experiment=notebook"]))
+    assert cfg.recipe == "notebook"
+    assert (cfg.model.dropout, cfg.model.input_scaling, cfg.model.freeze_batchnorm) == (0.4, "unit", False)
+    assert (cfg.train.head.epochs, cfg.train.head.lr) == (15, 1e-3)
+    assert (cfg.train.finetune.epochs, cfg.train.finetune.lr) == (5, 1e-5)
+    assert cfg.train.cache_features is False
+    assert cfg.train.augment.flip == "horizontal" and cfg.train.augment.zoom == 0.2
+    assert cfg.evaluate.threshold == 0.5
+
+
+def test_sweep_overrides_compose():
+    cfg = validate(compose(["model.dropout=0.3", "train.head.lr=0.0001"]))
+    assert cfg.model.dropout == 0.3 and cfg.train.head.lr == 1e-4
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"model": {"dropot": 0.3}}, "model.dropot"),
+    ({"train": {"head": {"epochs": "many"}}}, "train.head.epochs"),
+    ({"trian": {}}, "trian"),
+])
+def test_unknown_key_or_wrong_type_names_the_key(raw, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(raw)
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"model": {"input_scaling": "imagenet"}}, "model.input_scaling"),
+    ({"data": {"val_fraction": 1.5}}, "data.val_fraction"),
+    ({"train": {"feature_views": 9}}, "train.feature_views"),
+])
+def test_out_of_range_values_name_the_key(raw, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(raw)
+
+
+def test_missing_params_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="params.yaml: parameters file not found"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_flatten_gives_dotted_keys():
+    assert flatten({"a": {"b": 1, "c": {"d": None}}, "e": 2}) == {"a.b": 1, "a.c.d": None, "e": 2}
+
+
+def dvc_stages():
+    with open(ROOT / "dvc.yaml") as handle:
+        return yaml.safe_load(handle)["stages"]
+
+
+def entries(items):
+    return [next(iter(i)) if isinstance(i, dict) else i for i in items]
+
+
+def test_dvc_outputs_match_the_paths_the_code_writes():
+    stages = dvc_stages()
+    declared = {o for s in stages.values() for key in ("outs", "metrics") for o in entries(s.get(key, []))}
+    written = {paths.PREPARED, paths.FEATURES, paths.HEAD_MODEL, paths.MODEL, paths.MODEL_H5, paths.TRAIN_HISTORY,
+               paths.FINETUNE_HISTORY, paths.METRICS, paths.EVALUATION, paths.MLFLOW_RUN}
+    assert declared == {str(p) for p in written}
+
+
+def test_dvc_params_exist_in_params_yaml():
+    params = flatten(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    for name, stage in dvc_stages().items():
+        for key in stage["params"]:
+            assert any(p == key or p.startswith(key + ".") for p in params), f"stage {name}: unknown param {key}"
+
+
+def test_head_only_params_do_not_invalidate_features():
+    """Changing the head's dropout or learning rate must re-run from `train`, not `features`."""
+    features = dvc_stages()["features"]["params"]
+    assert "model" not in features and "model.dropout" not in features and "train.head" not in features

@@ -1,0 +1,140 @@
+"""The real pipeline: `dvc repro` and a queued DVC sweep in a temporary copy of the project, on a
+small real subset of the Kaggle data with the real ImageNet weights (minutes)."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT, SHARED
+
+KAGGLE = SHARED / "data" / "skin-cancer-mvb"
+SMOKE = f"""# @package _global_
+data:
+  root: {KAGGLE}
+  per_class_limit: 20
+train:
+  feature_views: 2
+  head:
+    epochs: 1
+  finetune:
+    epochs: 1
+"""
+
+pytestmark = pytest.mark.slow
+
+
+def sh(*args, cwd, check=True, timeout=900):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        env.pop(key, None)
+    result = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A git + DVC copy of the project whose default experiment is a 20-images-per-class smoke run."""
+    if not KAGGLE.is_dir():
+        pytest.fail(f"{KAGGLE} not found: the end-to-end test reads the real Kaggle data from ../shared")
+    work = tmp_path_factory.mktemp("project")
+    for name in ("conf", "src", ".dvc", "dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore"):
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, work / name)
+    shutil.rmtree(work / ".dvc" / "tmp", ignore_errors=True)
+    shutil.rmtree(work / ".dvc" / "cache", ignore_errors=True)
+    (work / "conf" / "experiment" / "smoke.yaml").write_text(SMOKE)
+    config = work / "conf" / "config.yaml"
+    config.write_text(config.read_text().replace("- experiment: null", "- experiment: smoke"))
+    sh("git", "init", "-q", cwd=work)
+    sh("skin-cancer", "compose", cwd=work)
+    sh("git", "add", "-A", cwd=work)
+    sh("git", "commit", "-qm", "smoke project", cwd=work)
+    return work
+
+
+def mlflow_runs(project):
+    client = MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("skin-cancer")
+    return client, client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def test_dvc_repro_runs_the_pipeline_into_one_complete_mlflow_run(project, shared_weights):
+    log = sh("dvc", "repro", cwd=project)
+    for stage in ("prepare", "features", "train", "finetune", "evaluate", "track"):
+        assert f"Running stage '{stage}'" in log
+    client, runs = mlflow_runs(project)
+    assert len(runs) == 1
+    run = runs[0]
+    assert len(run.data.params) >= 20 and run.data.params["data.per_class_limit"] == "20"
+    assert client.get_metric_history(run.info.run_id, "head.val_auc")[0].step == 1
+    assert client.get_metric_history(run.info.run_id, "finetune.val_loss")[0].step == 2
+    assert {"test.accuracy", "test.roc_auc", "test.sensitivity", "test.specificity"} <= set(run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/confusion_matrix.png" in artifacts and "evaluation/confusion_matrix.json" in artifacts
+    import mlflow
+    import numpy as np
+
+    mlflow.set_tracking_uri(f"sqlite:///{project}/mlruns/mlflow.db")
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    assert np.asarray(model.predict(np.zeros((2, 224, 224, 3), dtype="float32"))).shape == (2, 1)
+    sh("git", "add", "-A", cwd=project)
+    sh("git", "commit", "-qm", "first run", cwd=project)
+
+
+def test_second_repro_is_a_no_op(project, shared_weights):
+    log = sh("dvc", "repro", cwd=project)
+    assert "Running stage" not in log
+    assert len(mlflow_runs(project)[1]) == 1
+
+
+def test_dvc_metrics_plots_and_exp_show(project, shared_weights):
+    metrics = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project))
+    assert "roc_auc" in json.dumps(metrics) and "sensitivity" in json.dumps(metrics)
+    sh("dvc", "plots", "show", "-o", "plots_html", cwd=project)
+    html = (project / "plots_html" / "index.html").read_text()
+    assert "confusion_matrix.png" in html and "roc.csv" in html
+    shutil.rmtree(project / "plots_html")
+    table = sh("dvc", "exp", "show", "--csv", cwd=project)
+    assert "model.dropout" in table and "accuracy" in table
+
+
+def test_changing_the_head_dropout_reruns_from_train_not_prepare(project, shared_weights):
+    sh("skin-cancer", "compose", "model.dropout=0.3", cwd=project)
+    log = sh("dvc", "repro", cwd=project)
+    ran = set(re.findall(r"Running stage '(\w+)'", log))
+    assert ran == {"train", "finetune", "evaluate", "track"}
+    assert len(mlflow_runs(project)[1]) == 2
+    sh("git", "checkout", "params.yaml", cwd=project)
+    sh("dvc", "checkout", cwd=project)
+
+
+def test_queued_sweep_with_two_workers_lands_every_run_grouped(project, shared_weights):
+    before = {r.info.run_id for r in mlflow_runs(project)[1]}
+    sh("dvc", "exp", "run", "--queue", "-S", "model.dropout=0.1,0.5", cwd=project)
+    sh("dvc", "queue", "start", "-j", "2", cwd=project)
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = sh("dvc", "queue", "status", cwd=project)
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(5)
+    assert "Success" in status and "Failed" not in status, status + sh("dvc", "queue", "logs", "--help", cwd=project, check=False)
+    client, runs = mlflow_runs(project)
+    new = [r for r in runs if r.info.run_id not in before]
+    children = [r for r in new if r.data.tags.get("sweep.parent") != "true"]
+    parents = [r for r in new if r.data.tags.get("sweep.parent") == "true"]
+    assert sorted(r.data.params["model.dropout"] for r in children) == ["0.1", "0.5"]
+    assert len(parents) == 1
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert all(r.data.tags.get("dvc.exp_name") for r in children)
+    # Queued experiments ran in temporary copies, yet their runs and artifacts landed in the project.
+    assert all(r.info.artifact_uri.startswith((project / "mlruns").as_uri()) for r in children)

@@ -1,0 +1,61 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from skin_cancer import evaluation as ev
+
+Y = [0, 0, 0, 0, 1, 1, 1]
+P = [0.1, 0.4, 0.6, 0.2, 0.9, 0.3, 0.7]
+
+
+def test_binary_metrics_match_hand_counts():
+    # threshold 0.5: TN=3 (0.1, 0.4, 0.2), FP=1 (0.6), TP=2 (0.9, 0.7), FN=1 (0.3)
+    m = ev.binary_metrics(Y, P, 0.5)
+    assert m["accuracy"] == pytest.approx(5 / 7)
+    assert m["sensitivity"] == pytest.approx(2 / 3)
+    assert m["specificity"] == pytest.approx(3 / 4)
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 3 / 4) / 2)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(Y, P))
+    assert (m["n_images"], m["n_positive"], m["threshold"]) == (7, 3, 0.5)
+
+
+def test_roc_auc_by_hand():
+    # 12 positive/negative pairs; the positive scores higher in 4 + 2 + 4 of them (0.9, 0.3, 0.7).
+    assert ev.binary_metrics(Y, P, 0.5)["roc_auc"] == pytest.approx(10 / 12)
+
+
+def test_threshold_moves_the_operating_point():
+    assert ev.binary_metrics(Y, P, 0.25)["sensitivity"] == 1.0
+    assert ev.binary_metrics(Y, P, 0.95)["specificity"] == 1.0
+
+
+def test_single_class_gives_nan_auc_not_a_crash():
+    assert np.isnan(ev.binary_metrics([1, 1], [0.2, 0.8], 0.5)["roc_auc"])
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    conf = ev.confusion(Y, P, 0.5, ["benign", "malignant"])
+    assert conf == {"labels": ["benign", "malignant"], "matrix": [[3, 1], [1, 2]]}
+
+
+def test_classification_report_names_classes():
+    report = ev.report(Y, P, 0.5, ["benign", "malignant"])
+    assert report["malignant"]["recall"] == pytest.approx(2 / 3) and report["benign"]["support"] == 4
+
+
+def test_figures_are_written(tmp_path):
+    ev.plot_confusion(ev.confusion(Y, P, 0.5, ["benign", "malignant"]), tmp_path / "cm.png")
+    ev.plot_roc(ev.roc_points(Y, P), 0.75, tmp_path / "roc.png")
+    history = pd.DataFrame({"epoch": [1, 2, 3], "phase": ["head", "head", "finetune"], "loss": [0.7, 0.6, 0.5],
+                            "val_loss": [0.7, 0.65, 0.6], "auc": [0.6, 0.7, 0.8], "val_auc": [0.6, 0.7, 0.75]})
+    ev.plot_history(history, tmp_path / "curves.png")
+    for name in ("cm.png", "roc.png", "curves.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_summary_table_lists_the_headline_metrics():
+    table = ev.summary_table(ev.binary_metrics(Y, P, 0.5))
+    assert "roc_auc" in table and "sensitivity" in table and "0.7143" in table

@@ -1,0 +1,91 @@
+import keras
+import numpy as np
+import pytest
+
+from skin_cancer.config import ConfigError
+from skin_cancer.model import (build_classifier, compile_classifier, feature_extractor, feature_head, get_backbone,
+                               unfreeze)
+
+
+@pytest.fixture
+def classifier(tiny_cfg):
+    keras.utils.set_random_seed(0)
+    return build_classifier(tiny_cfg.model, tiny_cfg.data.image_size)
+
+
+def batchnorm_layers(model):
+    return [layer for layer in get_backbone(model).layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def test_head_phase_trains_only_the_classifier(classifier):
+    assert [w.path for w in classifier.trainable_weights] == ["classifier/kernel", "classifier/bias"]
+    assert classifier.output.shape == (None, 1)
+
+
+def test_input_scaling_is_part_of_the_model(compose):
+    cfg = compose("model.weights=null", "model.width=0.35", "data.image_size=32")
+    unit = compose("model.weights=null", "model.width=0.35", "data.image_size=32", "model.input_scaling=unit")
+    backbone_scaling = build_classifier(cfg.model, 32).get_layer("preprocess")
+    unit_scaling = build_classifier(unit.model, 32).get_layer("preprocess")
+    x = np.array([[0.0, 255.0]])
+    np.testing.assert_allclose(backbone_scaling(x), [[-1.0, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(unit_scaling(x), [[0.0, 1.0]], atol=1e-6)
+
+
+def test_unfreeze_keeps_layers_below_the_cut_and_batchnorm_frozen(classifier, tiny_cfg):
+    unfreeze(classifier, "block_12_add", freeze_batchnorm=True)
+    backbone = get_backbone(classifier)
+    names = [layer.name for layer in backbone.layers]
+    cut = names.index("block_12_add")
+    assert not any(layer.trainable for layer in backbone.layers[:cut + 1])
+    assert backbone.get_layer("block_13_expand").trainable
+    assert not any(layer.trainable for layer in batchnorm_layers(classifier))
+    compile_classifier(classifier, 1e-4)  # recompile after changing trainable
+    trained = {w.path.split("/")[0] for w in classifier.trainable_weights}
+    assert "block_13_expand" in trained and "block_1_expand" not in trained
+    assert not any("_BN" in name or "_bn" in name for name in trained)
+
+
+def test_notebook_mode_lets_batchnorm_train_when_unfrozen(compose):
+    cfg = compose("model.weights=null", "model.width=0.35", "data.image_size=32", "experiment=notebook")
+    model = build_classifier(cfg.model, 32)
+    unfreeze(model, cfg.model.frozen_until, cfg.model.freeze_batchnorm)
+    assert any(layer.trainable for layer in batchnorm_layers(model))
+
+
+def test_frozen_batchnorm_statistics_do_not_move_during_training(classifier):
+    unfreeze(classifier, "block_12_add", freeze_batchnorm=True)
+    compile_classifier(classifier, 1e-2)
+    bn = get_backbone(classifier).get_layer("block_15_expand_BN")
+    before = [w.numpy().copy() for w in bn.weights]
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    classifier.fit(x, np.arange(8) % 2, epochs=2, verbose=0)
+    for old, new in zip(before, bn.weights):
+        np.testing.assert_array_equal(old, new.numpy())
+
+
+def test_feature_head_shares_weights_and_matches_the_full_model(classifier, tiny_cfg):
+    x = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    features = feature_extractor(classifier, "block_12_add").predict(x, verbose=0)
+    head = feature_head(classifier, "block_12_add", freeze_batchnorm=True)
+    np.testing.assert_allclose(head.predict(features, verbose=0), classifier.predict(x, verbose=0), atol=1e-5)
+    head.get_layer("classifier").kernel.assign(np.ones_like(head.get_layer("classifier").kernel.numpy()))
+    np.testing.assert_array_equal(classifier.get_layer("classifier").kernel.numpy(),
+                                  head.get_layer("classifier").kernel.numpy())
+
+
+def test_unknown_cut_layer_names_the_key(classifier):
+    with pytest.raises(ConfigError, match="model.frozen_until='block_99'"):
+        unfreeze(classifier, "block_99", True)
+
+
+def test_cut_inside_a_residual_block_is_a_clear_error(classifier):
+    with pytest.raises(ConfigError, match="does not cut the backbone"):
+        feature_head(classifier, "block_12_expand", True)
+
+
+def test_saved_model_round_trips_with_frozen_batchnorm_calls(classifier, tmp_path):
+    x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    classifier.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), classifier.predict(x, verbose=0), atol=1e-6)

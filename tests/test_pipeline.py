@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from skin_cancer.config import AugmentConfig
+from skin_cancer.pipeline import augmenter, dihedral_view, feature_dataset, image_dataset
+
+
+@pytest.fixture
+def image_files(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (size, mode, fmt) in enumerate([((40, 30), "RGB", "JPEG"), ((32, 32), "L", "PNG"), ((50, 50), "RGB", "BMP")]):
+        path = tmp_path / f"{i}.{fmt.lower()}"
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).convert(mode).save(path, format=fmt)
+        paths.append(str(path))
+    return paths
+
+
+def test_image_dataset_decodes_resizes_and_batches(image_files):
+    ds = image_dataset(image_files, [0, 1, 1], image_size=32, batch_size=2)
+    batches = list(ds)
+    assert [b[0].shape for b in batches] == [(2, 32, 32, 3), (1, 32, 32, 3)]
+    assert batches[0][0].dtype == tf.float32 and float(tf.reduce_max(batches[0][0])) > 1.0  # [0, 255], not rescaled
+    assert list(np.concatenate([b[1] for b in batches])) == [0, 1, 1]
+
+
+def test_views_repeat_each_image_in_dihedral_symmetries(image_files):
+    ds = image_dataset(image_files[:1], [1], image_size=32, batch_size=8, views=tuple(range(8)))
+    images, labels = next(iter(ds))
+    assert images.shape == (8, 32, 32, 3) and list(labels) == [1] * 8
+    original = images[0].numpy()
+    np.testing.assert_array_equal(images[1].numpy(), np.rot90(original, 1))
+    np.testing.assert_array_equal(images[4].numpy(), np.fliplr(original))
+    assert len({images[k].numpy().tobytes() for k in range(8)}) == 8
+
+
+def test_dihedral_view_identity():
+    x = tf.reshape(tf.range(12, dtype=tf.float32), (2, 2, 3))
+    np.testing.assert_array_equal(dihedral_view(x, 0), x)
+
+
+def test_shuffled_training_data_is_seeded(image_files):
+    order = lambda: [int(y) for _, ys in image_dataset(image_files, [0, 1, 2], 32, 1, shuffle_seed=5) for y in ys]  # noqa: E731
+    assert sorted(order()) == [0, 1, 2] and order() == order()
+
+
+def test_augmenter_is_built_from_config_and_keeps_shapes():
+    aug = augmenter(AugmentConfig(rotation=0.1, flip="horizontal", zoom=0.2), seed=0)
+    assert [layer.__class__.__name__ for layer in aug.layers] == ["RandomFlip", "RandomRotation", "RandomZoom"]
+    assert aug(tf.zeros((2, 32, 32, 3)), training=True).shape == (2, 32, 32, 3)
+    assert augmenter(AugmentConfig(rotation=0.0, flip="none", zoom=0.0), seed=0) is None
+
+
+def test_feature_dataset_draws_one_view_per_image():
+    features = np.stack([np.full((5, 2, 2, 1), v, dtype=np.float16) for v in range(3)], axis=1)  # (5, 3, 2, 2, 1)
+    x, y = next(iter(feature_dataset(features, np.arange(5), batch_size=5, shuffle_seed=0)))
+    assert x.shape == (5, 2, 2, 1) and x.dtype == tf.float32
+    assert set(np.unique(x.numpy())) <= {0.0, 1.0, 2.0}
+    single = next(iter(feature_dataset(features[:, :1], np.arange(5), batch_size=5)))[0]
+    assert not single.numpy().any()

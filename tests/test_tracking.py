@@ -1,0 +1,103 @@
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from skin_cancer.config import TrackingConfig, to_dict
+from skin_cancer.tracking import log_pipeline_run, tracking_uri
+from tests.conftest import ROOT, run_all
+
+
+@pytest.fixture
+def outputs(workspace):
+    """A finished tiny pipeline in the working directory; returns its config."""
+    cfg = workspace()
+    run_all(cfg)
+    with open("params.yaml", "w") as handle:
+        yaml.safe_dump(to_dict(cfg), handle)
+    return cfg
+
+
+def runs(uri, experiment="skin-cancer"):
+    client = MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return client, client.search_runs([experiment_id])
+
+
+def test_one_run_holds_the_whole_picture(outputs, tmp_path):
+    logged = log_pipeline_run(outputs)
+    assert logged["tracking_uri"] == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    client, found = runs(logged["tracking_uri"])
+    assert len(found) == 1
+    run = found[0]
+    assert len(run.data.params) >= 20
+    assert run.data.params["model.dropout"] == str(outputs.model.dropout)
+    assert run.data.params["train.head.lr"] == str(outputs.train.head.lr)
+    head = client.get_metric_history(run.info.run_id, "head.val_auc")
+    finetune = client.get_metric_history(run.info.run_id, "finetune.val_auc")
+    assert [m.step for m in head] == [1, 2] and [m.step for m in finetune] == [3]
+    for key in ("test.accuracy", "test.roc_auc", "test.sensitivity", "test.specificity"):
+        assert key in run.data.metrics
+    assert {"recipe", "git.commit", "data.fingerprint"} <= set(run.data.tags)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/confusion_matrix.png", "evaluation/confusion_matrix.json", "evaluation/roc.png",
+            "evaluation/classification_report.json", "evaluation/training_curves.png"} <= artifacts
+    assert "pipeline/report.json" in {a.path for a in client.list_artifacts(run.info.run_id, "pipeline")}
+    # Artifacts live beside the database, not in the working directory.
+    assert (tmp_path / "mlruns" / "artifacts").is_dir()
+
+
+def test_logged_model_loads_as_pyfunc_and_predicts_like_keras(outputs):
+    import mlflow
+
+    logged = log_pipeline_run(outputs)
+    mlflow.set_tracking_uri(logged["tracking_uri"])
+    pyfunc = mlflow.pyfunc.load_model(f"runs:/{logged['run_id']}/model")
+    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    expected = keras.saving.load_model("models/model.keras").predict(x, verbose=0)
+    np.testing.assert_allclose(np.asarray(pyfunc.predict(x)).reshape(-1, 1), expected, atol=1e-5)
+    assert pyfunc.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 32, 32, 3]
+
+
+def test_parallel_runs_of_one_group_are_all_kept_under_one_parent(outputs, tmp_path):
+    """Two processes log at once (as `dvc queue start -j 2` workers do): no run is lost."""
+    outputs.tracking.log_model = False
+    outputs.tracking.run_group = "sweep-test"
+    with open("params.yaml", "w") as handle:
+        yaml.safe_dump(to_dict(outputs), handle)
+    code = ("from skin_cancer.config import load_params; from skin_cancer.tracking import log_pipeline_run; "
+            "log_pipeline_run(load_params())")
+    workers = [subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path) for _ in range(3)]
+    assert [w.wait(timeout=300) for w in workers] == [0, 0, 0]
+    client, found = runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    parents = [r for r in found if r.data.tags.get("sweep.parent") == "true"]
+    children = [r for r in found if r.data.tags.get("sweep.parent") != "true"]
+    assert len(parents) == 1 and len(children) == 3
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+
+
+def test_tracking_uri_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert tracking_uri(TrackingConfig()) == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri(TrackingConfig()) == "http://127.0.0.1:5000"
+    assert tracking_uri(TrackingConfig(uri="sqlite:///elsewhere.db")) == "sqlite:///elsewhere.db"
+
+
+def test_track_stage_records_the_run(outputs, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "skin_cancer.stages.track"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "reports" / "mlflow_run.json").read_text())
+    assert MlflowClient(record["tracking_uri"]).get_run(record["run_id"]).info.status == "FINISHED"
+
+
+def test_only_the_tracking_module_imports_mlflow():
+    importers = [p.relative_to(ROOT) for p in (ROOT / "src").rglob("*.py") if "mlflow" in p.read_text()
+                 and ("import mlflow" in p.read_text() or "from mlflow" in p.read_text())]
+    assert [str(p) for p in importers] == ["src/skin_cancer/tracking.py"]

@@ -1,0 +1,76 @@
+"""Stage functions end to end on generated images and a tiny model (seconds, no real weights)."""
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from skin_cancer import paths
+from skin_cancer.stages import features, prepare
+from tests.conftest import run_all
+
+
+@pytest.mark.parametrize("recipe", [[], ["experiment=notebook", "model.frozen_until=block_12_add",
+                                         "train.head.epochs=1", "train.finetune.epochs=1"]],
+                         ids=["cached-features", "notebook-images"])
+def test_stages_produce_every_declared_output(workspace, recipe):
+    cfg = workspace(*recipe)
+    run_all(cfg)
+    for path in (paths.PREPARE_REPORT, paths.HEAD_MODEL, paths.MODEL, paths.MODEL_H5, paths.METRICS,
+                 paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY, paths.EVALUATION / "confusion_matrix.png",
+                 paths.EVALUATION / "roc.png", paths.EVALUATION / "training_curves.png",
+                 paths.EVALUATION / "predictions.csv"):
+        assert path.exists(), path
+    history = pd.concat([pd.read_csv(paths.TRAIN_HISTORY), pd.read_csv(paths.FINETUNE_HISTORY)])
+    assert list(history.phase) == ["head"] * cfg.train.head.epochs + ["finetune"] * cfg.train.finetune.epochs
+    assert list(history.epoch) == list(range(1, len(history) + 1))
+    metrics = json.loads(paths.METRICS.read_text())
+    assert metrics["n_images"] == 12 and 0 <= metrics["accuracy"] <= 1
+    model = keras.saving.load_model(paths.MODEL)
+    assert model.input.shape == (None, 32, 32, 3)
+    legacy = keras.saving.load_model(paths.MODEL_H5, compile=False)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(legacy.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_features_stage_caches_views(workspace):
+    cfg = workspace()
+    prepare.main(cfg)
+    features.main(cfg)
+    train_features = np.load(paths.FEATURES / "train.npy")
+    assert train_features.dtype == np.float16 and train_features.shape[1] == cfg.train.feature_views
+    assert json.loads((paths.FEATURES / "info.json").read_text())["cut_layer"] == cfg.model.frozen_until
+
+
+def test_same_seed_and_data_give_the_same_metrics(workspace):
+    cfg = workspace()
+    run_all(cfg)
+    first = json.loads(paths.METRICS.read_text())
+    run_all(cfg)
+    assert json.loads(paths.METRICS.read_text()) == first
+
+
+def test_finetune_trains_only_above_the_cut(workspace):
+    cfg = workspace()
+    run_all(cfg)
+    head = keras.saving.load_model(paths.HEAD_MODEL)
+    final = keras.saving.load_model(paths.MODEL)
+    for name, changed in (("block_1_expand", False), ("block_15_expand", True), ("block_15_expand_BN", False)):
+        before = head.layers[2].get_layer(name).get_weights()[0]
+        after = final.layers[2].get_layer(name).get_weights()[0]
+        assert (not np.array_equal(before, after)) == changed, name
+
+
+def test_failed_stage_leaves_no_output(workspace, monkeypatch):
+    cfg = workspace()
+    prepare.main(cfg)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(features, "compute_features", boom)
+    with pytest.raises(RuntimeError):
+        features.main(cfg)
+    assert not paths.FEATURES.exists()
+    assert not [p for p in paths.FEATURES.parent.iterdir() if p.name.startswith(".")]
