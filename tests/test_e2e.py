@@ -101,7 +101,8 @@ def test_dvc_metrics_plots_and_exp_show(project, shared_weights):
     assert "roc_auc" in json.dumps(metrics) and "sensitivity" in json.dumps(metrics)
     sh("dvc", "plots", "show", "-o", "plots_html", cwd=project)
     html = (project / "plots_html" / "index.html").read_text()
-    assert "confusion_matrix.png" in html and "roc.csv" in html
+    for plot in ("reports_evaluation_predictions_csv", "reports_evaluation_roc_csv", "confusion_matrix.png", "roc.png"):
+        assert plot in html, plot
     shutil.rmtree(project / "plots_html")
     table = sh("dvc", "exp", "show", "--csv", cwd=project)
     assert "model.dropout" in table and "accuracy" in table
