@@ -61,7 +61,7 @@ def test_logged_model_loads_as_pyfunc_and_predicts_like_keras(outputs):
     x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
     expected = keras.saving.load_model("models/model.keras").predict(x, verbose=0)
     np.testing.assert_allclose(np.asarray(pyfunc.predict(x)).reshape(-1, 1), expected, atol=1e-5)
-    assert pyfunc.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 32, 32, 3]
+    assert tuple(pyfunc.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 32, 32, 3)
 
 
 def test_parallel_runs_of_one_group_are_all_kept_under_one_parent(outputs, tmp_path):

@@ -74,3 +74,12 @@ def test_failed_stage_leaves_no_output(workspace, monkeypatch):
         features.main(cfg)
     assert not paths.FEATURES.exists()
     assert not [p for p in paths.FEATURES.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_cosine_schedule_decays_to_zero_over_the_phase():
+    from skin_cancer.config import PhaseConfig
+    from skin_cancer.training import learning_rate
+
+    assert learning_rate(PhaseConfig(epochs=3, lr=0.1), 10) == 0.1
+    schedule = learning_rate(PhaseConfig(epochs=3, lr=0.1, schedule="cosine"), 10)
+    assert float(schedule(0)) == pytest.approx(0.1) and float(schedule(30)) == pytest.approx(0.0, abs=1e-7)

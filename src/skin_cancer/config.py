@@ -47,6 +47,7 @@ class AugmentConfig:
 class PhaseConfig:
     epochs: int = 10
     lr: float = 1e-3
+    schedule: str = "constant"
     patience: Optional[int] = None
 
 
@@ -73,6 +74,7 @@ class TrackingConfig:
 class EvaluateConfig:
     threshold: float = 0.5
     batch_size: int = 64
+    tta_views: int = 1
 
 
 @dataclass
@@ -93,6 +95,8 @@ class ConfigError(ValueError):
 _CHOICES = {
     "model.input_scaling": ("backbone", "unit"),
     "train.augment.flip": ("horizontal", "vertical", "horizontal_and_vertical", "none"),
+    "train.head.schedule": ("constant", "cosine"),
+    "train.finetune.schedule": ("constant", "cosine"),
 }
 
 
@@ -116,6 +120,7 @@ def validate(raw: Any) -> Config:
         "data.image_size": cfg.data.image_size >= 32,
         "model.dropout": 0 <= cfg.model.dropout < 1,
         "train.feature_views": 1 <= cfg.train.feature_views <= 8,
+        "evaluate.tta_views": 1 <= cfg.evaluate.tta_views <= 8,
         "train.batch_size": cfg.train.batch_size >= 1,
         "evaluate.threshold": 0 < cfg.evaluate.threshold < 1,
     }

@@ -110,7 +110,8 @@ def feature_head(model: keras.Model, cut_layer: str, freeze_batchnorm: bool) -> 
     return keras.Model(inputs, x, name="feature_head")
 
 
-def compile_classifier(model: keras.Model, lr: float) -> None:
+def compile_classifier(model: keras.Model, lr: float | keras.optimizers.schedules.LearningRateSchedule) -> None:
+    """Adam + binary cross-entropy, with accuracy and ROC AUC; `lr` may be a schedule."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=lr),
         loss=keras.losses.BinaryCrossentropy(),

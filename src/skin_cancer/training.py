@@ -22,13 +22,22 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def learning_rate(phase: PhaseConfig, steps_per_epoch: int):
+    """A constant rate, or cosine decay from `phase.lr` to 0 over the phase's steps."""
+    if phase.schedule == "cosine" and phase.epochs > 0:
+        if steps_per_epoch <= 0:
+            raise ValueError("cosine schedule needs a dataset of known length")
+        return keras.optimizers.schedules.CosineDecay(phase.lr, decay_steps=phase.epochs * steps_per_epoch)
+    return phase.lr
+
+
 def fit_phase(model: keras.Model, train_ds, val_ds, phase: PhaseConfig, *, restore_best: bool,
               first_epoch: int = 0, name: str = "phase") -> list[dict]:
     """Compile and fit `model`; returns one row of metrics per epoch.
 
     The best epoch by validation AUC is checkpointed and restored when `restore_best`.
     """
-    compile_classifier(model, phase.lr)
+    compile_classifier(model, learning_rate(phase, int(train_ds.cardinality())))
     if phase.epochs == 0:
         return []
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,8 +9,8 @@ from skin_cancer import evaluation as ev
 from skin_cancer import paths
 from skin_cancer.config import Config
 from skin_cancer.data import read_manifest
+from skin_cancer.evaluation import predict_probabilities
 from skin_cancer.io import atomic_dir, read_json, write_json
-from skin_cancer.pipeline import image_dataset
 from skin_cancer.stages import run_stage
 
 
@@ -19,8 +19,7 @@ def main(cfg: Config) -> None:
     class_names = [*report["negative_classes"], report["positive_class"]]
     test = read_manifest(paths.PREPARED / "test.csv")
     model = keras.saving.load_model(paths.MODEL)
-    ds = image_dataset(test.path, test.label_index, cfg.data.image_size, cfg.evaluate.batch_size)
-    prob = model.predict(ds.map(lambda x, y: x), verbose=2).ravel()
+    prob = predict_probabilities(model, test.path, cfg.data.image_size, cfg.evaluate)
     threshold = cfg.evaluate.threshold
     metrics = ev.binary_metrics(test.label_index, prob, threshold)
     confusion = ev.confusion(test.label_index, prob, threshold, class_names)
