@@ -100,3 +100,14 @@ def test_head_only_params_do_not_invalidate_features():
     """Changing the head's dropout or learning rate must re-run from `train`, not `features`."""
     features = dvc_stages()["features"]["params"]
     assert "model" not in features and "model.dropout" not in features and "train.head" not in features
+
+
+@pytest.mark.parametrize("overrides", [[], ["experiment=notebook"], ["model.dropout=0.3", "train.head.lr=0.0001"]])
+def test_dvc_hydra_composition_equals_ours(tmp_path, overrides):
+    """`dvc exp run -S ...` composes params.yaml with DVC's own Hydra call: it must match ours."""
+    from dvc.utils.hydra import compose_and_dump
+
+    compose_and_dump(tmp_path / "params.yaml", str(ROOT / "conf"), None, "config", str(ROOT), overrides)
+    dvc_params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert dvc_params == OmegaConf.to_container(compose(overrides), resolve=True)
+    validate(dvc_params)

@@ -31,8 +31,10 @@ def test_views_repeat_each_image_in_dihedral_symmetries(image_files):
     images, labels = next(iter(ds))
     assert images.shape == (8, 32, 32, 3) and list(labels) == [1] * 8
     original = images[0].numpy()
-    np.testing.assert_array_equal(images[1].numpy(), np.rot90(original, 1))
-    np.testing.assert_array_equal(images[4].numpy(), np.fliplr(original))
+    np.testing.assert_array_equal(images[1].numpy(), np.fliplr(original))
+    np.testing.assert_array_equal(images[2].numpy(), np.rot90(original, 2))
+    np.testing.assert_array_equal(images[3].numpy(), np.flipud(original))
+    np.testing.assert_array_equal(images[4].numpy(), np.rot90(original, 1))
     assert len({images[k].numpy().tobytes() for k in range(8)}) == 8
 
 

@@ -21,13 +21,19 @@ def load_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
     return image
 
 
-def dihedral_view(image: tf.Tensor, view: int) -> tf.Tensor:  # view: a Python int
-    """One of the 8 symmetries of the square: rotation by 90*(view % 4) degrees, flipped if view >= 4.
+# Views ordered so that any prefix is a sensible set: 2 = identity + horizontal flip,
+# 4 = + rotation by 180 degrees and vertical flip, 8 = all symmetries of the square.
+_VIEW_ROTATIONS = (0, 0, 2, 2, 1, 1, 3, 3)
+
+
+def dihedral_view(image: tf.Tensor, view: int) -> tf.Tensor:
+    """One of the 8 symmetries of the square (`view` a Python int in 0-7): a rotation by a multiple
+    of 90 degrees, flipped left-right for odd views.
 
     Dermoscopic lesions have no canonical orientation, so every view is an equally valid image.
     """
-    image = tf.image.rot90(image, k=view % 4)
-    return tf.image.flip_left_right(image) if view >= 4 else image
+    image = tf.image.rot90(image, k=_VIEW_ROTATIONS[view])
+    return tf.image.flip_left_right(image) if view % 2 else image
 
 
 def augmenter(cfg: AugmentConfig, seed: int):
