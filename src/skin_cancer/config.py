@@ -48,6 +48,7 @@ class PhaseConfig:
     epochs: int = 10
     lr: float = 1e-3
     schedule: str = "constant"
+    warmup_epochs: int = 0
     patience: Optional[int] = None
 
 
@@ -123,6 +124,8 @@ def validate(raw: Any) -> Config:
         "evaluate.tta_views": 1 <= cfg.evaluate.tta_views <= 8,
         "train.batch_size": cfg.train.batch_size >= 1,
         "evaluate.threshold": 0 < cfg.evaluate.threshold < 1,
+        "train.head.warmup_epochs": 0 <= cfg.train.head.warmup_epochs < max(cfg.train.head.epochs, 1),
+        "train.finetune.warmup_epochs": 0 <= cfg.train.finetune.warmup_epochs < max(cfg.train.finetune.epochs, 1),
     }
     for key, ok in checks.items():
         if not ok:

@@ -23,12 +23,20 @@ def seed_everything(seed: int) -> None:
 
 
 def learning_rate(phase: PhaseConfig, steps_per_epoch: int):
-    """A constant rate, or cosine decay from `phase.lr` to 0 over the phase's steps."""
-    if phase.schedule == "cosine" and phase.epochs > 0:
-        if steps_per_epoch <= 0:
-            raise ValueError("cosine schedule needs a dataset of known length")
-        return keras.optimizers.schedules.CosineDecay(phase.lr, decay_steps=phase.epochs * steps_per_epoch)
-    return phase.lr
+    """The phase's rate: constant, or cosine decay to 0, after a linear warm-up from 0 over
+    `phase.warmup_epochs` (warm-up keeps freshly unfrozen layers from being thrown off)."""
+    if phase.epochs == 0 or (phase.schedule == "constant" and not phase.warmup_epochs):
+        return phase.lr
+    if steps_per_epoch <= 0:
+        raise ValueError("a learning-rate schedule needs a dataset of known length")
+    warmup = phase.warmup_epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else phase.lr,
+        decay_steps=(phase.epochs - phase.warmup_epochs) * steps_per_epoch,
+        alpha=1.0 if phase.schedule == "constant" else 0.0,  # alpha=1: no decay after warm-up
+        warmup_target=phase.lr if warmup else None,
+        warmup_steps=warmup,
+    )
 
 
 def fit_phase(model: keras.Model, train_ds, val_ds, phase: PhaseConfig, *, restore_best: bool,
@@ -55,8 +63,9 @@ def fit_phase(model: keras.Model, train_ds, val_ds, phase: PhaseConfig, *, resto
     return rows.to_dict("records")
 
 
-def datasets(cfg: Config, prepared_dir: Path, features_dir: Path, *, augment: bool):
-    """(train, validation) datasets: cached features when train.cache_features, images otherwise."""
+def datasets(cfg: Config, prepared_dir: Path, features_dir: Path):
+    """(train, validation) datasets: cached features (augmented by their views) when
+    train.cache_features, else images with train.augment's random augmentation."""
     train = read_manifest(prepared_dir / "train.csv")
     val = read_manifest(prepared_dir / "val.csv")
     batch = cfg.train.batch_size
@@ -66,7 +75,7 @@ def datasets(cfg: Config, prepared_dir: Path, features_dir: Path, *, augment: bo
         return (feature_dataset(load_features(features_dir, "train"), train.label_index, batch, shuffle_seed=cfg.seed),
                 feature_dataset(load_features(features_dir, "val"), val.label_index, batch))
     size = cfg.data.image_size
-    aug = augmenter(cfg.train.augment, cfg.seed) if augment else None
+    aug = augmenter(cfg.train.augment, cfg.seed)
     return (image_dataset(train.path, train.label_index, size, batch, shuffle_seed=cfg.seed, augment=aug),
             image_dataset(val.path, val.label_index, size, batch))
 

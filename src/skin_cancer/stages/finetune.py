@@ -16,7 +16,7 @@ def main(cfg: Config) -> None:
     classifier = keras.saving.load_model(paths.HEAD_MODEL)
     unfreeze(classifier, cfg.model.frozen_until, cfg.model.freeze_batchnorm)
     model = trainable_model(cfg, classifier)
-    train_ds, val_ds = datasets(cfg, paths.PREPARED, paths.FEATURES, augment=True)
+    train_ds, val_ds = datasets(cfg, paths.PREPARED, paths.FEATURES)
     head_epochs = len(pd.read_csv(paths.TRAIN_HISTORY))
     rows = fit_phase(model, train_ds, val_ds, cfg.train.finetune, restore_best=cfg.train.restore_best,
                      first_epoch=head_epochs, name="finetune")

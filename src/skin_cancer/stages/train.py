@@ -11,7 +11,7 @@ def main(cfg: Config) -> None:
     seed_everything(cfg.seed)
     classifier = build_classifier(cfg.model, cfg.data.image_size)
     model = trainable_model(cfg, classifier)
-    train_ds, val_ds = datasets(cfg, paths.PREPARED, paths.FEATURES, augment=True)
+    train_ds, val_ds = datasets(cfg, paths.PREPARED, paths.FEATURES)
     rows = fit_phase(model, train_ds, val_ds, cfg.train.head, restore_best=cfg.train.restore_best, name="head")
     print(f"train: {trainable_summary(model)}")
     with atomic_path(paths.HEAD_MODEL) as tmp:
