@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from skin_cancer.data import (BadImage, DataError, decode, near_duplicate_pairs, prepare, read_manifest,
-                              scan_layout, to_rgb)
+from skin_cancer.data import (BadImage, DataError, decode, duplicate_groups, near_duplicate_pairs, prepare,
+                              read_image, read_manifest, scan_layout, to_rgb)
+from tests.conftest import SHARED
 
 PREPARE_DEFAULTS = dict(positive_class="malignant", val_fraction=0.25, seed=0, near_duplicate_distance=4,
                         drop_test_duplicates=True, strict=False, max_image_pixels=10_000_000)
@@ -191,7 +192,7 @@ def test_manifests_have_paths_labels_and_hashes(make_dataset, tmp_path):
     root = make_dataset(train=4, test=2)
     run_prepare(root, tmp_path / "prepared")
     test = read_manifest(tmp_path / "prepared" / "test.csv")
-    assert {"path", "source", "label", "label_index", "sha256", "phash", "split"} <= set(test.columns)
+    assert {"path", "source", "label", "label_index", "sha256", "phash", "dhash", "split"} <= set(test.columns)
     assert dict(zip(test.label, test.label_index)) == {"benign": 0, "malignant": 1}
     assert test.sha256.str.len().eq(64).all() and test.phash.str.len().eq(16).all()
 
@@ -214,3 +215,20 @@ def test_near_duplicate_pairs_matches_brute_force():
     brute = [(i, j, bin(int(hashes[i]) ^ int(hashes[j])).count("1")) for i in range(300) for j in range(i + 1, 300)]
     assert found == [p for p in brute if p[2] <= 3]
     assert (10, 200, 3) in found
+
+
+@pytest.mark.parametrize("a, b, same", [
+    ("train/malignant/768.jpg", "train/malignant/769.jpg", True),   # byte-identical
+    ("train/malignant/439.jpg", "test/malignant/507.jpg", True),    # near-identical copy
+    ("train/benign/286.jpg", "test/benign/1180.jpg", True),
+    ("train/benign/513.jpg", "test/malignant/1280.jpg", False),     # different lesions, equal DCT hash
+    ("train/malignant/918.jpg", "test/benign/1648.jpg", False),
+])
+def test_real_kaggle_pairs(tmp_path, a, b, same):
+    """Known copies in the Kaggle data are found; look-alike small lesions are not merged."""
+    root = SHARED / "data" / "skin-cancer-mvb"
+    if not root.is_dir():
+        pytest.fail(f"{root} not found")
+    records = [read_image(root / p, p.split("/")[0], p.split("/")[1], 10**8, (tmp_path, tmp_path)) for p in (a, b)]
+    groups, _ = duplicate_groups(records, max_distance=3)
+    assert (groups[0] == groups[1]) == same

@@ -19,7 +19,7 @@ class DataConfig:
     image_size: int = 224
     val_fraction: float = 0.2
     per_class_limit: Optional[int] = None
-    near_duplicate_distance: int = 4
+    near_duplicate_distance: int = 3
     drop_test_duplicates: bool = True
     strict: bool = False
     max_image_pixels: int = 40_000_000

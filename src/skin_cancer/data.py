@@ -36,6 +36,7 @@ class ImageRecord:
     path: str  # the file the input pipeline decodes: the source, or its RGB conversion
     sha256: str
     phash: str
+    dhash: str
     width: int
     height: int
     mode: str
@@ -103,11 +104,11 @@ def decode(path: Path, max_pixels: int) -> tuple[Image.Image, Image.Image]:
     return image, to_rgb(image)
 
 
-def perceptual_hash(rgb: Image.Image) -> str:
-    """64-bit DCT perceptual hash (imagehash.phash) as 16 hex digits."""
+def perceptual_hashes(rgb: Image.Image) -> tuple[str, str]:
+    """64-bit DCT perceptual hash and gradient hash (imagehash.phash, imagehash.dhash), 16 hex digits each."""
     import imagehash
 
-    return str(imagehash.phash(rgb))
+    return str(imagehash.phash(rgb)), str(imagehash.dhash(rgb))
 
 
 def read_image(path: Path, split: str, label: str, max_pixels: int, converted: tuple[Path, Path]) -> ImageRecord:
@@ -126,7 +127,7 @@ def read_image(path: Path, split: str, label: str, max_pixels: int, converted: t
         target = converted[1] / relative
     return ImageRecord(
         split=split, label=label, source=str(path), path=str(target),
-        sha256=digest, phash=perceptual_hash(rgb),
+        sha256=digest, **dict(zip(("phash", "dhash"), perceptual_hashes(rgb))),
         width=original.width, height=original.height, mode=original.mode, format=str(original.format),
     )
 
@@ -182,7 +183,9 @@ def near_duplicate_pairs(hashes: np.ndarray, max_distance: int, block: int = 102
 def duplicate_groups(records: list[ImageRecord], max_distance: int) -> tuple[list[int], list[tuple[int, int, int]]]:
     """Cluster id per record (connected components of exact and near-duplicate pairs) and the pairs.
 
-    Exact duplicates (same file hash) come out at distance 0 whatever their perceptual hash.
+    A near-duplicate pair is within `max_distance` bits in both the DCT hash and the gradient
+    hash: on dermoscopy, the DCT hash alone matches different small lesions centred on pale skin.
+    Exact duplicates (same file hash) come out at distance 0 whatever their hashes.
     """
     parent = list(range(len(records)))
 
@@ -192,7 +195,9 @@ def duplicate_groups(records: list[ImageRecord], max_distance: int) -> tuple[lis
             i = parent[i]
         return i
 
-    pairs = near_duplicate_pairs(hash_bits([r.phash for r in records]), max_distance)
+    dhashes = hash_bits([r.dhash for r in records])
+    pairs = [(i, j, d) for i, j, d in near_duplicate_pairs(hash_bits([r.phash for r in records]), max_distance)
+             if int(np.bitwise_count(dhashes[i] ^ dhashes[j])) <= max_distance]
     by_sha: dict[str, int] = {}
     for i, record in enumerate(records):
         first = by_sha.setdefault(record.sha256, i)
@@ -330,7 +335,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: manifest not found (run the prepare stage first)")
-    frame = pd.read_csv(path)
+    frame = pd.read_csv(path, dtype={"sha256": str, "phash": str, "dhash": str})
     missing = {"path", "label", "label_index"} - set(frame.columns)
     if missing:
         raise DataError(f"{path}: manifest lacks columns {sorted(missing)}")
