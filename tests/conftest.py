@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # A tiny but real MobileNetV2 so model and training tests take seconds.
 TINY = [
     "model.width=0.35", "data.image_size=32", "train.batch_size=8",
-    "train.head.epochs=2", "train.finetune.epochs=1", "train.feature_views=2", "evaluate.batch_size=16",
+    "train.head.epochs=2", "train.finetune.epochs=2", "train.feature_views=2", "evaluate.batch_size=16",
 ]
 
 

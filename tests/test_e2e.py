@@ -25,6 +25,7 @@ train:
     epochs: 1
   finetune:
     epochs: 1
+    warmup_epochs: 0
 """
 
 pytestmark = pytest.mark.slow

@@ -77,3 +77,15 @@ def test_tta_averages_the_dihedral_views(tmp_path):
     single = ev.predict_probabilities(model, paths, 8, EvaluateConfig(tta_views=1))
     averaged = ev.predict_probabilities(model, paths, 8, EvaluateConfig(tta_views=8))
     assert single == pytest.approx([1.0]) and averaged == pytest.approx([2 / 8])  # top-left in 2 of 8 views
+
+
+def test_threshold_policies():
+    from skin_cancer.config import EvaluateConfig
+
+    assert ev.choose_threshold(Y, P, EvaluateConfig(threshold=0.3, threshold_policy="fixed")) == 0.3
+    # Youden's J: at 0.7 sens 2/3, spec 1 (J = 0.67); at 0.3 sens 1, spec 1/2 (J = 0.5).
+    assert ev.choose_threshold(Y, P, EvaluateConfig(threshold_policy="youden")) == pytest.approx(0.7)
+
+
+def test_json_safe_turns_nan_into_null():
+    assert ev.json_safe({"a": float("nan"), "b": {"c": float("nan"), "d": 1.0}}) == {"a": None, "b": {"c": None, "d": 1.0}}

@@ -40,7 +40,7 @@ def test_one_run_holds_the_whole_picture(outputs, tmp_path):
     assert run.data.params["train.head.lr"] == str(outputs.train.head.lr)
     head = client.get_metric_history(run.info.run_id, "head.val_auc")
     finetune = client.get_metric_history(run.info.run_id, "finetune.val_auc")
-    assert [m.step for m in head] == [1, 2] and [m.step for m in finetune] == [3]
+    assert [m.step for m in head] == [1, 2] and [m.step for m in finetune] == [3, 4]
     for key in ("test.accuracy", "test.roc_auc", "test.sensitivity", "test.specificity"):
         assert key in run.data.metrics
     assert {"recipe", "git.commit", "data.fingerprint"} <= set(run.data.tags)

@@ -74,6 +74,7 @@ class TrackingConfig:
 @dataclass
 class EvaluateConfig:
     threshold: float = 0.5
+    threshold_policy: str = "fixed"
     batch_size: int = 64
     tta_views: int = 1
 
@@ -96,6 +97,7 @@ class ConfigError(ValueError):
 _CHOICES = {
     "model.input_scaling": ("backbone", "unit"),
     "train.augment.flip": ("horizontal", "vertical", "horizontal_and_vertical", "none"),
+    "evaluate.threshold_policy": ("fixed", "youden"),
     "train.head.schedule": ("constant", "cosine"),
     "train.finetune.schedule": ("constant", "cosine"),
 }

@@ -21,6 +21,19 @@ def predict_probabilities(model, image_paths, image_size: int, cfg: EvaluateConf
     return prob.mean(axis=1)
 
 
+def choose_threshold(y_val, prob_val, cfg: EvaluateConfig) -> float:
+    """The decision threshold, chosen without looking at the test split.
+
+    "fixed": `cfg.threshold`; "youden": the validation threshold maximising Youden's J
+    (sensitivity + specificity - 1).
+    """
+    if cfg.threshold_policy == "fixed":
+        return float(cfg.threshold)
+    fpr, tpr, thresholds = skm.roc_curve(np.asarray(y_val).astype(int), np.asarray(prob_val))
+    best = int(np.argmax(tpr - fpr))
+    return float(np.clip(thresholds[best], 1e-6, 1.0))
+
+
 def binary_metrics(y_true, prob, threshold: float) -> dict[str, float]:
     """Accuracy, ROC AUC, sensitivity, specificity and friends for a positive-class probability."""
     y_true = np.asarray(y_true).astype(int)
@@ -41,6 +54,12 @@ def binary_metrics(y_true, prob, threshold: float) -> dict[str, float]:
         "n_images": int(len(y_true)),
         "n_positive": int(y_true.sum()),
     }
+
+
+def json_safe(metrics: dict) -> dict:
+    """NaN (undefined metric) as null, which JSON and DVC can read."""
+    return {k: json_safe(v) if isinstance(v, dict) else (None if isinstance(v, float) and np.isnan(v) else v)
+            for k, v in metrics.items()}
 
 
 def confusion(y_true, prob, threshold: float, class_names: list[str]) -> dict:

@@ -154,7 +154,8 @@ def log_pipeline_run(cfg: Config) -> dict:
             params = {k: ("null" if v is None else v) for k, v in flatten(to_dict(cfg)).items()}
             client.log_batch(run.info.run_id, metrics=epoch_metrics(history),
                              params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
-            mlflow.log_metrics({f"test.{k}": v for k, v in test_metrics.items() if isinstance(v, (int, float))})
+            mlflow.log_metrics({f"test.{k}": v for k, v in flatten(test_metrics).items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool)})
             mlflow.log_metrics({f"data.{split}.{label}": n for split, c in prepare_report["counts"].items() for label, n in c.items()})
             mlflow.log_artifacts(str(paths.EVALUATION), artifact_path="evaluation")
             for path in (paths.METRICS, paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY, paths.PREPARE_REPORT, Path("params.yaml")):

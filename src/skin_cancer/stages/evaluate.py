@@ -1,7 +1,5 @@
 """DVC stage `evaluate`: the final model on the test manifest -> metrics, confusion matrix, ROC,
 classification report, predictions and training curves."""
-import math
-
 import keras
 import pandas as pd
 
@@ -19,9 +17,17 @@ def main(cfg: Config) -> None:
     class_names = [*report["negative_classes"], report["positive_class"]]
     test = read_manifest(paths.PREPARED / "test.csv")
     model = keras.saving.load_model(paths.MODEL)
-    prob = predict_probabilities(model, test.path, cfg.data.image_size, cfg.evaluate)
     threshold = cfg.evaluate.threshold
+    if cfg.evaluate.threshold_policy != "fixed":
+        val = read_manifest(paths.PREPARED / "val.csv")
+        val_prob = predict_probabilities(model, val.path, cfg.data.image_size, cfg.evaluate)
+        threshold = ev.choose_threshold(val.label_index, val_prob, cfg.evaluate)
+    prob = predict_probabilities(model, test.path, cfg.data.image_size, cfg.evaluate)
     metrics = ev.binary_metrics(test.label_index, prob, threshold)
+    metrics["threshold_policy"] = cfg.evaluate.threshold_policy
+    # The conventional 0.5 threshold too, so that a chosen threshold never hides what 0.5 gives.
+    metrics["at_0.5"] = {k: v for k, v in ev.binary_metrics(test.label_index, prob, 0.5).items()
+                         if k in ("accuracy", "sensitivity", "specificity")}
     confusion = ev.confusion(test.label_index, prob, threshold, class_names)
     roc = ev.roc_points(test.label_index, prob)
     history = pd.concat([pd.read_csv(paths.TRAIN_HISTORY), pd.read_csv(paths.FINETUNE_HISTORY)], ignore_index=True)
@@ -37,7 +43,7 @@ def main(cfg: Config) -> None:
         ev.plot_confusion(confusion, out / "confusion_matrix.png")
         ev.plot_roc(roc, metrics["roc_auc"], out / "roc.png")
         ev.plot_history(history, out / "training_curves.png")
-    write_json(paths.METRICS, {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()})
+    write_json(paths.METRICS, ev.json_safe(metrics))
     print(ev.summary_table(metrics))
 
 
