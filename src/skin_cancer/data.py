@@ -118,6 +118,7 @@ def read_image(path: Path, split: str, label: str, max_pixels: int, converted: t
     """
     original, rgb = decode(path, max_pixels)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    phash, dhash = perceptual_hashes(rgb)
     target = path
     if original.format not in TF_FORMATS or original.mode != "RGB":
         # The content hash in the name keeps equal names from different classes apart.
@@ -127,7 +128,7 @@ def read_image(path: Path, split: str, label: str, max_pixels: int, converted: t
         target = converted[1] / relative
     return ImageRecord(
         split=split, label=label, source=str(path), path=str(target),
-        sha256=digest, **dict(zip(("phash", "dhash"), perceptual_hashes(rgb))),
+        sha256=digest, phash=phash, dhash=dhash,
         width=original.width, height=original.height, mode=original.mode, format=str(original.format),
     )
 

@@ -1,5 +1,6 @@
-"""DVC stage `evaluate`: the final model on the test manifest -> metrics, confusion matrix, ROC,
-classification report, predictions and training curves."""
+"""DVC stage `evaluate`: the final model on the test manifest, at a threshold fixed in advance or
+chosen on validation -> metrics, confusion matrix, ROC, classification report, predictions and
+training curves."""
 import keras
 import pandas as pd
 
@@ -7,7 +8,6 @@ from skin_cancer import evaluation as ev
 from skin_cancer import paths
 from skin_cancer.config import Config
 from skin_cancer.data import read_manifest
-from skin_cancer.evaluation import predict_probabilities
 from skin_cancer.io import atomic_dir, read_json, write_json
 from skin_cancer.stages import run_stage
 
@@ -20,9 +20,9 @@ def main(cfg: Config) -> None:
     threshold = cfg.evaluate.threshold
     if cfg.evaluate.threshold_policy != "fixed":
         val = read_manifest(paths.PREPARED / "val.csv")
-        val_prob = predict_probabilities(model, val.path, cfg.data.image_size, cfg.evaluate)
+        val_prob = ev.predict_probabilities(model, val.path, cfg.data.image_size, cfg.evaluate)
         threshold = ev.choose_threshold(val.label_index, val_prob, cfg.evaluate)
-    prob = predict_probabilities(model, test.path, cfg.data.image_size, cfg.evaluate)
+    prob = ev.predict_probabilities(model, test.path, cfg.data.image_size, cfg.evaluate)
     metrics = ev.binary_metrics(test.label_index, prob, threshold)
     metrics["threshold_policy"] = cfg.evaluate.threshold_policy
     # The conventional 0.5 threshold too, so that a chosen threshold never hides what 0.5 gives.
