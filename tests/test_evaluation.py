@@ -89,3 +89,34 @@ def test_threshold_policies():
 
 def test_json_safe_turns_nan_into_null():
     assert ev.json_safe({"a": float("nan"), "b": {"c": float("nan"), "d": 1.0}}) == {"a": None, "b": {"c": None, "d": 1.0}}
+
+
+def test_operating_points_by_hand():
+    # ROC of Y/P: specificity >= 0.75 allows sensitivity 2/3 (threshold 0.7); >= 0.5 allows 1 (0.3).
+    assert ev.sensitivity_at_specificity(Y, P, 0.75) == pytest.approx(2 / 3)
+    assert ev.sensitivity_at_specificity(Y, P, 0.5) == pytest.approx(1.0)
+    assert ev.specificity_at_sensitivity(Y, P, 1.0) == pytest.approx(0.5)
+    assert ev.specificity_at_sensitivity(Y, P, 0.6) == pytest.approx(1.0)
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    p = np.clip(y * 0.3 + rng.uniform(0, 0.7, 400), 0, 1)
+    ci = ev.bootstrap_ci(y, p, roc_auc_score, n_resamples=300, seed=1)
+    assert ci == ev.bootstrap_ci(y, p, roc_auc_score, n_resamples=300, seed=1)
+    assert ci[0] < roc_auc_score(y, p) < ci[1] and ci[1] - ci[0] < 0.15
+    wide = ev.bootstrap_ci(y[:40], p[:40], roc_auc_score, n_resamples=300, seed=1)
+    assert wide[1] - wide[0] > ci[1] - ci[0]
+
+
+def test_ranking_metrics_names_and_values():
+    from sklearn.metrics import average_precision_score
+
+    m = ev.ranking_metrics(Y, P, target_specificity=0.9, target_sensitivity=0.95, n_resamples=200, seed=0)
+    assert m["roc_auc"] == pytest.approx(10 / 12) and m["pr_auc"] == pytest.approx(average_precision_score(Y, P))
+    assert m["sensitivity_at_specificity_90"] == pytest.approx(2 / 3)
+    assert m["specificity_at_sensitivity_95"] == pytest.approx(0.5)
+    for name in ("roc_auc", "pr_auc", "sensitivity_at_specificity_90", "specificity_at_sensitivity_95"):
+        assert m[f"{name}_ci_low"] <= m[name] <= m[f"{name}_ci_high"]
+    assert "95% CI" in ev.summary_table({**ev.binary_metrics(Y, P, 0.5), **m})

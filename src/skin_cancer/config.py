@@ -77,6 +77,9 @@ class EvaluateConfig:
     threshold_policy: str = "fixed"
     batch_size: int = 64
     tta_views: int = 1
+    target_specificity: float = 0.9
+    target_sensitivity: float = 0.95
+    bootstrap_resamples: int = 1000
 
 
 @dataclass
@@ -124,6 +127,9 @@ def validate(raw: Any) -> Config:
         "model.dropout": 0 <= cfg.model.dropout < 1,
         "train.feature_views": 1 <= cfg.train.feature_views <= 8,
         "evaluate.tta_views": 1 <= cfg.evaluate.tta_views <= 8,
+        "evaluate.target_specificity": 0 < cfg.evaluate.target_specificity < 1,
+        "evaluate.target_sensitivity": 0 < cfg.evaluate.target_sensitivity < 1,
+        "evaluate.bootstrap_resamples": cfg.evaluate.bootstrap_resamples >= 100,
         "train.batch_size": cfg.train.batch_size >= 1,
         "evaluate.threshold": 0 < cfg.evaluate.threshold < 1,
         "train.head.warmup_epochs": 0 <= cfg.train.head.warmup_epochs < max(cfg.train.head.epochs, 1),

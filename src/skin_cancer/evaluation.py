@@ -56,6 +56,50 @@ def binary_metrics(y_true, prob, threshold: float) -> dict[str, float]:
     }
 
 
+def sensitivity_at_specificity(y_true, prob, target: float) -> float:
+    """Highest sensitivity among thresholds whose specificity is at least `target`."""
+    fpr, tpr, _ = skm.roc_curve(np.asarray(y_true).astype(int), np.asarray(prob))
+    return float(tpr[1 - fpr >= target].max())
+
+
+def specificity_at_sensitivity(y_true, prob, target: float) -> float:
+    """Highest specificity among thresholds whose sensitivity is at least `target`."""
+    fpr, tpr, _ = skm.roc_curve(np.asarray(y_true).astype(int), np.asarray(prob))
+    return float((1 - fpr[tpr >= target]).max())
+
+
+def bootstrap_ci(y_true, prob, statistic, *, n_resamples: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of `statistic(y_true, prob)`, resampling images with
+    replacement (seeded); resamples that lack a class are redrawn."""
+    y_true = np.asarray(y_true).astype(int)
+    prob = np.asarray(prob, dtype=float)
+    rng = np.random.default_rng(seed)
+    values = []
+    while len(values) < n_resamples:
+        idx = rng.integers(0, len(y_true), len(y_true))
+        if 0 < y_true[idx].sum() < len(idx):
+            values.append(statistic(y_true[idx], prob[idx]))
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def ranking_metrics(y_true, prob, *, target_specificity: float, target_sensitivity: float,
+                    n_resamples: int, seed: int) -> dict[str, float]:
+    """Threshold-free metrics with 95% bootstrap intervals: ROC AUC, PR AUC (average precision),
+    sensitivity at a fixed specificity and specificity at a fixed sensitivity."""
+    statistics = {
+        "roc_auc": skm.roc_auc_score,
+        "pr_auc": skm.average_precision_score,
+        f"sensitivity_at_specificity_{round(target_specificity * 100)}": lambda y, p: sensitivity_at_specificity(y, p, target_specificity),
+        f"specificity_at_sensitivity_{round(target_sensitivity * 100)}": lambda y, p: specificity_at_sensitivity(y, p, target_sensitivity),
+    }
+    out = {}
+    for name, statistic in statistics.items():
+        out[name] = float(statistic(np.asarray(y_true).astype(int), np.asarray(prob, dtype=float)))
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bootstrap_ci(y_true, prob, statistic, n_resamples=n_resamples, seed=seed)
+    return out
+
+
 def json_safe(metrics: dict) -> dict:
     """NaN (undefined metric) as null, which JSON and DVC can read."""
     return {k: json_safe(v) if isinstance(v, dict) else (None if isinstance(v, float) and np.isnan(v) else v)
@@ -142,8 +186,12 @@ def plot_history(history: pd.DataFrame, path: Path) -> None:
 
 def summary_table(metrics: dict[str, float]) -> str:
     """A small fixed-width table for the end of the evaluate stage."""
-    keys = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1", "balanced_accuracy", "threshold")
+    keys = [k for k in ("accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity", "precision", "f1",
+                        "balanced_accuracy", "threshold") if k in metrics]
+    keys += [k for k in metrics if k.startswith(("sensitivity_at_", "specificity_at_")) and "_ci_" not in k]
     width = max(len(k) for k in keys)
-    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  ------"]
-    lines += [f"{k:<{width}}  {metrics[k]:.4f}" for k in keys]
+    lines = [f"{'metric':<{width}}  value   95% CI", f"{'-' * width}  ------  ---------------"]
+    for k in keys:
+        interval = f"  [{metrics[k + '_ci_low']:.4f}, {metrics[k + '_ci_high']:.4f}]" if f"{k}_ci_low" in metrics else ""
+        lines.append(f"{k:<{width}}  {metrics[k]:.4f}{interval}")
     return "\n".join(lines)

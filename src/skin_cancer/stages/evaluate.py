@@ -24,6 +24,10 @@ def main(cfg: Config) -> None:
         threshold = ev.choose_threshold(val.label_index, val_prob, cfg.evaluate)
     prob = ev.predict_probabilities(model, test.path, cfg.data.image_size, cfg.evaluate)
     metrics = ev.binary_metrics(test.label_index, prob, threshold)
+    metrics.update(ev.ranking_metrics(
+        test.label_index, prob, target_specificity=cfg.evaluate.target_specificity,
+        target_sensitivity=cfg.evaluate.target_sensitivity, n_resamples=cfg.evaluate.bootstrap_resamples,
+        seed=cfg.seed))
     metrics["threshold_policy"] = cfg.evaluate.threshold_policy
     # The conventional 0.5 threshold too, so that a chosen threshold never hides what 0.5 gives.
     metrics["at_0.5"] = {k: v for k, v in ev.binary_metrics(test.label_index, prob, 0.5).items()
