@@ -87,6 +87,7 @@ def ranking_metrics(y_true, prob, *, target_specificity: float, target_sensitivi
                     n_resamples: int, seed: int) -> dict[str, float]:
     """Threshold-free metrics with 95% bootstrap intervals: ROC AUC, PR AUC (average precision),
     sensitivity at a fixed specificity and specificity at a fixed sensitivity."""
+    y_true, prob = np.asarray(y_true).astype(int), np.asarray(prob, dtype=float)
     statistics = {
         "roc_auc": skm.roc_auc_score,
         "pr_auc": skm.average_precision_score,
@@ -95,7 +96,7 @@ def ranking_metrics(y_true, prob, *, target_specificity: float, target_sensitivi
     }
     out = {}
     for name, statistic in statistics.items():
-        out[name] = float(statistic(np.asarray(y_true).astype(int), np.asarray(prob, dtype=float)))
+        out[name] = float(statistic(y_true, prob))
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bootstrap_ci(y_true, prob, statistic, n_resamples=n_resamples, seed=seed)
     return out
 
