@@ -1,5 +1,5 @@
 """Benchmark: run the whole pipeline on the full data for one or more recipes and print the wall
-time and peak memory of every stage, then the test metrics.
+time and peak memory of every stage, then the metrics of every evaluated set.
 
     python bench/pipeline.py                       # default recipe and experiment=notebook
     python bench/pipeline.py --recipe default --data /path/to/kaggle
@@ -70,11 +70,12 @@ def main() -> None:
     for recipe in args.recipe or ["default", "notebook"]:
         overrides = RECIPES[recipe] + ([f"data.root={Path(args.data).resolve()}"] if args.data else [])
         results.append(bench(recipe, overrides, args.workdir.resolve(), env))
-    print(f"\n{'recipe':<9} {'total s':>8} {'accuracy':>8} {'roc_auc':>8} {'sens':>6} {'spec':>6}")
+    print(f"\n{'recipe':<9} {'total s':>8} {'set':<11} {'images':>6} {'accuracy':>8} {'roc_auc':>8} {'sens':>6} {'spec':>6}")
     for r in results:
-        m = r["metrics"]
-        print(f"{r['recipe']:<9} {r['total_s']:8.1f} {m['accuracy']:8.4f} {m['roc_auc']:8.4f} "
-              f"{m['sensitivity']:6.3f} {m['specificity']:6.3f}")
+        for name, m in r["metrics"].items():
+            if name != "validation":
+                print(f"{r['recipe']:<9} {r['total_s']:8.1f} {name:<11} {m['n_images']:6d} {m['accuracy']:8.4f} "
+                      f"{m['roc_auc']:8.4f} {m['sensitivity']:6.3f} {m['specificity']:6.3f}")
     if len(results) == 2 and results[1]["total_s"]:
         print(f"\n{results[0]['recipe']} / {results[1]['recipe']} wall time: {results[0]['total_s'] / results[1]['total_s']:.2f}")
     out = args.workdir / "pipeline.json"

@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TINY = [
     "model.width=0.35", "data.image_size=32", "train.batch_size=8",
     "train.head.epochs=2", "train.finetune.epochs=2", "train.feature_views=2", "evaluate.batch_size=16",
+    "evaluate.bootstrap_resamples=200", "~audit.against.ham10000", "~evaluate.external.ham10000", "audit.workers=2",
 ]
 
 
@@ -117,7 +118,7 @@ def workspace(tmp_path, monkeypatch, make_dataset, compose, tiny):
 
 def run_all(cfg):
     """Every stage before `track`, in dvc.yaml's order."""
-    from skin_cancer.stages import evaluate, features, finetune, prepare, train
+    from skin_cancer.stages import audit, calibrate, evaluate, features, finetune, prepare, report, train
 
-    for stage in (prepare, features, train, finetune, evaluate):
+    for stage in (audit, prepare, features, train, finetune, calibrate, evaluate, report):
         stage.main(cfg)

@@ -84,8 +84,9 @@ def entries(items):
 def test_dvc_outputs_match_the_paths_the_code_writes():
     stages = dvc_stages()
     declared = {o for s in stages.values() for key in ("outs", "metrics") for o in entries(s.get(key, []))}
-    written = {paths.PREPARED, paths.FEATURES, paths.HEAD_MODEL, paths.MODEL, paths.MODEL_H5, paths.TRAIN_HISTORY,
-               paths.FINETUNE_HISTORY, paths.METRICS, paths.EVALUATION, paths.MLFLOW_RUN}
+    written = {paths.AUDIT, paths.PREPARED, paths.FEATURES, paths.HEAD_MODEL, paths.MODEL, paths.MODEL_H5,
+               paths.OPERATING_POINT, paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY, paths.METRICS, paths.EVALUATION,
+               paths.FIGURES, paths.MODEL_REPORT, paths.MODEL_REPORT.with_suffix(".html"), paths.MLFLOW_RUN}
     assert declared == {str(p) for p in written}
 
 

@@ -6,17 +6,21 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from skin_cancer.data import (BadImage, DataError, decode, duplicate_groups, near_duplicate_pairs, prepare,
-                              read_image, read_manifest, scan_layout, to_rgb)
-from tests.conftest import SHARED
+from skin_cancer.audit import audit
+from skin_cancer.data import BadImage, DataError, decode, prepare, read_manifest, scan_layout, to_rgb
+from skin_cancer.datasets import limit_per_class, load_dataset
 
-PREPARE_DEFAULTS = dict(positive_class="malignant", val_fraction=0.25, seed=0, near_duplicate_distance=4,
+PREPARE_DEFAULTS = dict(positive_class="malignant", val_fraction=0.25, seed=0,
                         drop_test_duplicates=True, strict=False, max_image_pixels=10_000_000)
 
 
-def run_prepare(root, out, **overrides):
+def run_prepare(root, out, against=(), **overrides):
+    """The audit stage, then prepare, as the pipeline runs them."""
     out.mkdir(exist_ok=True)
-    return prepare(root, out, out, **(PREPARE_DEFAULTS | overrides))
+    data = load_dataset("data", root)
+    data.frame = limit_per_class(data.frame, overrides.get("per_class_limit"))
+    images = audit(data, list(against), workers=2).images
+    return prepare(root, out, out, images, **(PREPARE_DEFAULTS | overrides))
 
 
 def jpeg_bytes(image, **kwargs):
@@ -125,7 +129,7 @@ def add_bad_and_odd_files(root):
 def test_prepare_skips_bad_files_with_reasons_and_converts_odd_ones(make_dataset, tmp_path):
     root = make_dataset(train=8, test=3)
     add_bad_and_odd_files(root)
-    report = run_prepare(root, tmp_path / "prepared", drop_test_duplicates=False, near_duplicate_distance=0)
+    report = run_prepare(root, tmp_path / "prepared", drop_test_duplicates=False)
     reasons = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in report["skipped"]}
     assert set(reasons) == {"empty.jpg", "notes.txt", "broken.jpg", "bomb.png"}
     assert "empty file" in reasons["empty.jpg"] and "not a recognised image" in reasons["notes.txt"]
@@ -146,21 +150,20 @@ def test_strict_mode_fails_on_the_first_bad_file(make_dataset, tmp_path):
         run_prepare(root, tmp_path / "prepared", strict=True)
 
 
-def test_duplicates_within_and_across_splits_are_found_and_test_copies_dropped(make_dataset, tmp_path):
+def test_copies_of_test_images_are_dropped_and_clusters_kept_on_one_side(make_dataset, tmp_path):
     root = make_dataset(train=10, test=4)
     test_image = root / "test" / "malignant" / "1.jpg"
     shutil.copy(test_image, root / "train" / "malignant" / "exact_copy_of_test.jpg")
-    # A near copy: resized and re-encoded.
-    Image.open(test_image).resize((60, 60)).save(root / "train" / "malignant" / "near_copy_of_test.jpg", quality=70)
+    # A near copy: resized, flipped and re-encoded.
+    Image.open(test_image).resize((60, 60)).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+        root / "train" / "malignant" / "near_copy_of_test.jpg", quality=70)
     shutil.copy(root / "train" / "benign" / "3.jpg", root / "train" / "benign" / "twin.jpg")
     report = run_prepare(root, tmp_path / "prepared")
     dropped = {d["path"].rsplit("/", 1)[1] for d in report["dropped"]}
     assert dropped == {"exact_copy_of_test.jpg", "near_copy_of_test.jpg"}
-    groups = report["duplicate_groups"]
-    cross = [g for g in groups if g["cross_split"]]
-    assert len(cross) == 1 and len(cross[0]["images"]) == 3
-    within = [g for g in groups if not g["cross_split"]]
-    assert any(g["exact"] and {i["path"].rsplit("/", 1)[1] for i in g["images"]} == {"3.jpg", "twin.jpg"} for g in within)
+    assert report["summary"]["test_leaks"] == {"copy": 1, "group": 0}
+    test = read_manifest(tmp_path / "prepared" / "test.csv")
+    assert list(test.source[test.leak == "copy"]) == [str(test_image)]
     train, val = (read_manifest(tmp_path / "prepared" / f"{s}.csv") for s in ("train", "val"))
     names = set(train.source) | set(val.source)
     assert not any("copy_of_test" in n for n in names)
@@ -173,7 +176,7 @@ def test_keeping_test_duplicates_is_configurable(make_dataset, tmp_path):
     root = make_dataset(train=6, test=2)
     shutil.copy(root / "test" / "benign" / "0.jpg", root / "train" / "benign" / "copy.jpg")
     report = run_prepare(root, tmp_path / "prepared", drop_test_duplicates=False)
-    assert report["dropped"] == [] and report["summary"]["cross_split_groups"] == 1
+    assert report["dropped"] == [] and report["summary"]["test_leaks"]["copy"] == 1
 
 
 def test_split_is_stratified_and_deterministic(make_dataset, tmp_path):
@@ -192,7 +195,7 @@ def test_manifests_have_paths_labels_and_hashes(make_dataset, tmp_path):
     root = make_dataset(train=4, test=2)
     run_prepare(root, tmp_path / "prepared")
     test = read_manifest(tmp_path / "prepared" / "test.csv")
-    assert {"path", "source", "label", "label_index", "sha256", "phash", "dhash", "split"} <= set(test.columns)
+    assert {"path", "source", "label", "label_index", "sha256", "phash", "group", "leak", "split"} <= set(test.columns)
     assert dict(zip(test.label, test.label_index)) == {"benign": 0, "malignant": 1}
     assert test.sha256.str.len().eq(64).all() and test.phash.str.len().eq(16).all()
 
@@ -205,30 +208,3 @@ def test_per_class_limit_takes_a_subset(make_dataset, tmp_path):
 def test_unknown_positive_class_is_an_error(make_dataset, tmp_path):
     with pytest.raises(DataError, match="data.positive_class='melanoma'"):
         run_prepare(make_dataset(train=2, test=1), tmp_path / "prepared", positive_class="melanoma")
-
-
-def test_near_duplicate_pairs_matches_brute_force():
-    rng = np.random.default_rng(1)
-    hashes = rng.integers(0, 2**63, 300, dtype=np.uint64)
-    hashes[10] = hashes[200] ^ np.uint64(0b1011)  # 3 bits apart
-    found = near_duplicate_pairs(hashes, 3, block=64)
-    brute = [(i, j, bin(int(hashes[i]) ^ int(hashes[j])).count("1")) for i in range(300) for j in range(i + 1, 300)]
-    assert found == [p for p in brute if p[2] <= 3]
-    assert (10, 200, 3) in found
-
-
-@pytest.mark.parametrize("a, b, same", [
-    ("train/malignant/768.jpg", "train/malignant/769.jpg", True),   # byte-identical
-    ("train/malignant/439.jpg", "test/malignant/507.jpg", True),    # near-identical copy
-    ("train/benign/286.jpg", "test/benign/1180.jpg", True),
-    ("train/benign/513.jpg", "test/malignant/1280.jpg", False),     # different lesions, equal DCT hash
-    ("train/malignant/918.jpg", "test/benign/1648.jpg", False),
-])
-def test_real_kaggle_pairs(tmp_path, a, b, same):
-    """Known copies in the Kaggle data are found; look-alike small lesions are not merged."""
-    root = SHARED / "data" / "skin-cancer-mvb"
-    if not root.is_dir():
-        pytest.fail(f"{root} not found")
-    records = [read_image(root / p, p.split("/")[0], p.split("/")[1], 10**8, (tmp_path, tmp_path)) for p in (a, b)]
-    groups, _ = duplicate_groups(records, max_distance=3)
-    assert (groups[0] == groups[1]) == same

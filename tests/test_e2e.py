@@ -15,10 +15,20 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import ROOT, SHARED
 
 KAGGLE = SHARED / "data" / "skin-cancer-mvb"
+HAM = SHARED / "data" / "ham10000"
 SMOKE = f"""# @package _global_
 data:
   root: {KAGGLE}
   per_class_limit: 20
+audit:
+  against:
+    ham10000:
+      root: {HAM}
+evaluate:
+  external:
+    ham10000:
+      root: {HAM}
+      per_class_limit: 20
 train:
   feature_views: 2
   head:
@@ -72,7 +82,7 @@ def mlflow_runs(project):
 
 def test_dvc_repro_runs_the_pipeline_into_one_complete_mlflow_run(project, shared_weights):
     log = sh("dvc", "repro", cwd=project)
-    for stage in ("prepare", "features", "train", "finetune", "evaluate", "track"):
+    for stage in ("audit", "prepare", "features", "train", "finetune", "calibrate", "evaluate", "report", "track"):
         assert f"Running stage '{stage}'" in log
     client, runs = mlflow_runs(project)
     assert len(runs) == 1
@@ -80,9 +90,15 @@ def test_dvc_repro_runs_the_pipeline_into_one_complete_mlflow_run(project, share
     assert len(run.data.params) >= 20 and run.data.params["data.per_class_limit"] == "20"
     assert client.get_metric_history(run.info.run_id, "head.val_auc")[0].step == 1
     assert client.get_metric_history(run.info.run_id, "finetune.val_loss")[0].step == 2
-    assert {"test.accuracy", "test.roc_auc", "test.sensitivity", "test.specificity"} <= set(run.data.metrics)
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    assert "evaluation/confusion_matrix.png" in artifacts and "evaluation/confusion_matrix.json" in artifacts
+    assert {"test.accuracy", "test.roc_auc", "test.roc_auc_ci_low", "test.sensitivity", "test.specificity",
+            "test.sensitivity_at_specificity_90", "test.ece", "clean_test.roc_auc", "ham10000.roc_auc",
+            "ham10000.excluded", "operating_point.threshold", "audit.duplicate_clusters"} <= set(run.data.metrics)
+    # The 40 smoke images are HAM10000 copies: the audit carries their lesions over.
+    assert run.data.metrics["audit.test_images"] == 40
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert {"figures/test_confusion_matrix.png", "figures/ham10000_roc.png"} <= artifacts
+    assert "evaluation/test/confusion_matrix.json" in {a.path for a in client.list_artifacts(run.info.run_id, "evaluation/test")}
+    assert {"model_report.md", "model_report.html"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     import mlflow
     import numpy as np
 
@@ -104,7 +120,8 @@ def test_dvc_metrics_plots_and_exp_show(project, shared_weights):
     assert "roc_auc" in json.dumps(metrics) and "sensitivity" in json.dumps(metrics)
     sh("dvc", "plots", "show", "-o", "plots_html", cwd=project)
     html = (project / "plots_html" / "index.html").read_text()
-    for plot in ("reports_evaluation_predictions_csv", "reports_evaluation_roc_csv", "confusion_matrix.png", "roc.png"):
+    for plot in ("reports_evaluation_test_predictions_csv", "reports_evaluation_clean_test_predictions_csv",
+                 "test_confusion_matrix.png", "ham10000_reliability.png", "training_curves.png"):
         assert plot in html, plot
     shutil.rmtree(project / "plots_html")
     table = sh("dvc", "exp", "show", "--csv", cwd=project)
@@ -115,7 +132,7 @@ def test_changing_the_head_dropout_reruns_from_train_not_prepare(project, shared
     sh("skin-cancer", "compose", "model.dropout=0.3", cwd=project)
     log = sh("dvc", "repro", cwd=project)
     ran = set(re.findall(r"Running stage '(\w+)'", log))
-    assert ran == {"train", "finetune", "evaluate", "track"}
+    assert ran == {"train", "finetune", "calibrate", "evaluate", "report", "track"}
     assert len(mlflow_runs(project)[1]) == 2
     sh("git", "checkout", "params.yaml", cwd=project)
     sh("dvc", "checkout", cwd=project)

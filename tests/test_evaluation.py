@@ -85,6 +85,12 @@ def test_threshold_policies():
     assert ev.choose_threshold(Y, P, EvaluateConfig(threshold=0.3, threshold_policy="fixed")) == 0.3
     # Youden's J: at 0.7 sens 2/3, spec 1 (J = 0.67); at 0.3 sens 1, spec 1/2 (J = 0.5).
     assert ev.choose_threshold(Y, P, EvaluateConfig(threshold_policy="youden")) == pytest.approx(0.7)
+    # Target sensitivity: the highest threshold reaching it (0.9 -> 1/3, 0.7 -> 2/3, 0.3 -> 1).
+    for target, expected in ((0.3, 0.9), (0.6, 0.7), (0.95, 0.3)):
+        cfg = EvaluateConfig(threshold_policy="target_sensitivity", target_sensitivity=target)
+        threshold = ev.choose_threshold(Y, P, cfg)
+        assert threshold == pytest.approx(expected)
+        assert ev.binary_metrics(Y, P, threshold)["sensitivity"] >= target
 
 
 def test_json_safe_turns_nan_into_null():
@@ -120,3 +126,35 @@ def test_ranking_metrics_names_and_values():
     for name in ("roc_auc", "pr_auc", "sensitivity_at_specificity_90", "specificity_at_sensitivity_95"):
         assert m[f"{name}_ci_low"] <= m[name] <= m[f"{name}_ci_high"]
     assert "95% CI" in ev.summary_table({**ev.binary_metrics(Y, P, 0.5), **m})
+
+
+def test_calibration_metrics_by_hand():
+    y, p = [0, 1, 1, 1], [0.1, 0.1, 0.9, 0.9]
+    # Two bins: [0, 0.5) predicts 0.1 and sees 1/2 positive; [0.5, 1] predicts 0.9 and sees 1.
+    m = ev.calibration_metrics(y, p, bins=2)
+    assert m["ece"] == pytest.approx((2 * 0.4 + 2 * 0.1) / 4)
+    assert m["brier"] == pytest.approx((0.01 + 0.81 + 0.01 + 0.01) / 4)
+    table = ev.reliability(y, p, bins=10)
+    assert list(table["count"]) == [2, 2] and list(table.fraction_positive) == [0.5, 1.0]
+    assert ev.calibration_metrics([0, 1], [0.0, 1.0], bins=15)["ece"] == 0.0
+
+
+def test_temperature_scaling_recovers_an_overconfident_model():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, 20000)
+    y = rng.random(20000) < 1 / (1 + np.exp(-logits / 2.5))  # the truth is twice as uncertain
+    overconfident = 1 / (1 + np.exp(-logits))
+    temperature = ev.fit_temperature(y, overconfident)
+    assert temperature == pytest.approx(2.5, rel=0.05)
+    calibrated = ev.apply_temperature(overconfident, temperature)
+    assert ev.calibration_metrics(y, calibrated, 15)["ece"] < ev.calibration_metrics(y, overconfident, 15)["ece"] / 3
+    # Temperature keeps 0.5 and the ranking: AUC and decisions at 0.5 do not change.
+    assert ev.apply_temperature([0.5], 3.0) == pytest.approx([0.5])
+    assert (np.argsort(calibrated) == np.argsort(overconfident)).all()
+
+
+def test_set_metrics_without_both_classes_skips_ranking():
+    from skin_cancer.config import EvaluateConfig
+
+    m = ev.set_metrics([1, 1, 1], [0.9, 0.2, 0.7], 0.5, EvaluateConfig(bootstrap_resamples=100), seed=0)
+    assert "roc_auc_ci_low" not in m and m["sensitivity"] == pytest.approx(2 / 3) and "ece" in m

@@ -41,13 +41,19 @@ def test_one_run_holds_the_whole_picture(outputs, tmp_path):
     head = client.get_metric_history(run.info.run_id, "head.val_auc")
     finetune = client.get_metric_history(run.info.run_id, "finetune.val_auc")
     assert [m.step for m in head] == [1, 2] and [m.step for m in finetune] == [3, 4]
-    for key in ("test.accuracy", "test.roc_auc", "test.sensitivity", "test.specificity"):
-        assert key in run.data.metrics
+    for key in ("test.accuracy", "test.roc_auc", "test.roc_auc_ci_low", "test.sensitivity", "test.specificity",
+                "test.sensitivity_at_specificity_90", "test.ece", "clean_test.accuracy", "validation.ece",
+                "operating_point.threshold", "operating_point.temperature", "audit.clean_test_images"):
+        assert key in run.data.metrics, key
     assert {"recipe", "git.commit", "data.fingerprint"} <= set(run.data.tags)
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    assert {"evaluation/confusion_matrix.png", "evaluation/confusion_matrix.json", "evaluation/roc.png",
-            "evaluation/classification_report.json", "evaluation/training_curves.png"} <= artifacts
-    assert "pipeline/report.json" in {a.path for a in client.list_artifacts(run.info.run_id, "pipeline")}
+    listed = lambda folder: {a.path for a in client.list_artifacts(run.info.run_id, folder)}  # noqa: E731
+    assert {"evaluation/test", "evaluation/clean_test"} <= listed("evaluation")
+    assert {"evaluation/test/confusion_matrix.json", "evaluation/test/classification_report.json"} <= listed("evaluation/test")
+    assert {"figures/test_confusion_matrix.png", "figures/test_roc.png", "figures/test_reliability.png",
+            "figures/training_curves.png"} <= listed("figures")
+    assert {"audit/report.json", "audit/pairs.csv"} <= listed("audit")
+    assert {"model_report.md", "model_report.html"} <= listed("")
+    assert {"pipeline/report.json", "pipeline/operating_point.json"} <= listed("pipeline")
     # Artifacts live beside the database, not in the working directory.
     assert (tmp_path / "mlruns" / "artifacts").is_dir()
 
@@ -62,6 +68,9 @@ def test_logged_model_loads_as_pyfunc_and_predicts_like_keras(outputs):
     expected = keras.saving.load_model("models/model.keras").predict(x, verbose=0)
     np.testing.assert_allclose(np.asarray(pyfunc.predict(x)).reshape(-1, 1), expected, atol=1e-5)
     assert tuple(pyfunc.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 32, 32, 3)
+    # The validation-fitted temperature and threshold travel with the model.
+    stored = pyfunc.metadata.metadata["operating_point"]
+    assert stored == json.loads(open("models/operating_point.json").read())
 
 
 def test_parallel_runs_of_one_group_are_all_kept_under_one_parent(outputs, tmp_path):

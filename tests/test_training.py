@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from skin_cancer import paths
-from skin_cancer.stages import features, prepare
+from skin_cancer.stages import audit, features, prepare
 from tests.conftest import run_all
 
 
@@ -17,16 +17,26 @@ from tests.conftest import run_all
 def test_stages_produce_every_declared_output(workspace, recipe):
     cfg = workspace(*recipe)
     run_all(cfg)
-    for path in (paths.PREPARE_REPORT, paths.HEAD_MODEL, paths.MODEL, paths.MODEL_H5, paths.METRICS,
-                 paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY, paths.EVALUATION / "confusion_matrix.png",
-                 paths.EVALUATION / "roc.png", paths.EVALUATION / "training_curves.png",
-                 paths.EVALUATION / "predictions.csv"):
+    for path in (paths.AUDIT_REPORT, paths.PREPARE_REPORT, paths.HEAD_MODEL, paths.MODEL, paths.MODEL_H5,
+                 paths.OPERATING_POINT, paths.METRICS, paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY,
+                 paths.FIGURES / "training_curves.png", paths.MODEL_REPORT, paths.MODEL_REPORT.with_suffix(".html")):
         assert path.exists(), path
+    for name in ("test", "clean_test"):
+        for figure in ("confusion_matrix", "roc", "pr", "reliability"):
+            assert (paths.FIGURES / f"{name}_{figure}.png").exists(), (name, figure)
+        for table in ("predictions.csv", "confusion_matrix.json", "classification_report.json", "roc.csv", "reliability.csv"):
+            assert (paths.EVALUATION / name / table).exists(), (name, table)
     history = pd.concat([pd.read_csv(paths.TRAIN_HISTORY), pd.read_csv(paths.FINETUNE_HISTORY)])
     assert list(history.phase) == ["head"] * cfg.train.head.epochs + ["finetune"] * cfg.train.finetune.epochs
     assert list(history.epoch) == list(range(1, len(history) + 1))
     metrics = json.loads(paths.METRICS.read_text())
-    assert metrics["n_images"] == 12 and 0 <= metrics["accuracy"] <= 1
+    assert metrics["test"]["n_images"] == 12 and 0 <= metrics["test"]["accuracy"] <= 1
+    assert metrics["clean_test"]["n_images"] == 12  # generated images have no copies
+    for key in ("roc_auc_ci_low", "balanced_accuracy", "ece", "brier", "sensitivity_at_specificity_90"):
+        assert key in metrics["test"], key
+    assert metrics["validation"]["n_images"] == 8
+    report = paths.MODEL_REPORT.read_text()
+    assert "Not a medical device" in report and "| ROC AUC |" in report and "clean_test" in report
     model = keras.saving.load_model(paths.MODEL)
     assert model.input.shape == (None, 32, 32, 3)
     legacy = keras.saving.load_model(paths.MODEL_H5, compile=False)
@@ -36,6 +46,7 @@ def test_stages_produce_every_declared_output(workspace, recipe):
 
 def test_features_stage_caches_views(workspace):
     cfg = workspace()
+    audit.main(cfg)
     prepare.main(cfg)
     features.main(cfg)
     train_features = np.load(paths.FEATURES / "train.npy")
@@ -64,6 +75,7 @@ def test_finetune_trains_only_above_the_cut(workspace):
 
 def test_failed_stage_leaves_no_output(workspace, monkeypatch):
     cfg = workspace()
+    audit.main(cfg)
     prepare.main(cfg)
 
     def boom(*args, **kwargs):
@@ -93,3 +105,41 @@ def test_warmup_rises_linearly_then_follows_the_schedule(kind, at_end):
     schedule = learning_rate(PhaseConfig(epochs=4, lr=0.1, schedule=kind, warmup_epochs=1), 10)
     assert [round(float(schedule(s)), 6) for s in (0, 5, 10)] == [0.0, 0.05, 0.1]
     assert float(schedule(40)) == pytest.approx(at_end, abs=1e-7)
+
+
+def test_external_set_excludes_training_copies_and_gets_its_own_namespace(workspace, make_dataset, tmp_path):
+    """An external class-folder set with copies of training images and a label to map: copies are
+    excluded and counted, the rest scored under the set's own metrics and figures."""
+    import shutil
+
+    from PIL import Image
+
+    cfg = workspace()
+    external = make_dataset(train=0, test=5, seed=11, name="external") / "test"
+    external.rename(tmp_path / "ext")
+    external = tmp_path / "ext"
+    (external / "malignant").rename(external / "mel")
+    (external / "benign").rename(external / "nv")
+    (external / "bkl").mkdir()
+    shutil.copy(external / "nv" / "0.jpg", external / "bkl" / "0.jpg")
+    training = cfg.data.root + "/train/benign/3.jpg"
+    Image.open(training).transpose(Image.Transpose.ROTATE_90).save(external / "nv" / "copy_of_train.png")
+    cfg = workspace(f"+evaluate.external.ext.root={external}",
+                    "+evaluate.external.ext.label_map={mel: malignant, nv: benign, bkl: null}")
+    run_all(cfg)
+    metrics = json.loads(paths.METRICS.read_text())
+    record = json.loads((paths.EVALUATION / "ext" / "exclusions.json").read_text())
+    assert record["left_out_by_label_map"] == 1
+    excluded = pd.read_csv(paths.EVALUATION / "ext" / "excluded.csv")
+    assert list(excluded.key) == ["nv/copy_of_train.png"] and record["excluded"] == {"copy of a training image": 1}
+    assert metrics["ext"]["n_images"] == 10 and metrics["ext"]["excluded"] == 1
+    assert (paths.FIGURES / "ext_roc.png").exists() and "ext" in paths.MODEL_REPORT.read_text()
+
+
+def test_unmapped_external_labels_fail_the_evaluate_stage(workspace, make_dataset, tmp_path):
+    cfg = workspace(f"+evaluate.external.ext.root={make_dataset(train=1, test=2, name='ext2')}",
+                    "+evaluate.external.ext.label_map={malignant: malignant}")
+    from skin_cancer.data import DataError
+
+    with pytest.raises(DataError, match=r"unmapped: \['benign'\]"):
+        run_all(cfg)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 PARAMS_FILE = "params.yaml"
 
@@ -19,10 +19,32 @@ class DataConfig:
     image_size: int = 224
     val_fraction: float = 0.2
     per_class_limit: Optional[int] = None
-    near_duplicate_distance: int = 3
     drop_test_duplicates: bool = True
     strict: bool = False
     max_image_pixels: int = 40_000_000
+
+
+@dataclass
+class DatasetSpec:
+    """Another labelled image collection (audit.against, evaluate.external): a Kaggle-style folder,
+    or an image folder with a metadata CSV whose columns are found by name unless given."""
+    root: str = MISSING
+    csv: Optional[str] = None
+    images: Optional[str] = None
+    path_column: Optional[str] = None
+    label_column: Optional[str] = None
+    group_column: Optional[str] = None
+    # Dataset label -> our class name; null leaves the label's images out. Every label must appear.
+    label_map: Optional[Dict[str, Optional[str]]] = None
+    per_class_limit: Optional[int] = None
+
+
+@dataclass
+class AuditConfig:
+    against: Dict[str, DatasetSpec] = field(default_factory=dict)
+    candidate_distance: int = 10
+    min_correlation: float = 0.97
+    workers: int = 4
 
 
 @dataclass
@@ -80,6 +102,9 @@ class EvaluateConfig:
     target_specificity: float = 0.9
     target_sensitivity: float = 0.95
     bootstrap_resamples: int = 1000
+    temperature_scaling: bool = True
+    calibration_bins: int = 15
+    external: Dict[str, DatasetSpec] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,6 +112,7 @@ class Config:
     recipe: str = "default"
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -100,7 +126,7 @@ class ConfigError(ValueError):
 _CHOICES = {
     "model.input_scaling": ("backbone", "unit"),
     "train.augment.flip": ("horizontal", "vertical", "horizontal_and_vertical", "none"),
-    "evaluate.threshold_policy": ("fixed", "youden"),
+    "evaluate.threshold_policy": ("fixed", "youden", "target_sensitivity"),
     "train.head.schedule": ("constant", "cosine"),
     "train.finetune.schedule": ("constant", "cosine"),
 }
@@ -113,10 +139,13 @@ def validate(raw: Any) -> Config:
     schema = OmegaConf.structured(Config)
     try:
         merged = OmegaConf.merge(schema, raw)
+        cfg: Config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         message = (error.msg or str(error)).splitlines()[0]
         raise ConfigError(f"invalid configuration key '{error.full_key}': {message}") from None
-    cfg: Config = OmegaConf.to_object(merged)
+    reserved = set(cfg.evaluate.external) & {"validation", "test", "clean_test"}
+    if reserved:
+        raise ConfigError(f"invalid configuration: evaluate.external.{sorted(reserved)[0]}: that name is reserved for our own splits")
     for key, allowed in _CHOICES.items():
         value = OmegaConf.select(merged, key)
         if value not in allowed:
@@ -132,6 +161,9 @@ def validate(raw: Any) -> Config:
         "evaluate.bootstrap_resamples": cfg.evaluate.bootstrap_resamples >= 100,
         "train.batch_size": cfg.train.batch_size >= 1,
         "evaluate.threshold": 0 < cfg.evaluate.threshold < 1,
+        "evaluate.calibration_bins": cfg.evaluate.calibration_bins >= 2,
+        "audit.candidate_distance": 0 <= cfg.audit.candidate_distance <= 32,
+        "audit.min_correlation": -1 <= cfg.audit.min_correlation <= 1,
         "train.head.warmup_epochs": 0 <= cfg.train.head.warmup_epochs < max(cfg.train.head.epochs, 1),
         "train.finetune.warmup_epochs": 0 <= cfg.train.finetune.warmup_epochs < max(cfg.train.finetune.epochs, 1),
     }

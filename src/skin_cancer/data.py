@@ -1,5 +1,5 @@
-"""Data preparation: read a Kaggle-layout folder, decode and normalise every image, find duplicates,
-split train/validation, and write manifests plus a report of everything skipped or dropped."""
+"""Data preparation: read a Kaggle-layout folder, decode and normalise every image, drop copies of
+test images found by the audit, split train/validation by group, and write manifests plus a report of everything skipped or dropped."""
 from __future__ import annotations
 
 import hashlib
@@ -35,13 +35,15 @@ class ImageRecord:
     source: str  # the original file
     path: str  # the file the input pipeline decodes: the source, or its RGB conversion
     sha256: str
-    phash: str
-    dhash: str
     width: int
     height: int
     mode: str
     format: str
-    group: int = -1  # duplicate cluster; images of one cluster never straddle train and validation
+    key: str = ""  # path relative to the data root: how the audit names the image
+    phash: str = ""
+    copy_cluster: int = -1  # images that are copies of each other (audit)
+    group: int = -1  # copies plus same-lesion / same-patient images; never straddles train and validation
+    leak: str = ""  # test images: "copy" / "group" when train shares a copy / a group with it (audit)
 
 
 def scan_layout(root: Path) -> dict[str, dict[str, list[Path]]]:
@@ -104,13 +106,6 @@ def decode(path: Path, max_pixels: int) -> tuple[Image.Image, Image.Image]:
     return image, to_rgb(image)
 
 
-def perceptual_hashes(rgb: Image.Image) -> tuple[str, str]:
-    """64-bit DCT perceptual hash and gradient hash (imagehash.phash, imagehash.dhash), 16 hex digits each."""
-    import imagehash
-
-    return str(imagehash.phash(rgb)), str(imagehash.dhash(rgb))
-
-
 def read_image(path: Path, split: str, label: str, max_pixels: int, converted: tuple[Path, Path]) -> ImageRecord:
     """Decode one file into a record; files tf.data cannot decode as RGB get a PNG conversion.
 
@@ -118,7 +113,6 @@ def read_image(path: Path, split: str, label: str, max_pixels: int, converted: t
     """
     original, rgb = decode(path, max_pixels)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    phash, dhash = perceptual_hashes(rgb)
     target = path
     if original.format not in TF_FORMATS or original.mode != "RGB":
         # The content hash in the name keeps equal names from different classes apart.
@@ -128,7 +122,7 @@ def read_image(path: Path, split: str, label: str, max_pixels: int, converted: t
         target = converted[1] / relative
     return ImageRecord(
         split=split, label=label, source=str(path), path=str(target),
-        sha256=digest, phash=phash, dhash=dhash,
+        sha256=digest,
         width=original.width, height=original.height, mode=original.mode, format=str(original.format),
     )
 
@@ -160,82 +154,8 @@ def read_all(layout, max_pixels: int, converted: tuple[Path, Path], strict: bool
     return records, skipped
 
 
-def hash_bits(hex_hashes: list[str]) -> np.ndarray:
-    return np.array([int(h, 16) for h in hex_hashes], dtype=np.uint64)
-
-
-def near_duplicate_pairs(hashes: np.ndarray, max_distance: int, block: int = 1024) -> list[tuple[int, int, int]]:
-    """All pairs (i, j, distance), i < j, whose 64-bit hashes differ in at most `max_distance` bits.
-
-    Vectorised: XOR and popcount of one block of rows against all later hashes at a time.
-    """
-    pairs = []
-    n = len(hashes)
-    for start in range(0, n, block):
-        rows = hashes[start:start + block]
-        distances = np.bitwise_count(rows[:, None] ^ hashes[None, :])
-        i, j = np.nonzero(distances <= max_distance)
-        i = i + start
-        keep = j > i
-        pairs += [(int(a), int(b), int(d)) for a, b, d in zip(i[keep], j[keep], distances[i[keep] - start, j[keep]])]
-    return pairs
-
-
-def duplicate_groups(records: list[ImageRecord], max_distance: int) -> tuple[list[int], list[tuple[int, int, int]]]:
-    """Cluster id per record (connected components of exact and near-duplicate pairs) and the pairs.
-
-    A near-duplicate pair is within `max_distance` bits in both the DCT hash and the gradient
-    hash: on dermoscopy, the DCT hash alone matches different small lesions centred on pale skin.
-    Exact duplicates (same file hash) come out at distance 0 whatever their hashes.
-    """
-    parent = list(range(len(records)))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    dhashes = hash_bits([r.dhash for r in records])
-    pairs = [(i, j, d) for i, j, d in near_duplicate_pairs(hash_bits([r.phash for r in records]), max_distance)
-             if int(np.bitwise_count(dhashes[i] ^ dhashes[j])) <= max_distance]
-    by_sha: dict[str, int] = {}
-    for i, record in enumerate(records):
-        first = by_sha.setdefault(record.sha256, i)
-        if first != i:
-            pairs.append((first, i, 0))
-    for i, j, _ in pairs:
-        parent[find(i)] = find(j)
-    return [find(i) for i in range(len(records))], pairs
-
-
-def describe_groups(records: list[ImageRecord], groups: list[int], pairs) -> list[dict]:
-    """Report entries for every cluster of two or more images."""
-    members: dict[int, list[int]] = {}
-    for i, g in enumerate(groups):
-        members.setdefault(g, []).append(i)
-    pair_info: dict[int, list] = {}
-    for i, j, d in pairs:
-        exact = records[i].sha256 == records[j].sha256
-        pair_info.setdefault(groups[i], []).append({"a": records[i].source, "b": records[j].source, "distance": d, "exact": exact})
-    out = []
-    for g, idx in members.items():
-        if len(idx) < 2:
-            continue
-        labels = sorted({records[i].label for i in idx})
-        splits = sorted({records[i].split for i in idx})
-        out.append({
-            "images": [{"split": records[i].split, "label": records[i].label, "path": records[i].source} for i in idx],
-            "pairs": pair_info.get(g, []),
-            "exact": all(p["exact"] for p in pair_info.get(g, [])),
-            "cross_split": len(splits) > 1,
-            "conflicting_labels": labels if len(labels) > 1 else [],
-        })
-    return out
-
-
 def split_train_val(records: list[ImageRecord], val_fraction: float, seed: int) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """Seeded split stratified by class that keeps every duplicate cluster on one side."""
+    """Seeded split stratified by class that keeps every group (copies, same lesion) on one side."""
     from sklearn.model_selection import train_test_split
 
     clusters: dict[int, list[ImageRecord]] = {}
@@ -265,29 +185,42 @@ def counts(records: list[ImageRecord]) -> dict[str, dict[str, int]]:
     return out
 
 
-def prepare(root: Path, out_dir: Path, published_dir: Path, *, positive_class: str, val_fraction: float, seed: int,
-            near_duplicate_distance: int, drop_test_duplicates: bool, strict: bool, max_image_pixels: int,
+def attach_audit(records: list[ImageRecord], root: Path, audit_images: pd.DataFrame) -> None:
+    """Copy the audit's perceptual hash, clusters, groups and leaks onto the records (by path
+    relative to `root`); raises DataError when the audit does not cover an image."""
+    by_key = audit_images.set_index("key")
+    for record in records:
+        record.key = str(Path(record.source).relative_to(root))
+        if record.key not in by_key.index:
+            raise DataError(f"{record.key}: not in the audit of {root} (re-run the audit stage)")
+        row = by_key.loc[record.key]
+        record.phash, record.copy_cluster, record.group = row.phash, int(row.copy_cluster), int(row.group)
+        record.leak = row.leak if isinstance(row.leak, str) else ""
+
+
+def prepare(root: Path, out_dir: Path, published_dir: Path, audit_images: pd.DataFrame, *, positive_class: str,
+            val_fraction: float, seed: int, drop_test_duplicates: bool, strict: bool, max_image_pixels: int,
             per_class_limit: int | None = None, workers: int = 4) -> dict:
     """Build `out_dir` with {train,val,test}.csv manifests, report.json and converted images.
 
-    Returns the report. The caller renames `out_dir` to `published_dir` once complete, so paths
-    recorded in the manifests point into `published_dir`.
+    `audit_images` is the audit's per-image table (copy clusters, groups, leaks). Returns the
+    report. The caller renames `out_dir` to `published_dir` once complete, so paths recorded in
+    the manifests point into `published_dir`.
     """
     layout = limit_per_class(scan_layout(root), per_class_limit)
     classes = list(layout["train"])
     if positive_class not in classes:
         raise DataError(f"data.positive_class={positive_class!r} is not a class folder of {root / 'train'}: {classes}")
     records, skipped = read_all(layout, max_image_pixels, (out_dir / "converted", published_dir / "converted"), strict, workers)
-    groups, pairs = duplicate_groups(records, near_duplicate_distance)
-    for record, group in zip(records, groups):
-        record.group = group
+    attach_audit(records, root, audit_images)
 
-    test_groups = {r.group for r in records if r.split == "test"}
+    test = [r for r in records if r.split == "test"]
+    test_by_cluster = {r.copy_cluster: r.key for r in test}
     dropped, train_pool = [], []
     for record in (r for r in records if r.split == "train"):
-        if drop_test_duplicates and record.group in test_groups:
-            twin = next(r.source for r in records if r.split == "test" and r.group == record.group)
-            dropped.append({"path": record.source, "label": record.label, "reason": "duplicate of a test image", "duplicate_of": twin})
+        if drop_test_duplicates and record.copy_cluster in test_by_cluster:
+            dropped.append({"path": record.source, "label": record.label, "reason": "copy of a test image",
+                            "duplicate_of": test_by_cluster[record.copy_cluster]})
         else:
             train_pool.append(record)
     for label in classes:
@@ -296,7 +229,6 @@ def prepare(root: Path, out_dir: Path, published_dir: Path, *, positive_class: s
     train, val = split_train_val(train_pool, val_fraction, seed)
     for record in val:
         record.split = "val"
-    test = [r for r in records if r.split == "test"]
 
     negative = [c for c in classes if c != positive_class]
     label_index = {c: int(c == positive_class) for c in classes}
@@ -306,7 +238,7 @@ def prepare(root: Path, out_dir: Path, published_dir: Path, *, positive_class: s
         frame.to_csv(out_dir / f"{name}.csv", index=False)
 
     used = train + val + test
-    report = {
+    return {
         "root": str(root),
         "classes": classes,
         "positive_class": positive_class,
@@ -316,19 +248,15 @@ def prepare(root: Path, out_dir: Path, published_dir: Path, *, positive_class: s
         "skipped": skipped,
         "dropped": dropped,
         "converted": sum(r.path != r.source for r in used),
-        "duplicate_groups": describe_groups(records, groups, pairs),
-        "near_duplicate_distance": near_duplicate_distance,
         "fingerprint": fingerprint(used),
+        "summary": {
+            "skipped": len(skipped),
+            "dropped_test_duplicates": len(dropped),
+            "train_val_groups": len({r.group for r in train + val}),
+            "test_leaks": {kind: sum(r.leak == kind for r in test) for kind in ("copy", "group")},
+            "clean_test_images": sum(not r.leak for r in test),
+        },
     }
-    report["summary"] = {
-        "skipped": len(skipped),
-        "dropped_test_duplicates": len(dropped),
-        "duplicate_groups": len(report["duplicate_groups"]),
-        "cross_split_groups": sum(g["cross_split"] for g in report["duplicate_groups"]),
-        "exact_duplicate_groups": sum(g["exact"] for g in report["duplicate_groups"]),
-        "label_conflicts": sum(bool(g["conflicting_labels"]) for g in report["duplicate_groups"]),
-    }
-    return report
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
@@ -336,7 +264,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: manifest not found (run the prepare stage first)")
-    frame = pd.read_csv(path, dtype={"sha256": str, "phash": str, "dhash": str})
+    frame = pd.read_csv(path, dtype={"sha256": str, "phash": str, "leak": str}, keep_default_na=False)
     missing = {"path", "label", "label_index"} - set(frame.columns)
     if missing:
         raise DataError(f"{path}: manifest lacks columns {sorted(missing)}")

@@ -22,16 +22,63 @@ def predict_probabilities(model, image_paths, image_size: int, cfg: EvaluateConf
 
 
 def choose_threshold(y_val, prob_val, cfg: EvaluateConfig) -> float:
-    """The decision threshold, chosen without looking at the test split.
+    """The decision threshold, chosen without looking at any test set.
 
     "fixed": `cfg.threshold`; "youden": the validation threshold maximising Youden's J
-    (sensitivity + specificity - 1).
+    (sensitivity + specificity - 1); "target_sensitivity": the highest validation threshold whose
+    sensitivity reaches `cfg.target_sensitivity`.
     """
     if cfg.threshold_policy == "fixed":
         return float(cfg.threshold)
     fpr, tpr, thresholds = skm.roc_curve(np.asarray(y_val).astype(int), np.asarray(prob_val))
-    best = int(np.argmax(tpr - fpr))
+    if cfg.threshold_policy == "youden":
+        best = int(np.argmax(tpr - fpr))
+    else:
+        best = int(np.argmax(tpr >= cfg.target_sensitivity))  # thresholds fall as sensitivity rises
     return float(np.clip(thresholds[best], 1e-6, 1.0))
+
+
+def _logit(prob) -> np.ndarray:
+    prob = np.clip(np.asarray(prob, dtype=float), 1e-7, 1 - 1e-7)
+    return np.log(prob) - np.log1p(-prob)
+
+
+def apply_temperature(prob, temperature: float) -> np.ndarray:
+    """Probabilities with their logits divided by `temperature` (1 leaves them unchanged; the
+    0.5 point and the ranking never change)."""
+    return 1.0 / (1.0 + np.exp(-_logit(prob) / temperature))
+
+
+def fit_temperature(y_true, prob) -> float:
+    """The temperature minimising the negative log-likelihood of `y_true` (temperature scaling,
+    Guo et al. 2017), searched over [0.05, 20]."""
+    from scipy.optimize import minimize_scalar
+
+    y_true, logits = np.asarray(y_true, dtype=float), _logit(prob)
+
+    def nll(log_t):
+        z = logits / np.exp(log_t)
+        return float(np.mean(np.logaddexp(0, z) - y_true * z))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.05), np.log(20)), method="bounded").x))
+
+
+def reliability(y_true, prob, bins: int) -> pd.DataFrame:
+    """Per equal-width probability bin: images, mean predicted probability and observed fraction
+    of the positive class (empty bins left out)."""
+    y_true, prob = np.asarray(y_true, dtype=float), np.asarray(prob, dtype=float)
+    index = np.minimum((prob * bins).astype(int), bins - 1)
+    rows = [{"bin_low": b / bins, "bin_high": (b + 1) / bins, "count": int((index == b).sum()),
+             "mean_predicted": float(prob[index == b].mean()), "fraction_positive": float(y_true[index == b].mean())}
+            for b in range(bins) if (index == b).any()]
+    return pd.DataFrame(rows, columns=["bin_low", "bin_high", "count", "mean_predicted", "fraction_positive"])
+
+
+def calibration_metrics(y_true, prob, bins: int) -> dict[str, float]:
+    """Expected calibration error (equal-width bins, of the positive-class probability) and Brier score."""
+    table = reliability(y_true, prob, bins)
+    ece = float((table["count"] * (table.mean_predicted - table.fraction_positive).abs()).sum() / max(len(prob), 1))
+    return {"ece": ece, "brier": float(skm.brier_score_loss(np.asarray(y_true).astype(int), np.asarray(prob), pos_label=1))}
 
 
 def binary_metrics(y_true, prob, threshold: float) -> dict[str, float]:
@@ -101,6 +148,48 @@ def ranking_metrics(y_true, prob, *, target_specificity: float, target_sensitivi
     return out
 
 
+def set_metrics(y_true, prob, threshold: float, cfg: EvaluateConfig, seed: int) -> dict:
+    """Everything we report for one labelled set at a frozen threshold: threshold metrics (also at
+    0.5, so a chosen threshold never hides what 0.5 gives), ranking metrics with bootstrap
+    intervals where both classes are present, and calibration."""
+    metrics = binary_metrics(y_true, prob, threshold)
+    if len(np.unique(np.asarray(y_true).astype(int))) == 2:
+        metrics.update(ranking_metrics(y_true, prob, target_specificity=cfg.target_specificity,
+                                       target_sensitivity=cfg.target_sensitivity,
+                                       n_resamples=cfg.bootstrap_resamples, seed=seed))
+    metrics.update(calibration_metrics(y_true, prob, cfg.calibration_bins))
+    metrics["at_0.5"] = {k: v for k, v in binary_metrics(y_true, prob, 0.5).items()
+                         if k in ("accuracy", "sensitivity", "specificity")}
+    return metrics
+
+
+def write_set(name: str, frame: pd.DataFrame, prob, threshold: float, metrics: dict, class_names: list[str],
+              bins: int, out: Path, figures: Path) -> None:
+    """Predictions, confusion matrix, classification report, ROC and reliability tables of one set
+    under `out/<name>/`, and its figures as `figures/<name>_*.png`."""
+    y_true = frame.label_index.to_numpy()
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({
+        "path": frame.source, "actual": frame.label, "probability": np.round(prob, 6),
+        "predicted": [class_names[int(p >= threshold)] for p in prob],
+    }).to_csv(folder / "predictions.csv", index=False)
+    conf = confusion(y_true, prob, threshold, class_names)
+    from skin_cancer.io import write_json
+
+    write_json(folder / "confusion_matrix.json", conf)
+    write_json(folder / "classification_report.json", report(y_true, prob, threshold, class_names))
+    table = reliability(y_true, prob, bins)
+    table.to_csv(folder / "reliability.csv", index=False)
+    plot_confusion(conf, figures / f"{name}_confusion_matrix.png", f"Confusion matrix ({name})")
+    plot_reliability(table, metrics, figures / f"{name}_reliability.png", name)
+    if metrics.get("roc_auc") is not None and not np.isnan(metrics["roc_auc"]):
+        points = roc_points(y_true, prob)
+        points.to_csv(folder / "roc.csv", index=False)
+        plot_roc(points, metrics["roc_auc"], figures / f"{name}_roc.png", name)
+        plot_pr(y_true, prob, metrics["pr_auc"], figures / f"{name}_pr.png", name)
+
+
 def json_safe(metrics: dict) -> dict:
     """NaN (undefined metric) as null, which JSON and DVC can read."""
     return {k: json_safe(v) if isinstance(v, dict) else (None if isinstance(v, float) and np.isnan(v) else v)
@@ -157,14 +246,40 @@ def plot_confusion(conf: dict, path: Path, title: str = "Confusion matrix (test)
     _save(fig, path)
 
 
-def plot_roc(points: pd.DataFrame, auc: float, path: Path) -> None:
+def plot_roc(points: pd.DataFrame, auc: float, path: Path, name: str = "test") -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 4))
     ax.plot(points.fpr, points.tpr, label=f"ROC AUC = {auc:.3f}")
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
     ax.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)",
-           title="ROC curve (test)", xlim=(0, 1), ylim=(0, 1.01))
+           title=f"ROC curve ({name})", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right")
+    _save(fig, path)
+
+
+def plot_pr(y_true, prob, average_precision: float, path: Path, name: str) -> None:
+    plt = _pyplot()
+    precision, recall, _ = skm.precision_recall_curve(np.asarray(y_true).astype(int), np.asarray(prob))
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot(recall, precision, label=f"PR AUC (AP) = {average_precision:.3f}")
+    ax.axhline(np.mean(y_true), linestyle="--", color="grey", linewidth=0.8, label="prevalence")
+    ax.set(xlabel="recall (sensitivity)", ylabel="precision", title=f"Precision-recall ({name})", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower left")
+    _save(fig, path)
+
+
+def plot_reliability(table: pd.DataFrame, metrics: dict, path: Path, name: str) -> None:
+    """Reliability diagram: observed fraction of the positive class against the mean predicted
+    probability per bin (marker area ~ images in the bin)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="perfect calibration")
+    ax.plot(table.mean_predicted, table.fraction_positive, "-", color="C0", linewidth=1)
+    ax.scatter(table.mean_predicted, table.fraction_positive, s=10 + 200 * table["count"] / max(table["count"].max(), 1),
+               color="C0", label=f"ECE {metrics['ece']:.3f}, Brier {metrics['brier']:.3f}")
+    ax.set(xlabel="predicted probability of the positive class", ylabel="observed fraction positive",
+           title=f"Reliability ({name})", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="upper left")
     _save(fig, path)
 
 
@@ -188,7 +303,7 @@ def plot_history(history: pd.DataFrame, path: Path) -> None:
 def summary_table(metrics: dict[str, float]) -> str:
     """A small fixed-width table for the end of the evaluate stage."""
     keys = [k for k in ("accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity", "precision", "f1",
-                        "balanced_accuracy", "threshold") if k in metrics]
+                        "balanced_accuracy", "ece", "brier", "threshold") if k in metrics]
     keys += [k for k in metrics if k.startswith(("sensitivity_at_", "specificity_at_")) and "_ci_" not in k]
     width = max(len(k) for k in keys)
     lines = [f"{'metric':<{width}}  value   95% CI", f"{'-' * width}  ------  ---------------"]

@@ -1,15 +1,22 @@
 """Where each stage writes; dvc.yaml declares the same paths (a test checks they agree)."""
 from pathlib import Path
 
+AUDIT = Path("data/audit")  # report.json, images.csv, pairs.csv, provenance.csv
+AUDIT_REPORT = AUDIT / "report.json"
+AUDIT_IMAGES = AUDIT / "images.csv"
 PREPARED = Path("data/prepared")
 PREPARE_REPORT = PREPARED / "report.json"
 FEATURES = Path("data/features")
 HEAD_MODEL = Path("models/head.keras")
 MODEL = Path("models/model.keras")
 MODEL_H5 = Path("models/model.h5")
+# Temperature and decision threshold fitted on validation: what turns the model's output into a decision.
+OPERATING_POINT = Path("models/operating_point.json")
 REPORTS = Path("reports")
 TRAIN_HISTORY = REPORTS / "train_history.csv"
 FINETUNE_HISTORY = REPORTS / "finetune_history.csv"
 METRICS = REPORTS / "metrics.json"
-EVALUATION = REPORTS / "evaluation"  # confusion matrix, ROC, report, predictions, figures
+EVALUATION = REPORTS / "evaluation"  # per set: predictions, confusion matrix, report, ROC, reliability
+FIGURES = REPORTS / "figures"  # PNGs: per set confusion matrix, ROC, PR, reliability; training curves
+MODEL_REPORT = REPORTS / "model_report.md"
 MLFLOW_RUN = REPORTS / "mlflow_run.json"

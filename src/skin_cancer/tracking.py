@@ -140,7 +140,9 @@ def log_pipeline_run(cfg: Config) -> dict:
     uri = tracking_uri(cfg.tracking)
     prepare_report = read_json(paths.PREPARE_REPORT)
     history = pd.concat([pd.read_csv(p) for p in (paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY)], ignore_index=True)
-    test_metrics = read_json(paths.METRICS)
+    metrics = read_json(paths.METRICS)
+    audit_report = read_json(paths.AUDIT_REPORT)
+    operating_point = read_json(paths.OPERATING_POINT)
     with store_lock(uri):
         mlflow.set_tracking_uri(uri)
         client = MlflowClient(uri)
@@ -154,16 +156,25 @@ def log_pipeline_run(cfg: Config) -> dict:
             params = {k: ("null" if v is None else v) for k, v in flatten(to_dict(cfg)).items()}
             client.log_batch(run.info.run_id, metrics=epoch_metrics(history),
                              params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
-            mlflow.log_metrics({f"test.{k}": v for k, v in flatten(test_metrics).items()
-                                if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            # One namespace per evaluated set: validation.*, test.*, clean_test.*, <external set>.*
+            numbers = {**flatten(metrics), **flatten(audit_report["summary"], "audit."),
+                       "operating_point.threshold": operating_point["threshold"],
+                       "operating_point.temperature": operating_point["temperature"]}
+            mlflow.log_metrics({k: v for k, v in numbers.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
             mlflow.log_metrics({f"data.{split}.{label}": n for split, c in prepare_report["counts"].items() for label, n in c.items()})
             mlflow.log_artifacts(str(paths.EVALUATION), artifact_path="evaluation")
-            for path in (paths.METRICS, paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY, paths.PREPARE_REPORT, Path("params.yaml")):
+            mlflow.log_artifacts(str(paths.FIGURES), artifact_path="figures")
+            mlflow.log_artifacts(str(paths.AUDIT), artifact_path="audit")
+            for path in (paths.MODEL_REPORT, paths.MODEL_REPORT.with_suffix(".html")):
+                mlflow.log_artifact(str(path))
+            for path in (paths.METRICS, paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY, paths.PREPARE_REPORT,
+                         paths.OPERATING_POINT, Path("params.yaml")):
                 mlflow.log_artifact(str(path), artifact_path="pipeline")
             if cfg.tracking.log_model:
                 import keras
 
                 mlflow.keras.log_model(keras.saving.load_model(paths.MODEL), name="model",
                                        signature=model_signature(cfg.data.image_size),
-                                       pip_requirements=pip_requirements())
+                                       pip_requirements=pip_requirements(),
+                                       metadata={"operating_point": operating_point})
         return {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri, "group": group}

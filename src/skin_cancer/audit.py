@@ -1,0 +1,299 @@
+"""Audit of a dataset: exact and near-duplicate images inside it and copies in other datasets
+(provenance), groups (lesion / patient ids) carried over from those datasets, and the test images
+that leak into training through a copy or a same-group twin.
+
+Matching is two-step and vectorised: a candidate pair has 64-bit DCT perceptual hashes within
+`candidate_distance` bits in any of the 8 flips / 90-degree rotations of the query image; a
+candidate is a copy when the aligned 32x32 grayscale thumbnails correlate at `min_correlation` or
+more. On dermoscopy the hash alone is not enough: different small lesions centred on pale skin
+share hashes, but not thumbnails."""
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from skin_cancer.datasets import Dataset
+
+THUMB = 32  # thumbnail side; the hash is taken from its 8x8 lowest DCT frequencies
+TRANSFORMS = ("identity", "flip", "rot90", "rot90+flip", "rot180", "rot180+flip", "rot270", "rot270+flip")
+_BIT_WEIGHTS = np.left_shift(np.uint64(1), np.arange(63, -1, -1, dtype=np.uint64))
+
+
+@dataclass
+class Fingerprints:
+    """Per image: 32x32 grayscale thumbnail, SHA-256 of the file, and a reason where unreadable."""
+    thumbs: np.ndarray  # (n, 32, 32) float32; zeros where unreadable
+    sha256: list[str]
+    errors: list[str | None]
+
+    @property
+    def readable(self) -> np.ndarray:
+        return np.array([e is None for e in self.errors], dtype=bool)
+
+
+def thumbnail(path: str, max_pixels: int = 40_000_000) -> tuple[np.ndarray, str]:
+    """(32x32 grayscale thumbnail, SHA-256 of the file bytes); raises ValueError with a reason."""
+    data = open(path, "rb").read()
+    if not data:
+        raise ValueError("empty file (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                if image.width * image.height > max_pixels:
+                    raise ValueError(f"{image.width}x{image.height} pixels: decompression bomb?")
+                image.draft("RGB", (4 * THUMB, 4 * THUMB))  # JPEG: decode at a reduced scale, much faster
+                small = image.convert("RGB").convert("L").resize((THUMB, THUMB), Image.Resampling.LANCZOS)
+        except (OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ValueError(f"cannot decode: {error}") from None
+    return np.asarray(small, dtype=np.float32), hashlib.sha256(data).hexdigest()
+
+
+def fingerprint(paths: list[str], workers: int = 4, desc: str = "audit: hashing") -> Fingerprints:
+    """Fingerprints of many files, decoded in parallel threads (PIL releases the GIL while decoding)."""
+    def work(path):
+        try:
+            return (*thumbnail(path), None)
+        except ValueError as error:
+            return np.zeros((THUMB, THUMB), np.float32), "", str(error)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(tqdm(pool.map(work, paths), total=len(paths), desc=desc, unit="img", mininterval=2))
+    thumbs = np.stack([r[0] for r in results]) if results else np.zeros((0, THUMB, THUMB), np.float32)
+    return Fingerprints(thumbs, [r[1] for r in results], [r[2] for r in results])
+
+
+def dihedral(images: np.ndarray, transform: int) -> np.ndarray:
+    """One of the 8 flips / quarter turns (index into TRANSFORMS) of (..., h, w) arrays."""
+    turned = np.rot90(images, transform // 2, axes=(-2, -1))
+    return turned[..., ::-1] if transform % 2 else turned
+
+
+def perceptual_hash(thumbs: np.ndarray) -> np.ndarray:
+    """64-bit DCT hash per thumbnail: the 8x8 lowest frequencies above their median."""
+    from scipy.fft import dctn
+
+    low = dctn(thumbs, type=2, axes=(-2, -1))[..., :8, :8].reshape(*thumbs.shape[:-2], 64)
+    bits = low > np.median(low, axis=-1, keepdims=True)
+    return (bits.astype(np.uint64) * _BIT_WEIGHTS).sum(axis=-1, dtype=np.uint64)
+
+
+def _standardise(thumbs: np.ndarray) -> np.ndarray:
+    flat = thumbs.reshape(len(thumbs), -1)
+    return (flat - flat.mean(1, keepdims=True)) / (flat.std(1, keepdims=True) + 1e-6)
+
+
+def find_copies(query: Fingerprints, reference: Fingerprints | None = None, *, candidate_distance: int = 10,
+                min_correlation: float = 0.97, block: int = 1024) -> pd.DataFrame:
+    """Copies of query images among reference images (or among the query images themselves when
+    `reference` is None, each pair once with a < b).
+
+    Returns columns a (query index), b (reference index), hamming (hash distance), correlation
+    (of the aligned thumbnails), transform (how a was flipped / turned to match b) and exact
+    (same file bytes).
+    """
+    same = reference is None
+    reference = query if same else reference
+    ref_ok = reference.readable
+    ref_hash = np.where(ref_ok, perceptual_hash(reference.thumbs), 0)
+    ref_std = _standardise(reference.thumbs)
+    found = []
+    for transform in range(len(TRANSFORMS)):
+        turned = dihedral(query.thumbs, transform)
+        hashes = perceptual_hash(turned)
+        for start in range(0, len(hashes), block):
+            distances = np.bitwise_count(hashes[start:start + block, None] ^ ref_hash[None, :])
+            a, b = np.nonzero(distances <= candidate_distance)
+            keep = query.readable[a + start] & ref_ok[b]
+            if same:
+                keep &= (a + start) != b
+            a, b = a[keep], b[keep]
+            if not len(a):
+                continue
+            correlation = (_standardise(turned[a + start]) * ref_std[b]).mean(axis=1)
+            match = correlation >= min_correlation
+            found.append(pd.DataFrame({"a": a[match] + start, "b": b[match], "hamming": distances[a[match], b[match]],
+                                       "correlation": correlation[match].round(4), "transform": transform}))
+    pairs = pd.concat(found, ignore_index=True) if found else pd.DataFrame(
+        {"a": [], "b": [], "hamming": [], "correlation": [], "transform": []}).astype({"a": int, "b": int, "hamming": int, "transform": int})
+    if same:
+        # (a, b) and (b, a) are found with inverse transforms; keep the a < b one.
+        pairs = pairs[pairs.a < pairs.b]
+    pairs = pairs.sort_values(["a", "b", "hamming", "correlation"], ascending=[True, True, True, False])
+    pairs = pairs.drop_duplicates(["a", "b"]).reset_index(drop=True)
+    pairs["transform"] = [TRANSFORMS[t] for t in pairs["transform"]]
+    pairs["exact"] = [query.sha256[a] == reference.sha256[b] for a, b in zip(pairs.a, pairs.b)]
+    return pairs
+
+
+def components(n: int, edges: list[tuple[int, int]]) -> np.ndarray:
+    """Connected-component id per node (0..n-1) of an undirected graph."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if not edges:
+        return np.arange(n)
+    a, b = np.array(edges).T
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+@dataclass
+class AuditResult:
+    images: pd.DataFrame  # one row per image of the audited dataset
+    pairs: pd.DataFrame  # copies inside the audited dataset
+    provenance: pd.DataFrame  # copies in other datasets
+    report: dict
+
+
+def audit(data: Dataset, against: list[Dataset] = (), *, candidate_distance: int = 10, min_correlation: float = 0.97,
+          workers: int = 4) -> AuditResult:
+    """Duplicates inside `data`, copies of its images in `against` datasets (carrying over their
+    groups), and test images that share a copy or a group with train/val images."""
+    started = time.perf_counter()
+    frame = data.frame.reset_index(drop=True)
+    prints = fingerprint(list(frame.path), workers, f"audit: hashing {data.name}")
+    pairs = find_copies(prints, candidate_distance=candidate_distance, min_correlation=min_correlation)
+    images = frame[["key", "split", "label"]].copy()
+    images["sha256"] = prints.sha256
+    images["phash"] = [f"{h:016x}" for h in perceptual_hash(prints.thumbs)]
+    images["unreadable"] = [e or "" for e in prints.errors]
+    images["copy_cluster"] = components(len(frame), list(zip(pairs.a, pairs.b)))
+
+    # Group labels: the dataset's own group column, then groups carried over from matched images.
+    tags: list[set[str]] = [{f"{data.name}:{g}"} if isinstance(g, str) else set() for g in frame.group]
+    provenance, per_source = [], {}
+    for other in against:
+        other_frame = other.frame.reset_index(drop=True)
+        other_prints = fingerprint(list(other_frame.path), workers, f"audit: hashing {other.name}")
+        found = find_copies(prints, other_prints, candidate_distance=candidate_distance, min_correlation=min_correlation)
+        matched = pd.DataFrame({
+            "key": images.key.values[found.a], "split": images.split.values[found.a], "label": images.label.values[found.a],
+            "dataset": other.name, "other_key": other_frame.key.values[found.b],
+            "other_label": other_frame.label.values[found.b], "other_group": other_frame.group.values[found.b],
+            "hamming": found.hamming, "correlation": found.correlation, "transform": found["transform"], "exact": found.exact,
+        })
+        provenance.append(matched)
+        for i, group in zip(found.a, matched.other_group):
+            if isinstance(group, str):
+                tags[i].add(f"{other.name}:{group}")
+        per_source[other.name] = _provenance_summary(images, matched, other, other_prints)
+
+    edges = list(zip(pairs.a, pairs.b))
+    first_with_tag: dict[str, int] = {}
+    for i, image_tags in enumerate(tags):
+        for tag in image_tags:
+            edges.append((first_with_tag.setdefault(tag, i), i))
+    images["groups"] = [";".join(sorted(t)) for t in tags]
+    images["group"] = components(len(frame), edges)
+    images["leak"] = _leaks(images)
+    provenance = pd.concat(provenance, ignore_index=True) if provenance else pd.DataFrame()
+    report = _report(data, images, pairs, per_source, candidate_distance, min_correlation)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return AuditResult(images, pairs.assign(a=images.key.values[pairs.a], b=images.key.values[pairs.b]), provenance, report)
+
+
+def _leaks(images: pd.DataFrame) -> list[str]:
+    """Per test image: "copy" when a train/val image is a copy of it, "group" when one shares its
+    group (lesion / patient) without being a copy, "" otherwise (the clean test subset)."""
+    train = images.split.isin(["train", "val"])
+    train_copies, train_groups = set(images.copy_cluster[train]), set(images.group[train])
+    return ["" if split != "test" else "copy" if c in train_copies else "group" if g in train_groups else ""
+            for split, c, g in zip(images.split, images.copy_cluster, images.group)]
+
+
+def _provenance_summary(images: pd.DataFrame, matched: pd.DataFrame, other: Dataset, other_prints: Fingerprints) -> dict:
+    per_class = {}
+    for label, rows in images.groupby("label"):
+        hits = matched[matched.label == label]
+        per_class[label] = {
+            "images": int(len(rows)),
+            "copies_in_other": int(hits.key.nunique()),
+            "by_other_label": {k: int(v) for k, v in hits.drop_duplicates("key").other_label.value_counts().items()},
+        }
+    return {
+        "root": str(other.root), "images": int(len(other.frame)), "unreadable": int((~other_prints.readable).sum()),
+        "group_column": other.group_column, "per_class": per_class,
+        "matched_images": int(matched.key.nunique()), "matched_other_images": int(matched.other_key.nunique()),
+    }
+
+
+def _report(data: Dataset, images: pd.DataFrame, pairs: pd.DataFrame, provenance: dict,
+            candidate_distance: int, min_correlation: float) -> dict:
+    clusters = []
+    for _, members in images.groupby("copy_cluster"):
+        if len(members) < 2:
+            continue
+        idx = set(members.index)
+        cluster_pairs = pairs[pairs.a.isin(idx)]
+        clusters.append({
+            "images": list(members.key),
+            "labels": sorted(set(members.label)), "splits": sorted(set(members.split)),
+            "exact": bool(cluster_pairs.exact.all()),
+            "max_hamming": int(cluster_pairs.hamming.max()), "min_correlation": float(cluster_pairs.correlation.min()),
+        })
+    test = images[images.split == "test"]
+    leaks = {kind: sorted(test.key[test.leak == kind]) for kind in ("copy", "group")}
+    return {
+        "dataset": data.name, "root": str(data.root), "images": int(len(images)),
+        "unreadable": {k: r for k, r in zip(images.key, images.unreadable) if r},
+        "counts": {split: rows.label.value_counts().sort_index().to_dict() for split, rows in images.groupby("split")},
+        "matching": {"candidate_distance": candidate_distance, "min_correlation": min_correlation,
+                     "transforms": list(TRANSFORMS)},
+        "summary": {
+            "duplicate_clusters": len(clusters),
+            "exact_clusters": sum(c["exact"] for c in clusters),
+            "cross_split_clusters": sum(len(c["splits"]) > 1 for c in clusters),
+            "label_conflicts": sum(len(c["labels"]) > 1 for c in clusters),
+            "test_images": int(len(test)),
+            "test_with_train_copy": len(leaks["copy"]),
+            "test_with_train_group_twin": len(leaks["group"]),
+            "clean_test_images": int((test.leak == "").sum()),
+        },
+        "duplicate_clusters": clusters,
+        "test_leaks": leaks,
+        "provenance": provenance,
+    }
+
+
+def summary_text(report: dict) -> str:
+    """A few lines for the terminal."""
+    s = report["summary"]
+    lines = [
+        f"audit of {report['dataset']} ({report['images']} images, {len(report['unreadable'])} unreadable) "
+        f"in {report.get('seconds', '?')} s",
+        f"  duplicate clusters: {s['duplicate_clusters']} ({s['exact_clusters']} exact, "
+        f"{s['cross_split_clusters']} across splits, {s['label_conflicts']} with conflicting labels)",
+    ]
+    if s["test_images"]:
+        lines.append(f"  test images: {s['test_images']}; with a copy in train/val: {s['test_with_train_copy']}; "
+                     f"sharing a group with train/val: {s['test_with_train_group_twin']}; clean: {s['clean_test_images']}")
+    for name, source in report["provenance"].items():
+        per_class = ", ".join(f"{label} {c['copies_in_other']}/{c['images']} {c['by_other_label']}"
+                              for label, c in source["per_class"].items())
+        lines.append(f"  copies in {name} ({source['images']} images): {per_class}")
+    return "\n".join(lines)
+
+
+def write(result: AuditResult, out_dir) -> None:
+    """report.json, images.csv, pairs.csv and provenance.csv into `out_dir` (already atomic)."""
+    from skin_cancer.io import write_json
+
+    write_json(out_dir / "report.json", result.report)
+    result.images.to_csv(out_dir / "images.csv", index=False)
+    result.pairs.to_csv(out_dir / "pairs.csv", index=False)
+    result.provenance.to_csv(out_dir / "provenance.csv", index=False)
+
+
+def read_images(path) -> pd.DataFrame:
+    """The per-image table written by `write` (images.csv)."""
+    return pd.read_csv(path, dtype={"phash": str, "sha256": str, "leak": str, "groups": str, "unreadable": str},
+                       keep_default_na=False)

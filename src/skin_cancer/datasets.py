@@ -1,0 +1,140 @@
+"""Labelled image collections in the layouts we read: a Kaggle-style folder
+(`<root>/<split>/<class>/<image>` or `<root>/<class>/<image>`) or an image folder with a metadata CSV
+(HAM10000's layout: `images/` + `HAM10000_metadata.csv` with image_id, dx, lesion_id)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from skin_cancer.data import DataError, scan_layout
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+LABEL_COLUMNS = ("label", "dx", "diagnosis", "class", "target")
+GROUP_COLUMNS = ("lesion_id", "patient_id", "group")
+CSV_LAYOUT = "an image folder plus a metadata CSV with an image column and a label column"
+
+
+@dataclass
+class Dataset:
+    """One labelled collection: `frame` has columns path, key (path relative to the root), split,
+    label and group (None where the source has no group column)."""
+    name: str
+    root: Path
+    frame: pd.DataFrame
+    group_column: str | None = None
+
+
+def load_dataset(name: str, root: Path, *, csv: str | None = None, images: str | None = None,
+                 path_column: str | None = None, label_column: str | None = None,
+                 group_column: str | None = None) -> Dataset:
+    """Read a dataset in any supported layout; raises DataError naming what is wrong."""
+    root = Path(root)
+    if root.is_file() and root.suffix.lower() == ".csv":
+        csv, root = str(root), root.parent
+    if not root.is_dir():
+        raise DataError(f"dataset {name!r}: {root} not found")
+    csv_files = sorted(root.glob("*.csv"))
+    if csv is None and len(csv_files) == 1 and not (root / "train").is_dir():
+        csv = str(csv_files[0])
+    if csv is not None:
+        return _from_csv(name, root, Path(csv) if Path(csv).is_absolute() else root / csv, images,
+                         path_column, label_column, group_column)
+    return _from_folders(name, root)
+
+
+def _from_folders(name: str, root: Path) -> Dataset:
+    if (root / "train").is_dir() or (root / "test").is_dir():
+        layout = scan_layout(root)
+    else:
+        classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if len(classes) < 1:
+            raise DataError(f"dataset {name!r}: {root} has no class folders: expected <root>/<class>/<images>, "
+                            f"<root>/<split>/<class>/<images> or {CSV_LAYOUT}")
+        layout = {"all": {c.name: sorted(p for p in c.rglob("*") if p.is_file()) for c in classes}}
+        for label, files in layout["all"].items():
+            if not files:
+                raise DataError(f"dataset {name!r}: {root / label} is an empty class folder")
+    rows = [(str(path), str(path.relative_to(root)), split, label)
+            for split, classes in layout.items() for label, files in classes.items() for path in files
+            if not path.name.startswith(".")]
+    frame = pd.DataFrame(rows, columns=["path", "key", "split", "label"])
+    frame["group"] = None
+    return Dataset(name, root, frame)
+
+
+def _first_present(columns, candidates, what: str, csv: Path, given: str | None) -> str | None:
+    if given is not None:
+        if given not in columns:
+            raise DataError(f"{csv}: no {what} column {given!r}; columns are {list(columns)}")
+        return given
+    return next((c for c in candidates if c in columns), None)
+
+
+def _from_csv(name, root, csv: Path, images, path_column, label_column, group_column) -> Dataset:
+    if not csv.is_file():
+        raise DataError(f"dataset {name!r}: metadata CSV {csv} not found")
+    table = pd.read_csv(csv, dtype=str)
+    if table.empty:
+        raise DataError(f"{csv}: metadata CSV has no rows")
+    image_dir = Path(images) if images and Path(images).is_absolute() else root / (images or "")
+    files = [p for p in image_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise DataError(f"dataset {name!r}: no image files under {image_dir} ({CSV_LAYOUT})")
+    by_name = {}
+    for path in files:
+        for key in (str(path.relative_to(image_dir)), path.name, path.stem):
+            by_name.setdefault(key, path)
+    if path_column is None:
+        # The image column is the one whose values name image files (with or without extension).
+        resolves = {c: table[c].map(lambda v: v in by_name).mean() for c in table.columns}
+        path_column = max(resolves, key=resolves.get)
+        if resolves[path_column] == 0:
+            raise DataError(f"{csv}: no column names the image files under {image_dir}")
+    elif path_column not in table.columns:
+        raise DataError(f"{csv}: no image column {path_column!r}; columns are {list(table.columns)}")
+    label_column = _first_present(table.columns, LABEL_COLUMNS, "label", csv, label_column)
+    if label_column is None:
+        raise DataError(f"{csv}: no label column (one of {LABEL_COLUMNS}, or set label_column)")
+    group_column = _first_present(table.columns, GROUP_COLUMNS, "group", csv, group_column)
+    paths = table[path_column].map(lambda v: by_name.get(v) or (image_dir / v if (image_dir / v).is_file() else None))
+    missing = table.loc[paths.isna(), path_column]
+    if len(missing):
+        raise DataError(f"{csv}: {len(missing)} of {len(table)} images in column {path_column!r} do not exist "
+                        f"under {image_dir}, e.g. {missing.iloc[0]!r}")
+    frame = pd.DataFrame({
+        "path": paths.map(str), "key": paths.map(lambda p: str(p.relative_to(root))), "split": "all",
+        "label": table[label_column].values,
+        "group": table[group_column].values if group_column else None,
+    })
+    return Dataset(name, root, frame, group_column)
+
+
+def map_labels(frame: pd.DataFrame, label_map: dict[str, str | None] | None, where: str) -> tuple[pd.DataFrame, int]:
+    """Rename labels by `label_map`; a label mapped to None is left out (returns how many rows).
+    A label the map does not mention is an error listing every such label."""
+    if not label_map:
+        return frame, 0
+    unmapped = sorted(set(frame.label) - set(label_map))
+    if unmapped:
+        raise DataError(f"{where}: label_map leaves labels unmapped: {unmapped} (map them to a class or to null)")
+    mapped = frame.assign(label=frame.label.map(label_map))
+    kept = mapped[mapped.label.notna()].reset_index(drop=True)
+    return kept, len(frame) - len(kept)
+
+
+def from_spec(name: str, spec) -> Dataset:
+    """Load a dataset described by a config DatasetSpec (relative roots from the project root)."""
+    from skin_cancer.config import resolve_from_project
+
+    return load_dataset(name, resolve_from_project(spec.root), csv=spec.csv, images=spec.images,
+                        path_column=spec.path_column, label_column=spec.label_column, group_column=spec.group_column)
+
+
+def limit_per_class(frame: pd.DataFrame, limit: int | None, seed: int | None = None) -> pd.DataFrame:
+    """At most `limit` rows per split and class: the first ones, or a seeded sample when `seed` is given."""
+    if limit is None:
+        return frame
+    order = frame if seed is None else frame.sample(frac=1.0, random_state=seed)
+    return order.groupby(["split", "label"], sort=False).head(limit).sort_index().reset_index(drop=True)

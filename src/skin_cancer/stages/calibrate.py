@@ -1,0 +1,37 @@
+"""DVC stage `calibrate`: on the validation split, fit the temperature (temperature scaling) and
+choose the decision threshold by `evaluate.threshold_policy` -> models/operating_point.json, which
+every later prediction uses. No test image is looked at."""
+import keras
+
+from skin_cancer import evaluation as ev
+from skin_cancer import paths
+from skin_cancer.config import Config
+from skin_cancer.data import read_manifest
+from skin_cancer.io import read_json, write_json
+from skin_cancer.stages import run_stage
+
+
+def main(cfg: Config) -> None:
+    report = read_json(paths.PREPARE_REPORT)
+    val = read_manifest(paths.PREPARED / "val.csv")
+    model = keras.saving.load_model(paths.MODEL)
+    raw = ev.predict_probabilities(model, val.path, cfg.data.image_size, cfg.evaluate)
+    temperature = ev.fit_temperature(val.label_index, raw) if cfg.evaluate.temperature_scaling else 1.0
+    prob = ev.apply_temperature(raw, temperature)
+    threshold = ev.choose_threshold(val.label_index, prob, cfg.evaluate)
+    validation = ev.binary_metrics(val.label_index, prob, threshold)
+    validation.update({f"uncalibrated_{k}": v for k, v in ev.calibration_metrics(val.label_index, raw, cfg.evaluate.calibration_bins).items()})
+    validation.update(ev.calibration_metrics(val.label_index, prob, cfg.evaluate.calibration_bins))
+    operating_point = {
+        "temperature": temperature, "threshold": threshold, "threshold_policy": cfg.evaluate.threshold_policy,
+        "tta_views": cfg.evaluate.tta_views, "image_size": cfg.data.image_size,
+        "class_names": [*report["negative_classes"], report["positive_class"]],
+        "positive_class": report["positive_class"], "validation": ev.json_safe(validation),
+    }
+    write_json(paths.OPERATING_POINT, operating_point)
+    print(f"calibrate: temperature {temperature:.3f}, threshold {threshold:.4f} ({cfg.evaluate.threshold_policy}); "
+          f"validation ECE {validation['uncalibrated_ece']:.4f} -> {validation['ece']:.4f}, AUC {validation['roc_auc']:.4f}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

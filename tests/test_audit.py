@@ -1,0 +1,224 @@
+"""Audit: copies under resizing, squashing, re-encoding, flips and quarter turns; provenance against a
+dataset with groups; grouped splits; clean-test flags; bad input; the real data's known pairs."""
+import io
+import shutil
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from skin_cancer import audit as au
+from skin_cancer.cli import main as cli
+from skin_cancer.data import DataError, prepare, read_manifest
+from skin_cancer.datasets import load_dataset, map_labels
+from tests.conftest import SHARED, lesion_image
+
+KAGGLE = SHARED / "data" / "skin-cancer-mvb"
+HAM = SHARED / "data" / "ham10000"
+
+
+def reencoded(image: Image.Image, quality: int = 60) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def save_all(folder, images: dict):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, image in images.items():
+        image.save(folder / name)
+    return [str(folder / name) for name in images]
+
+
+@pytest.fixture
+def lesions():
+    rng = np.random.default_rng(7)
+    return [lesion_image(rng, malignant=i % 2 == 1, size=96) for i in range(12)]
+
+
+@pytest.mark.parametrize("edit", [
+    lambda im: im.resize((200, 150)),  # aspect squashed, like HAM10000 vs the 224x224 Kaggle set
+    lambda im: reencoded(im, 40),
+    lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    lambda im: im.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+    lambda im: im.rotate(90, expand=True),
+    lambda im: reencoded(im.rotate(270, expand=True).resize((150, 120)), 70),
+], ids=["squash", "jpeg40", "hflip", "vflip", "rot90", "rot270-resize-jpeg"])
+def test_copies_are_found_under_every_edit_and_look_alikes_are_not(tmp_path, lesions, edit):
+    originals = save_all(tmp_path / "a", {f"{i}.png": im for i, im in enumerate(lesions)})
+    copy = save_all(tmp_path / "b", {"copy.png": edit(lesions[3])})
+    pairs = au.find_copies(au.fingerprint(copy, 2), au.fingerprint(originals, 2))
+    assert list(pairs.b) == [3], pairs
+
+
+def test_find_copies_within_one_set_lists_each_pair_once(tmp_path, lesions):
+    images = {f"{i}.png": im for i, im in enumerate(lesions)}
+    images["dup_of_2.jpg"] = lesions[2].convert("RGB")
+    images["flip_of_5.png"] = lesions[5].transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    paths = save_all(tmp_path, images)
+    pairs = au.find_copies(au.fingerprint(paths, 2))
+    found = {tuple(sorted((paths[a].rsplit("/", 1)[1], paths[b].rsplit("/", 1)[1]))) for a, b in zip(pairs.a, pairs.b)}
+    assert found == {("2.png", "dup_of_2.jpg"), ("5.png", "flip_of_5.png")}
+    assert (pairs.a < pairs.b).all() and pairs.correlation.ge(0.97).all()
+
+
+def test_candidates_equal_a_brute_force_search():
+    """The blocked, vectorised hash search finds exactly the pairs a plain double loop finds."""
+    rng = np.random.default_rng(3)
+    thumbs = rng.normal(128, 40, (40, 32, 32)).astype(np.float32)
+    thumbs[7] = thumbs[30] + rng.normal(0, 2, (32, 32))  # a noisy copy
+    thumbs[12] = au.dihedral(thumbs[21], 5)  # a turned and flipped copy
+    prints = au.Fingerprints(thumbs, [str(i) for i in range(40)], [None] * 40)
+    found = au.find_copies(prints, candidate_distance=64, min_correlation=0.9, block=8)
+    brute = set()
+    for a, b in combinations(range(40), 2):
+        best = max(np.corrcoef(au.dihedral(thumbs[a], t).ravel(), thumbs[b].ravel())[0, 1] for t in range(8))
+        if best >= 0.9:
+            brute.add((a, b))
+    assert set(zip(found.a, found.b)) == brute == {(7, 30), (12, 21)}
+
+
+def test_unreadable_images_are_reported_not_fatal(make_dataset):
+    root = make_dataset(train=3, test=2)
+    (root / "train" / "benign" / "empty.jpg").write_bytes(b"")
+    (root / "train" / "benign" / "junk.jpg").write_bytes(b"not an image")
+    result = au.audit(load_dataset("data", root), workers=2)
+    assert set(result.report["unreadable"]) == {"train/benign/empty.jpg", "train/benign/junk.jpg"}
+    assert "empty file" in result.report["unreadable"]["train/benign/empty.jpg"]
+
+
+def make_other_dataset(root, ours, tmp_path):
+    """A HAM10000-like dataset (images/ + metadata CSV with image_id, dx, lesion_id) holding copies
+    of some of our images: lesion L1 has copies of train/malignant/0 and test/malignant/0 (a
+    same-lesion twin across our split), lesion L2 a copy of train/benign/1 and an image of its own."""
+    images = tmp_path / "other" / "images"
+    images.mkdir(parents=True)
+    rows = []
+    for image_id, source, lesion, dx in [
+        ("ISIC_1", ours / "train" / "malignant" / "0.jpg", "L1", "mel"),
+        ("ISIC_2", ours / "test" / "malignant" / "0.jpg", "L1", "mel"),
+        ("ISIC_3", ours / "train" / "benign" / "1.jpg", "L2", "nv"),
+        ("ISIC_4", None, "L2", "nv"),
+        ("ISIC_5", None, "L3", "bkl"),
+    ]:
+        image = Image.open(source).resize((200, 150)) if source else lesion_image(np.random.default_rng(len(rows)), False, 96)
+        image.convert("RGB").save(images / f"{image_id}.jpg", quality=90)
+        rows.append({"lesion_id": lesion, "image_id": image_id, "dx": dx, "age": 50})
+    pd.DataFrame(rows).to_csv(tmp_path / "other" / "metadata.csv", index=False)
+    return tmp_path / "other"
+
+
+def test_provenance_carries_groups_and_flags_test_twins(make_dataset, tmp_path):
+    ours = make_dataset(train=6, test=3)
+    # Our test/malignant/0 and train/malignant/0 are different images of one lesion (L1) in the other set.
+    other = make_other_dataset(ours, ours, tmp_path)
+    result = au.audit(load_dataset("data", ours), [load_dataset("other", other)], workers=2)
+    source = result.report["provenance"]["other"]
+    assert source["group_column"] == "lesion_id"
+    assert source["per_class"]["malignant"]["copies_in_other"] == 2
+    assert source["per_class"]["benign"] == {"images": 9, "copies_in_other": 1, "by_other_label": {"nv": 1}}
+    images = result.images.set_index("key")
+    assert images.loc["train/malignant/0.jpg", "group"] == images.loc["test/malignant/0.jpg", "group"]
+    assert images.loc["test/malignant/0.jpg", "leak"] == "group"
+    assert result.report["test_leaks"] == {"copy": [], "group": ["test/malignant/0.jpg"]}
+    assert result.report["summary"]["clean_test_images"] == 5
+    assert set(result.provenance.other_key) == {"images/ISIC_1.jpg", "images/ISIC_2.jpg", "images/ISIC_3.jpg"}
+
+
+def test_split_keeps_each_group_on_one_side(make_dataset, tmp_path):
+    ours = make_dataset(train=10, test=2)
+    # One lesion photographed five times (different images, one lesion id in the metadata).
+    images = tmp_path / "meta" / "images"
+    images.mkdir(parents=True)
+    rows = []
+    for i in range(5):
+        Image.open(ours / "train" / "benign" / f"{i}.jpg").save(images / f"x{i}.jpg")
+        rows.append({"image_id": f"x{i}", "dx": "nv", "lesion_id": "same"})
+    pd.DataFrame(rows).to_csv(tmp_path / "meta" / "meta.csv", index=False)
+    result = au.audit(load_dataset("data", ours), [load_dataset("meta", tmp_path / "meta")], workers=2)
+    for seed in range(4):
+        out = tmp_path / f"prepared{seed}"
+        out.mkdir()
+        prepare(ours, out, out, result.images, positive_class="malignant", val_fraction=0.3, seed=seed,
+                drop_test_duplicates=True, strict=False, max_image_pixels=10**8)
+        sides = {split for split in ("train", "val") for source in read_manifest(out / f"{split}.csv").source
+                 if any(source.endswith(f"benign/{i}.jpg") for i in range(5))}
+        assert len(sides) == 1
+
+
+def test_csv_dataset_errors_name_the_problem(tmp_path):
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.jpg")
+    pd.DataFrame({"image": ["a", "missing1", "missing2"], "label": ["x", "y", "y"]}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DataError, match=r"m.csv: 2 of 3 images in column 'image' do not exist .* 'missing1'"):
+        load_dataset("d", tmp_path)
+    pd.DataFrame({"image": ["a"], "kind": ["x"]}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DataError, match="no label column"):
+        load_dataset("d", tmp_path)
+
+
+def test_empty_folder_and_empty_class_are_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="has no class folders"):
+        load_dataset("d", tmp_path / "empty")
+    (tmp_path / "one" / "benign").mkdir(parents=True)
+    with pytest.raises(DataError, match="benign is an empty class folder"):
+        load_dataset("d", tmp_path / "one")
+    with pytest.raises(DataError, match="not found"):
+        load_dataset("d", tmp_path / "nowhere")
+
+
+def test_label_map_must_cover_every_label():
+    frame = pd.DataFrame({"label": ["mel", "nv", "bkl", "df"], "path": list("abcd")})
+    with pytest.raises(DataError, match=r"unmapped: \['bkl', 'df'\]"):
+        map_labels(frame, {"mel": "malignant", "nv": "benign"}, "evaluate.external.x.label_map")
+    kept, left_out = map_labels(frame, {"mel": "malignant", "nv": "benign", "bkl": None, "df": None}, "x")
+    assert list(kept.label) == ["malignant", "benign"] and left_out == 2
+
+
+def test_cli_audit_writes_outputs_and_fails_cleanly(make_dataset, tmp_path, capsys):
+    ours = make_dataset(train=3, test=2)
+    shutil.copy(ours / "train" / "benign" / "0.jpg", ours / "test" / "benign" / "copy.jpg")
+    other = make_other_dataset(ours, ours, tmp_path)
+    assert cli(["audit", str(ours), "--against", str(other), "--out", str(tmp_path / "out"), "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "with a copy in train/val: 1" in printed and "copies in other" in printed
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"report.json", "images.csv", "pairs.csv", "provenance.csv"}
+    pairs = pd.read_csv(tmp_path / "out" / "pairs.csv")
+    assert list(zip(pairs.a, pairs.b, pairs.exact)) == [("train/benign/0.jpg", "test/benign/copy.jpg", True)]
+    (tmp_path / "empty").mkdir()
+    assert cli(["audit", str(tmp_path / "empty")]) == 1
+    assert "has no class folders" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("a, b, same", [
+    ("train/malignant/768.jpg", "train/malignant/769.jpg", True),   # byte-identical
+    ("train/malignant/439.jpg", "test/malignant/507.jpg", True),    # near-identical copy
+    ("train/benign/286.jpg", "test/benign/1180.jpg", True),
+    ("train/malignant/311.jpg", "test/malignant/322.jpg", True),    # same lesion, slightly shifted
+    ("train/benign/513.jpg", "test/malignant/1280.jpg", False),     # different lesions, near-equal DCT hash
+    ("train/malignant/918.jpg", "test/benign/1648.jpg", False),
+])
+def test_real_kaggle_pairs(a, b, same):
+    """Known copies in the Kaggle data are found; look-alike small lesions are not merged."""
+    if not KAGGLE.is_dir():
+        pytest.fail(f"{KAGGLE} not found")
+    pairs = au.find_copies(au.fingerprint([str(KAGGLE / a), str(KAGGLE / b)], 2))
+    assert (len(pairs) == 1) == same
+
+
+@pytest.mark.slow
+def test_real_kaggle_against_ham10000():
+    """The acceptance numbers: every benign Kaggle image is a HAM10000 nevus, 688 malignant ones are
+    HAM10000 melanomas; 26 test images have a copy in train and 89 more share a HAM lesion with one."""
+    if not (KAGGLE.is_dir() and HAM.is_dir()):
+        pytest.fail("../shared/data/skin-cancer-mvb and ../shared/data/ham10000 are needed")
+    result = au.audit(load_dataset("kaggle", KAGGLE), [load_dataset("ham10000", HAM)], workers=2)
+    per_class = result.report["provenance"]["ham10000"]["per_class"]
+    assert per_class["benign"] == {"images": 1800, "copies_in_other": 1800, "by_other_label": {"nv": 1800}}
+    assert per_class["malignant"]["copies_in_other"] == 688 and per_class["malignant"]["by_other_label"] == {"mel": 688}
+    summary = result.report["summary"]
+    assert (summary["test_with_train_copy"], summary["test_with_train_group_twin"], summary["clean_test_images"]) == (26, 89, 545)
+    assert ["train/malignant/768.jpg", "train/malignant/769.jpg"] in [c["images"] for c in result.report["duplicate_clusters"] if c["exact"]]
