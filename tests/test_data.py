@@ -183,7 +183,7 @@ def test_split_is_stratified_and_deterministic(make_dataset, tmp_path):
     root = make_dataset(train=20, test=2)
     first = run_prepare(root, tmp_path / "a", val_fraction=0.25, seed=3)
     second = run_prepare(root, tmp_path / "b", val_fraction=0.25, seed=3)
-    other = run_prepare(root, tmp_path / "c", val_fraction=0.25, seed=4)
+    run_prepare(root, tmp_path / "c", val_fraction=0.25, seed=4)
     assert first["counts"]["val"] == {"benign": 5, "malignant": 5}
     assert first["counts"]["train"] == {"benign": 15, "malignant": 15}
     val = lambda d: list(read_manifest(tmp_path / d / "val.csv").source)  # noqa: E731

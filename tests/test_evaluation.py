@@ -158,3 +158,21 @@ def test_set_metrics_without_both_classes_skips_ranking():
 
     m = ev.set_metrics([1, 1, 1], [0.9, 0.2, 0.7], 0.5, EvaluateConfig(bootstrap_resamples=100), seed=0)
     assert "roc_auc_ci_low" not in m and m["sensitivity"] == pytest.approx(2 / 3) and "ece" in m
+
+
+def test_operating_point_statistics_agree_with_binary_metrics():
+    y, p = np.array(Y), np.array(P)
+    expected = ev.binary_metrics(y, p, 0.5)
+    for name, statistic in ev.operating_point_statistics(0.5).items():
+        assert statistic(y, p) == pytest.approx(expected[name]), name
+
+
+def test_set_metrics_bracket_the_operating_point():
+    from skin_cancer.config import EvaluateConfig
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    p = np.clip(y * 0.3 + rng.uniform(0, 0.7, 300), 0, 1)
+    m = ev.set_metrics(y, p, 0.5, EvaluateConfig(bootstrap_resamples=200), seed=1)
+    for key in ("accuracy", "sensitivity", "specificity", "balanced_accuracy", "roc_auc"):
+        assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], key

@@ -110,3 +110,41 @@ def test_only_the_tracking_module_imports_mlflow():
     importers = [p.relative_to(ROOT) for p in (ROOT / "src").rglob("*.py") if "mlflow" in p.read_text()
                  and ("import mlflow" in p.read_text() or "from mlflow" in p.read_text())]
     assert [str(p) for p in importers] == ["src/skin_cancer/tracking.py"]
+
+
+@pytest.mark.parametrize("new, current, promoted", [
+    (0.9, None, True), (0.9, 0.8, True), (0.8, 0.9, False), (0.9, 0.9, False),
+    (None, 0.8, False), (float("nan"), None, False), (0.7, float("nan"), True),
+])
+def test_champion_alias_policy(new, current, promoted):
+    from skin_cancer.tracking import promote
+
+    assert promote(new, current) == promoted
+
+
+def test_each_run_registers_a_version_and_the_alias_follows_the_best(outputs, tmp_path):
+    from skin_cancer.tracking import log_pipeline_run
+
+    metrics = json.loads(open("reports/metrics.json").read())
+    first = log_pipeline_run(outputs)["registry"]
+    assert (first["version"], first["champion"]) == (1, True)
+    metrics["validation"]["roc_auc"] -= 0.1  # a worse model on validation: the alias stays
+    with open("reports/metrics.json", "w") as handle:
+        json.dump(metrics, handle)
+    second = log_pipeline_run(outputs)["registry"]
+    assert (second["version"], second["champion"], second["previous_champion"]) == (2, False, 1)
+    metrics["validation"]["roc_auc"] += 0.2  # a better one takes it
+    with open("reports/metrics.json", "w") as handle:
+        json.dump(metrics, handle)
+    third = log_pipeline_run(outputs)["registry"]
+    assert (third["version"], third["champion"]) == (3, True)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    champion = client.get_model_version_by_alias("skin-cancer-classifier", "champion")
+    assert int(champion.version) == 3 and float(champion.tags["test.roc_auc"]) == pytest.approx(metrics["test"]["roc_auc"])
+    from skin_cancer.serving import load_classifier
+
+    assert load_classifier("models:/skin-cancer-classifier@champion").threshold == metrics["validation"]["threshold"]
+    from skin_cancer.data import DataError
+
+    with pytest.raises(DataError, match="models:/skin-cancer-classifier@nobody"):
+        load_classifier("models:/skin-cancer-classifier@nobody")

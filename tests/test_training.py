@@ -19,7 +19,8 @@ def test_stages_produce_every_declared_output(workspace, recipe):
     run_all(cfg)
     for path in (paths.AUDIT_REPORT, paths.PREPARE_REPORT, paths.HEAD_MODEL, paths.MODEL, paths.MODEL_H5,
                  paths.OPERATING_POINT, paths.METRICS, paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY,
-                 paths.FIGURES / "training_curves.png", paths.MODEL_REPORT, paths.MODEL_REPORT.with_suffix(".html")):
+                 paths.FIGURES / "training_curves.png", paths.FIGURES / "test_gradcam.png", paths.MODEL_REPORT,
+                 paths.MODEL_REPORT.with_suffix(".html")):
         assert path.exists(), path
     for name in ("test", "clean_test"):
         for figure in ("confusion_matrix", "roc", "pr", "reliability"):
@@ -124,6 +125,10 @@ def test_external_set_excludes_training_copies_and_gets_its_own_namespace(worksp
     shutil.copy(external / "nv" / "0.jpg", external / "bkl" / "0.jpg")
     training = cfg.data.root + "/train/benign/3.jpg"
     Image.open(training).transpose(Image.Transpose.ROTATE_90).save(external / "nv" / "copy_of_train.png")
+    # Formats and modes tf.data cannot decode as they are: converted, then scored like the rest.
+    Image.open(external / "mel" / "1.jpg").save(external / "mel" / "scan.tiff")
+    Image.open(external / "nv" / "1.jpg").convert("CMYK").save(external / "nv" / "cmyk.jpg")
+    (external / "nv" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
     cfg = workspace(f"+evaluate.external.ext.root={external}",
                     "+evaluate.external.ext.label_map={mel: malignant, nv: benign, bkl: null}")
     run_all(cfg)
@@ -131,8 +136,11 @@ def test_external_set_excludes_training_copies_and_gets_its_own_namespace(worksp
     record = json.loads((paths.EVALUATION / "ext" / "exclusions.json").read_text())
     assert record["left_out_by_label_map"] == 1
     excluded = pd.read_csv(paths.EVALUATION / "ext" / "excluded.csv")
-    assert list(excluded.key) == ["nv/copy_of_train.png"] and record["excluded"] == {"copy of a training image": 1}
-    assert metrics["ext"]["n_images"] == 10 and metrics["ext"]["excluded"] == 1
+    assert list(excluded.key) == ["nv/broken.jpg", "nv/copy_of_train.png"]
+    assert record["excluded"] == {"copy of a training image": 1, "unreadable": 1}
+    assert metrics["ext"]["n_images"] == 12 and metrics["ext"]["excluded"] == 2
+    scored = pd.read_csv(paths.EVALUATION / "ext" / "predictions.csv")
+    assert {"mel/scan.tiff", "nv/cmyk.jpg"} <= {p.split("ext/")[1] for p in scored.path}
     assert (paths.FIGURES / "ext_roc.png").exists() and "ext" in paths.MODEL_REPORT.read_text()
 
 

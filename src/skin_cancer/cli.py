@@ -25,6 +25,59 @@ def run_audit(args) -> None:
     print(f"wrote {args.out}/report.json, images.csv, pairs.csv, provenance.csv")
 
 
+def _classifier(args):
+    from skin_cancer.serving import load_classifier
+
+    classifier = load_classifier(args.model, run_id=args.run)
+    return classifier.with_views(args.tta) if args.tta else classifier
+
+
+def run_predict(args) -> None:
+    import pandas as pd
+
+    from skin_cancer.io import atomic_path
+    from skin_cancer.serving import image_files
+
+    files = image_files(args.images)
+    results = pd.DataFrame(_classifier(args).predict(files))
+    for row in results.to_dict("records"):
+        if isinstance(row.get("error"), str):
+            print(f"{row['image']}: error: {row['error']}", file=sys.stderr)
+        else:
+            print(f"{row['image']}: {row['label']} (p={row['probability']:.4f}, threshold {row['threshold']:.4f})")
+    out = args.out or ("predictions.csv" if any(Path(i).is_dir() for i in args.images) else None)
+    if out:
+        with atomic_path(out) as tmp:
+            results.to_csv(tmp, index=False)
+        print(f"wrote {out}")
+
+
+def run_explain(args) -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    from skin_cancer import explain
+    from skin_cancer.data import BadImage, decode
+    from skin_cancer.serving import MAX_IMAGE_PIXELS, image_files
+
+    classifier = _classifier(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in image_files(args.images):
+        try:
+            _, rgb = decode(Path(path), MAX_IMAGE_PIXELS)
+        except BadImage as error:
+            print(f"{path}: error: {error}", file=sys.stderr)
+            continue
+        image = tf.image.resize(np.asarray(rgb), (classifier.image_size,) * 2).numpy()
+        heatmap, _ = explain.grad_cam(classifier.model, image)
+        result = classifier.predict([image])[0]
+        target = out / f"{Path(path).stem}_gradcam.png"
+        explain.save_overlay(image, heatmap, f"{Path(path).name}: {result['label']} "
+                             f"(p={result['probability']:.3f}, threshold {result['threshold']:.3f})", target)
+        print(f"{path}: {result['label']} (p={result['probability']:.4f}) -> {target}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skin-cancer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -40,6 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     auditor.add_argument("--candidate-distance", type=int, default=10, help="hash distance of candidate pairs")
     auditor.add_argument("--min-correlation", type=float, default=0.97, help="thumbnail correlation of a copy")
     auditor.add_argument("--workers", type=int, default=4, help="decoding threads")
+    predictor = commands.add_parser("predict", help="malignancy probability and label per image (a folder gives a CSV)")
+    explainer = commands.add_parser("explain", help="Grad-CAM overlays: which regions raised the malignancy score")
+    for sub in (predictor, explainer):
+        sub.add_argument("images", nargs="+", help="image files or folders")
+        sub.add_argument("--model", default="models/model.keras",
+                         help="a .keras file (operating_point.json beside it) or models:/NAME@ALIAS (default: models/model.keras)")
+        sub.add_argument("--run", help="use the model logged by this MLflow run instead")
+        sub.add_argument("--tta", type=int, help="test-time views 1-8 (default: the model's own)")
+    predictor.add_argument("--out", help="CSV to write (default: predictions.csv when a folder is given)")
+    explainer.add_argument("--out", default="explanations", help="folder for the overlay PNGs (default: explanations)")
     args = parser.parse_args(argv)
     try:
         if args.command == "compose":
@@ -47,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.out}")
         elif args.command == "audit":
             run_audit(args)
+        elif args.command == "predict":
+            run_predict(args)
+        elif args.command == "explain":
+            run_explain(args)
     except (ConfigError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

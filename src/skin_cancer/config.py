@@ -91,6 +91,9 @@ class TrackingConfig:
     experiment_name: str = "skin-cancer"
     run_group: Optional[str] = None
     log_model: bool = True
+    registered_model: Optional[str] = "skin-cancer-classifier"
+    champion_alias: str = "champion"
+    champion_metric: str = "validation.roc_auc"
 
 
 @dataclass

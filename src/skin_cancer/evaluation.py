@@ -148,6 +148,23 @@ def ranking_metrics(y_true, prob, *, target_specificity: float, target_sensitivi
     return out
 
 
+def operating_point_statistics(threshold: float) -> dict:
+    """Accuracy, sensitivity, specificity and balanced accuracy at a frozen threshold, as
+    functions of (labels, probabilities) for the bootstrap."""
+    def sensitivity(y, p):
+        return float(np.mean(p[y == 1] >= threshold))
+
+    def specificity(y, p):
+        return float(np.mean(p[y == 0] < threshold))
+
+    return {
+        "accuracy": lambda y, p: float(np.mean((p >= threshold) == y)),
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+        "balanced_accuracy": lambda y, p: (sensitivity(y, p) + specificity(y, p)) / 2,
+    }
+
+
 def set_metrics(y_true, prob, threshold: float, cfg: EvaluateConfig, seed: int) -> dict:
     """Everything we report for one labelled set at a frozen threshold: threshold metrics (also at
     0.5, so a chosen threshold never hides what 0.5 gives), ranking metrics with bootstrap
@@ -157,6 +174,9 @@ def set_metrics(y_true, prob, threshold: float, cfg: EvaluateConfig, seed: int) 
         metrics.update(ranking_metrics(y_true, prob, target_specificity=cfg.target_specificity,
                                        target_sensitivity=cfg.target_sensitivity,
                                        n_resamples=cfg.bootstrap_resamples, seed=seed))
+        for name, statistic in operating_point_statistics(threshold).items():
+            metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = bootstrap_ci(
+                y_true, prob, statistic, n_resamples=cfg.bootstrap_resamples, seed=seed)
     metrics.update(calibration_metrics(y_true, prob, cfg.calibration_bins))
     metrics["at_0.5"] = {k: v for k, v in binary_metrics(y_true, prob, 0.5).items()
                          if k in ("accuracy", "sensitivity", "specificity")}
@@ -215,7 +235,8 @@ def roc_points(y_true, prob) -> pd.DataFrame:
     return pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": np.minimum(thresholds, 1.0)})
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure as PNG (atomically) and close it."""
     import matplotlib.pyplot as plt
 
     with atomic_path(path) as tmp:
@@ -223,7 +244,8 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,7 +255,7 @@ def _pyplot():
 
 
 def plot_confusion(conf: dict, path: Path, title: str = "Confusion matrix (test)") -> None:
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(conf["matrix"])
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     ax.imshow(matrix, cmap="Blues")
@@ -243,35 +265,35 @@ def plot_confusion(conf: dict, path: Path, title: str = "Confusion matrix (test)
     ticks = range(len(conf["labels"]))
     ax.set(xticks=ticks, yticks=ticks, xticklabels=conf["labels"], yticklabels=conf["labels"],
            xlabel="predicted", ylabel="true", title=title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_roc(points: pd.DataFrame, auc: float, path: Path, name: str = "test") -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 4))
     ax.plot(points.fpr, points.tpr, label=f"ROC AUC = {auc:.3f}")
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
     ax.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)",
            title=f"ROC curve ({name})", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_pr(y_true, prob, average_precision: float, path: Path, name: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     precision, recall, _ = skm.precision_recall_curve(np.asarray(y_true).astype(int), np.asarray(prob))
     fig, ax = plt.subplots(figsize=(4.2, 4))
     ax.plot(recall, precision, label=f"PR AUC (AP) = {average_precision:.3f}")
     ax.axhline(np.mean(y_true), linestyle="--", color="grey", linewidth=0.8, label="prevalence")
     ax.set(xlabel="recall (sensitivity)", ylabel="precision", title=f"Precision-recall ({name})", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower left")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_reliability(table: pd.DataFrame, metrics: dict, path: Path, name: str) -> None:
     """Reliability diagram: observed fraction of the positive class against the mean predicted
     probability per bin (marker area ~ images in the bin)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 4))
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="perfect calibration")
     ax.plot(table.mean_predicted, table.fraction_positive, "-", color="C0", linewidth=1)
@@ -280,12 +302,12 @@ def plot_reliability(table: pd.DataFrame, metrics: dict, path: Path, name: str) 
     ax.set(xlabel="predicted probability of the positive class", ylabel="observed fraction positive",
            title=f"Reliability ({name})", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="upper left")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_history(history: pd.DataFrame, path: Path) -> None:
     """Loss and AUC per epoch for both phases, with the phase boundary marked."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, metric in zip(axes, ("loss", "auc")):
         for key, style in ((metric, "-"), (f"val_{metric}", "--")):
@@ -297,7 +319,7 @@ def plot_history(history: pd.DataFrame, path: Path) -> None:
         ax.set(xlabel="epoch", title=metric)
         ax.legend()
     fig.suptitle("Training curves (head, then fine-tuning)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def summary_table(metrics: dict[str, float]) -> str:

@@ -3,17 +3,21 @@ image the model may have seen in training (a copy of a train/val image, or an im
 lesion / patient as such a copy)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from skin_cancer import audit
-from skin_cancer.data import DataError
+from skin_cancer.data import DataError, read_image
 from skin_cancer.datasets import from_spec, limit_per_class, map_labels
 
 
-def external_set(name: str, spec, training_prints: audit.Fingerprints, class_names: list[str], *,
+def external_set(name: str, spec, training_prints: audit.Fingerprints, class_names: list[str], converted: Path, *,
                  candidate_distance: int, min_correlation: float, seed: int, workers: int = 4) -> tuple[pd.DataFrame, dict]:
     """(images to score with columns source, path, label, label_index; a record of what was
-    excluded and why). Copies are checked against `training_prints` (the train/val images)."""
+    excluded and why). Copies are checked against `training_prints` (the train/val images).
+    Images the input pipeline cannot decode as they are (TIFF, CMYK, 16-bit, ...) are converted
+    to RGB PNG under `converted`."""
     dataset = from_spec(name, spec)
     frame, unmapped = map_labels(dataset.frame, spec.label_map, f"evaluate.external.{name}.label_map")
     unknown = sorted(set(frame.label) - set(class_names))
@@ -40,6 +44,8 @@ def external_set(name: str, spec, training_prints: audit.Fingerprints, class_nam
         "per_class_limit": spec.per_class_limit,
     }
     label_index = {c: int(c == class_names[-1]) for c in class_names}  # the last class is the positive one
-    out = pd.DataFrame({"source": scored.path, "path": scored.path, "label": scored.label,
+    readable = [read_image(Path(p), name, label, 10**9, (converted, converted)).path
+                for p, label in zip(scored.path, scored.label)]
+    out = pd.DataFrame({"source": scored.path, "path": readable, "label": scored.label,
                         "label_index": scored.label.map(label_index)})
     return out.reset_index(drop=True), {"record": record, "excluded": excluded[["key", "label", "reason"]]}

@@ -6,6 +6,7 @@ assembled from the DVC outputs, so a run is complete even when DVC restored stag
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -177,4 +178,62 @@ def log_pipeline_run(cfg: Config) -> dict:
                                        signature=model_signature(cfg.data.image_size),
                                        pip_requirements=pip_requirements(),
                                        metadata={"operating_point": operating_point})
-        return {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri, "group": group}
+        logged = {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri, "group": group}
+        if cfg.tracking.log_model and cfg.tracking.registered_model:
+            logged["registry"] = register_model(client, run.info.run_id, cfg.tracking, numbers)
+        return logged
+
+
+HEADLINE = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "roc_auc", "roc_auc_ci_low",
+            "roc_auc_ci_high", "ece", "threshold")
+
+
+def promote(new: float | None, current: float | None) -> bool:
+    """Whether a new model version takes the champion alias: it has the metric, and the alias is free
+    or held by a version with a lower (or no) value."""
+    if new is None or math.isnan(new):
+        return False
+    return current is None or math.isnan(current) or new > current
+
+
+def register_model(client, run_id: str, cfg: TrackingConfig, numbers: dict) -> dict:
+    """Register the run's model as a new version of `cfg.registered_model`, tag it with the headline
+    metrics, and move `cfg.champion_alias` to it if `promote` says so."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    tags = {k: str(v) for k, v in numbers.items()
+            if k.rsplit(".", 1)[-1] in HEADLINE or k in (cfg.champion_metric, "operating_point.temperature")}
+    version = mlflow.register_model(f"runs:/{run_id}/model", cfg.registered_model, tags=tags)
+    try:
+        champion = client.get_model_version_by_alias(cfg.registered_model, cfg.champion_alias)
+        current = client.get_run(champion.run_id).data.metrics.get(cfg.champion_metric)
+    except MlflowException:  # no version holds the alias yet
+        champion, current = None, None
+    new = numbers.get(cfg.champion_metric)
+    promoted = promote(new, current)
+    if promoted:
+        client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, version.version)
+    return {"name": cfg.registered_model, "version": int(version.version), "metric": cfg.champion_metric,
+            "value": new, "previous_champion": int(champion.version) if champion else None,
+            "previous_value": current, "champion": promoted}
+
+
+def load_logged_model(uri: str):
+    """(Keras model, operating point) of an MLflow model URI: `runs:/<run>/model`,
+    `models:/<name>@<alias>` or `models:/<name>/<version>`; DataError naming a missing one."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from skin_cancer.data import DataError
+
+    mlflow.set_tracking_uri(tracking_uri(TrackingConfig()))
+    try:
+        info = mlflow.models.get_model_info(uri)
+        model = mlflow.keras.load_model(uri)
+    except (MlflowException, OSError) as error:
+        raise DataError(f"{uri}: {str(error).splitlines()[0]}") from None
+    operating_point = (info.metadata or {}).get("operating_point")
+    if not operating_point:
+        raise DataError(f"{uri}: the model carries no operating point (logged before the calibrate stage existed?)")
+    return model, operating_point

@@ -1,0 +1,115 @@
+"""Grad-CAM (Selvaraju et al. 2017) for the classifier: which regions of the image raised the
+malignancy score. The heatmap is taken at the backbone's last convolutional feature map, found from
+the model itself (the nested backbone's output, named in the result), not hard-coded per backbone."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def split_at_backbone(model):
+    """(layers before the backbone, backbone, layers after it) of a classifier built by `model.py`."""
+    from skin_cancer.model import get_backbone
+
+    backbone = get_backbone(model)
+    layers = [layer for layer in model.layers if layer.__class__.__name__ != "InputLayer"]
+    at = layers.index(backbone)
+    if len(backbone.output.shape) != 4:
+        raise ValueError(f"backbone {backbone.name!r} ends in shape {backbone.output.shape}, not a feature map")
+    return layers[:at], backbone, layers[at + 1:]
+
+
+def last_conv_layer_name(model) -> str:
+    """Name of the layer whose feature map Grad-CAM explains: the backbone's last 4-D output."""
+    _, backbone, _ = split_at_backbone(model)
+    return next(layer.name for layer in reversed(backbone.layers) if len(layer.output.shape) == 4)
+
+
+def grad_cam(model, image: np.ndarray) -> tuple[np.ndarray, float]:
+    """(heatmap in [0, 1] at the input's size, raw model probability) for one RGB image already at the
+    model's input size; the heatmap weights each feature channel by the mean gradient of the
+    malignancy logit, keeps the positive part and normalises."""
+    import tensorflow as tf
+
+    before, backbone, after = split_at_backbone(model)
+    x = tf.convert_to_tensor(image[None].astype("float32"))
+    for layer in before:
+        x = layer(x)
+    features = backbone(x, training=False)
+    with tf.GradientTape() as tape:
+        tape.watch(features)
+        y = features
+        for layer in after:
+            y = layer(y, training=False)
+        probability = tf.reshape(y, [-1])[0]
+        logit = tf.math.log(probability + 1e-7) - tf.math.log(1 - probability + 1e-7)
+    gradients = tape.gradient(logit, features)[0]
+    weights = tf.reduce_mean(gradients, axis=(0, 1))
+    cam = tf.nn.relu(tf.reduce_sum(features[0] * weights, axis=-1))
+    cam = cam / (tf.reduce_max(cam) + 1e-8)
+    heatmap = tf.image.resize(cam[..., None], image.shape[:2])[..., 0].numpy()
+    return np.clip(heatmap, 0, 1), float(probability)
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The image with the heatmap blended on top (jet colour map), uint8 RGB."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["jet"](heatmap)[..., :3] * 255
+    return np.clip((1 - alpha) * image + alpha * colours, 0, 255).astype(np.uint8)
+
+
+def save_overlay(image: np.ndarray, heatmap: np.ndarray, title: str, path: Path) -> None:
+    """Image, heatmap overlay and title side by side as a PNG (written atomically)."""
+    from skin_cancer.evaluation import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4))
+    axes[0].imshow(image.astype(np.uint8))
+    axes[1].imshow(overlay(image, heatmap))
+    for ax, label in zip(axes, ("image", "Grad-CAM")):
+        ax.set(xticks=[], yticks=[], xlabel=label)
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
+
+
+def save_grid(items: list[tuple[np.ndarray, np.ndarray, str]], path: Path, columns: int = 4) -> None:
+    """Overlays of several images in one PNG, each titled (e.g. true label, probability)."""
+    from skin_cancer.evaluation import pyplot, save_figure
+
+    plt = pyplot()
+    rows = max(1, -(-len(items) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (image, heatmap, title) in zip(axes.ravel(), items):
+        ax.imshow(overlay(image, heatmap))
+        ax.set_title(title, fontsize=8)
+    save_figure(fig, path)
+
+
+def pick_examples(y_true: np.ndarray, prob: np.ndarray, threshold: float, per_kind: int = 4) -> list[int]:
+    """Indices of the most confident correct and the most confident wrong predictions
+    (`per_kind` of each where there are that many)."""
+    predicted = prob >= threshold
+    confidence = np.abs(prob - threshold)
+    correct = np.flatnonzero(predicted == y_true.astype(bool))
+    wrong = np.flatnonzero(predicted != y_true.astype(bool))
+    by_confidence = lambda idx: idx[np.argsort(-confidence[idx], kind="stable")][:per_kind]  # noqa: E731
+    return [*by_confidence(correct), *by_confidence(wrong)]
+
+
+def gradcam_grid(model, frame, prob: np.ndarray, threshold: float, class_names: list[str], image_size: int,
+                 path: Path) -> None:
+    """A grid of Grad-CAM overlays for a few correct and wrong predictions of a manifest frame."""
+    from skin_cancer.pipeline import load_image
+
+    items = []
+    for i in pick_examples(frame.label_index.to_numpy(), prob, threshold):
+        image = load_image(frame.path.iloc[i], image_size).numpy()
+        heatmap, _ = grad_cam(model, image)
+        verdict = "right" if (prob[i] >= threshold) == bool(frame.label_index.iloc[i]) else "WRONG"
+        items.append((image, heatmap, f"{verdict}: true {frame.label.iloc[i]}\np={prob[i]:.2f} "
+                                      f"({class_names[int(prob[i] >= threshold)]})"))
+    save_grid(items, path)

@@ -1,0 +1,137 @@
+"""Use a trained model: load it with its operating point (temperature, threshold, input size, test-time
+views, class names) and predict calibrated probabilities and labels for image files or arrays.
+
+    from skin_cancer import load_classifier
+    clf = load_classifier("models/model.keras")          # or "models:/NAME@ALIAS", or run_id=...
+    clf.predict(["lesion.jpg", array])                    # one dict per image
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from skin_cancer.data import BadImage, DataError, read_image
+from skin_cancer.io import read_json
+
+OPERATING_POINT_FILE = "operating_point.json"
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+@dataclass
+class Classifier:
+    """A Keras model plus the operating point fitted on validation (see the calibrate stage)."""
+    model: object
+    operating_point: dict
+    source: str = ""
+
+    @property
+    def image_size(self) -> int:
+        return int(self.operating_point["image_size"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.operating_point["threshold"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.operating_point["class_names"])
+
+    def with_views(self, tta_views: int) -> "Classifier":
+        """The same classifier averaging over `tta_views` dihedral views (1 = no test-time augmentation)."""
+        if not 1 <= tta_views <= 8:
+            raise ValueError(f"tta_views={tta_views} must be between 1 and 8")
+        return replace(self, operating_point={**self.operating_point, "tta_views": tta_views})
+
+    def probabilities_from_arrays(self, images: list[np.ndarray]) -> np.ndarray:
+        """Calibrated positive-class probability per RGB array (any size; resized like training)."""
+        import tensorflow as tf
+
+        from skin_cancer.evaluation import apply_temperature
+        from skin_cancer.pipeline import dihedral_view
+
+        views = int(self.operating_point.get("tta_views", 1))
+        batch = tf.stack([tf.image.resize(tf.convert_to_tensor(np.asarray(a)[..., :3]), (self.image_size,) * 2)
+                          for a in images])
+        stacked = tf.concat([dihedral_view(batch, v) for v in range(views)], axis=0)
+        raw = np.asarray(self.model.predict(stacked, verbose=0)).reshape(views, len(images)).mean(axis=0)
+        return apply_temperature(raw, float(self.operating_point.get("temperature", 1.0)))
+
+    def probabilities_from_files(self, paths: list[str]) -> np.ndarray:
+        """Calibrated probability per decodable file, through the evaluate stage's own input pipeline."""
+        from skin_cancer.config import EvaluateConfig
+        from skin_cancer.evaluation import apply_temperature, predict_probabilities
+
+        cfg = EvaluateConfig(tta_views=int(self.operating_point.get("tta_views", 1)))
+        raw = predict_probabilities(self.model, paths, self.image_size, cfg)
+        return apply_temperature(raw, float(self.operating_point.get("temperature", 1.0)))
+
+    def predict(self, images: list) -> list[dict]:
+        """One result per input (a path or an RGB array): probability, label and threshold, or an
+        `error` naming what is wrong with that input; the other inputs are still predicted."""
+        results: list[dict] = [{} for _ in images]
+        files, arrays = [], []
+        with tempfile.TemporaryDirectory() as converted:
+            for i, item in enumerate(images):
+                if isinstance(item, (str, Path)):
+                    try:
+                        # Decoded once with Pillow to reject bad files one by one; formats and modes
+                        # the input pipeline cannot read as they are get an RGB PNG copy, as in prepare.
+                        record = read_image(Path(item), "predict", "", MAX_IMAGE_PIXELS, (Path(converted),) * 2)
+                        files.append((i, record.path))
+                        results[i] = {"image": str(item)}
+                    except (BadImage, OSError) as error:
+                        results[i] = {"image": str(item), "error": str(error)}
+                else:
+                    array = np.asarray(item)
+                    if array.ndim != 3 or array.shape[-1] < 3:
+                        results[i] = {"image": f"array {i}", "error": f"expected an HxWx3 RGB array, got shape {array.shape}"}
+                        continue
+                    arrays.append((i, array))
+                    results[i] = {"image": f"array {i}"}
+            for batch, predict in ((files, self.probabilities_from_files), (arrays, self.probabilities_from_arrays)):
+                if batch:
+                    for (i, _), probability in zip(batch, predict([item for _, item in batch])):
+                        results[i].update(self._decide(probability))
+        return results
+
+    def _decide(self, probability: float) -> dict:
+        return {"probability": float(probability), "label": self.class_names[int(probability >= self.threshold)],
+                "threshold": self.threshold}
+
+
+def load_classifier(source: str | Path = "models/model.keras", *, run_id: str | None = None) -> Classifier:
+    """A classifier from a `.keras` file (with `operating_point.json` beside it), a registered model
+    `models:/NAME@ALIAS` (or `models:/NAME/VERSION`), or the model of an MLflow run (`run_id`).
+    Raises DataError naming what is missing."""
+    from skin_cancer import tracking
+
+    if run_id is not None or str(source).startswith(("models:/", "runs:/")):
+        uri = f"runs:/{run_id}/model" if run_id is not None else str(source)
+        model, operating_point = tracking.load_logged_model(uri)
+        return Classifier(model, operating_point, uri)
+    import keras
+
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"model {path} not found (run the pipeline, or give --model / --run)")
+    op_path = path.parent / OPERATING_POINT_FILE
+    if not op_path.is_file():
+        raise DataError(f"{op_path} not found: the model's temperature and threshold come from the calibrate stage")
+    return Classifier(keras.saving.load_model(path), read_json(op_path), str(path))
+
+
+def image_files(inputs: list[str]) -> list[str]:
+    """The files named, with folders expanded to the files they hold (recursively, sorted)."""
+    files = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif path.exists():
+            files.append(str(path))
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    return files

@@ -1,0 +1,154 @@
+"""Using a trained model: predict (Python API and CLI) and Grad-CAM, on a tiny model."""
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from skin_cancer import explain, paths
+from skin_cancer.cli import main as cli
+from skin_cancer.data import DataError
+from tests.conftest import run_all
+
+
+@pytest.fixture
+def trained(workspace):
+    """A finished tiny pipeline in the working directory; returns its config."""
+    cfg = workspace()
+    run_all(cfg)
+    return cfg
+
+
+def test_api_predictions_equal_the_evaluate_stage(trained):
+    from skin_cancer import load_classifier
+
+    clf = load_classifier("models/model.keras")
+    evaluated = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv")
+    results = clf.predict(list(evaluated.path))
+    np.testing.assert_allclose([r["probability"] for r in results], evaluated.probability, atol=1e-5)
+    assert [r["label"] for r in results] == list(evaluated.predicted)
+    assert {r["threshold"] for r in results} == {json.loads(paths.OPERATING_POINT.read_text())["threshold"]}
+
+
+def test_arrays_of_any_size_are_resized_like_files(trained, tmp_path):
+    from skin_cancer import load_classifier
+
+    clf = load_classifier("models/model.keras")
+    path = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
+    # Decoded by the same JPEG decoder as the input pipeline (Pillow's differs by about one grey level).
+    pixels = tf.io.decode_image(tf.io.read_file(path), channels=3).numpy()
+    from_file, from_array = clf.predict([path, pixels])
+    assert from_array["probability"] == pytest.approx(from_file["probability"], abs=1e-4)
+    bigger = np.asarray(Image.fromarray(pixels).resize((150, 100)))
+    assert 0 <= clf.predict([bigger])[0]["probability"] <= 1
+    assert "expected an HxWx3" in clf.predict([np.zeros((4, 4))])[0]["error"]
+
+
+def test_bad_files_get_their_own_error_and_the_rest_is_predicted(trained, tmp_path):
+    from skin_cancer import load_classifier
+
+    good = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    data = open(good, "rb").read()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    Image.new("1", (8000, 6000)).save(tmp_path / "bomb.png")  # 48 megapixels in a few kilobytes
+    Image.open(good).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    Image.open(good).convert("I;16").save(tmp_path / "sixteen.png")
+    names = ["empty.jpg", "text.jpg", "cut.jpg", "bomb.png", "cmyk.jpg", "sixteen.png"]
+    results = load_classifier("models/model.keras").predict([good, *[tmp_path / n for n in names]])
+    errors = {r["image"].rsplit("/", 1)[-1]: r.get("error") for r in results}
+    assert "empty file" in errors["empty.jpg"] and "not a recognised image" in errors["text.jpg"]
+    assert "truncated" in errors["cut.jpg"] and "decompression bomb" in errors["bomb.png"]
+    assert errors["cmyk.jpg"] is None and errors["sixteen.png"] is None
+    assert all(0 <= r["probability"] <= 1 for r in results if "error" not in r)
+
+
+def test_cli_predict_folder_writes_a_csv_agreeing_with_evaluate(trained, capsys):
+    evaluated = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv")
+    folder = str(trained.data.root) + "/test"
+    assert cli(["predict", folder, "--out", "out.csv"]) == 0
+    written = pd.read_csv("out.csv").set_index("image")
+    assert set(written.index) == set(evaluated.path)
+    assert list(written.loc[evaluated.path, "label"]) == list(evaluated.predicted)
+    assert "wrote out.csv" in capsys.readouterr().out
+
+
+def test_missing_model_and_operating_point_are_one_line_errors(trained, tmp_path, capsys):
+    assert cli(["predict", str(trained.data.root), "--model", "nowhere.keras"]) == 1
+    assert "model nowhere.keras not found" in capsys.readouterr().err
+    paths.OPERATING_POINT.unlink()
+    with pytest.raises(DataError, match="operating_point.json not found"):
+        from skin_cancer.serving import load_classifier
+
+        load_classifier("models/model.keras")
+
+
+def test_model_of_an_mlflow_run_predicts_the_same(trained, tmp_path):
+    import yaml
+
+    from skin_cancer.config import to_dict
+    from skin_cancer.serving import load_classifier
+    from skin_cancer.tracking import log_pipeline_run
+
+    with open("params.yaml", "w") as handle:
+        yaml.safe_dump(to_dict(trained), handle)
+    run_id = log_pipeline_run(trained)["run_id"]
+    path = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
+    local = load_classifier("models/model.keras").predict([path])[0]
+    logged = load_classifier(run_id=run_id).predict([path])[0]
+    assert logged["probability"] == pytest.approx(local["probability"], abs=1e-5) and logged["label"] == local["label"]
+    with pytest.raises(DataError, match="runs:/0123456789abcdef/model"):
+        load_classifier(run_id="0123456789abcdef")
+
+
+def patch_images(n: int, rng: np.random.Generator):
+    """32x32 noise; positives carry a bright 8x8 patch at a random place (it alone decides the label)."""
+    images = rng.uniform(0, 80, (n, 32, 32, 3)).astype("float32")
+    labels = np.arange(n) % 2
+    for image, label in zip(images, labels):
+        if label:
+            y, x = rng.integers(0, 24, 2)
+            image[y:y + 8, x:x + 8] = 255
+    return images, labels
+
+
+def tiny_patch_detector():
+    inner = keras.Input((32, 32, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inner)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="last_conv")(h)
+    backbone = keras.Model(inner, h, name="tiny_backbone")
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(backbone(x))
+    outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Dropout(0.0)(x))
+    return keras.Model(inputs, outputs)
+
+
+def test_grad_cam_highlights_the_patch_that_decides_the_output():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    model = tiny_patch_detector()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
+    images, labels = patch_images(400, rng)
+    model.fit(images, labels, epochs=15, batch_size=32, verbose=0)
+    assert explain.last_conv_layer_name(model) == "last_conv"
+    image = rng.uniform(0, 80, (32, 32, 3)).astype("float32")
+    image[4:12, 18:26] = 255
+    heatmap, probability = explain.grad_cam(model, image)
+    assert probability > 0.8 and heatmap.shape == (32, 32)
+    assert heatmap.max() == pytest.approx(1.0) and heatmap.std() > 0.05
+    inside, outside = heatmap[4:12, 18:26].mean(), np.delete(heatmap.ravel(), np.ravel_multi_index(
+        np.mgrid[4:12, 18:26].reshape(2, -1), (32, 32))).mean()
+    assert inside > 3 * outside
+
+
+def test_cli_explain_writes_overlays(trained, tmp_path):
+    folder = str(trained.data.root) + "/test/malignant"
+    assert cli(["explain", folder, "--out", str(tmp_path / "cams")]) == 0
+    written = sorted(p.name for p in (tmp_path / "cams").iterdir())
+    assert written and all(name.endswith("_gradcam.png") for name in written)
+    assert (tmp_path / "cams" / written[0]).read_bytes()[:4] == b"\x89PNG"
