@@ -6,7 +6,7 @@ KERAS_HOME ?= $(HOME)/.keras
 WEIGHTS ?= ../shared/weights
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup weights pipeline test test-fast bench
+.PHONY: setup weights browser pipeline test test-fast bench
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +23,17 @@ weights:
 
 setup: $(VENV)/.installed weights
 
+# Debian's Chromium for the web app's browser test (Playwright drives it; Playwright downloads nothing).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "note: could not install Debian's chromium; the browser test will fail"
+
 # DATA=/path/to/kaggle-folder runs on another copy of the Kaggle data (recomposes params.yaml).
 pipeline: setup
 	@if [ -n "$(DATA)" ]; then skin-cancer compose data.root=$(DATA); fi
 	dvc repro
 
-test: setup
+test: setup browser
 	python -m pytest -q
 
 test-fast: setup

@@ -1,5 +1,6 @@
 """Using a trained model: predict (Python API and CLI) and Grad-CAM, on a tiny model."""
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -152,3 +153,83 @@ def test_cli_explain_writes_overlays(trained, tmp_path):
     written = sorted(p.name for p in (tmp_path / "cams").iterdir())
     assert written and all(name.endswith("_gradcam.png") for name in written)
     assert (tmp_path / "cams" / written[0]).read_bytes()[:4] == b"\x89PNG"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post_json(url: str, payload: dict):
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_base64_images(trained, tmp_path):
+    """The real `mlflow models serve` on loopback, serving models:/NAME@champion, asked over HTTP."""
+    import base64
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import yaml
+
+    from skin_cancer.config import to_dict
+    from skin_cancer.serving import MAX_BATCH, load_classifier
+    from skin_cancer.tracking import log_pipeline_run
+
+    with open("params.yaml", "w") as handle:
+        yaml.safe_dump(to_dict(trained), handle)
+    logged = log_pipeline_run(trained)
+    assert logged["registry"]["champion"]
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": logged["tracking_uri"],
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # the server runs uvicorn from PATH
+    mlflow_cli = str(Path(sys.executable).parent / "mlflow")
+    server = subprocess.Popen([mlflow_cli, "models", "serve", "-m", "models:/skin-cancer-classifier@champion",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).status == 200:
+                    break
+            except OSError:
+                assert server.poll() is None, server.stdout.read().decode()[-3000:]
+                time.sleep(1)
+        good = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
+        encoded = base64.b64encode(open(good, "rb").read()).decode()
+        png = tmp_path / "good.png"
+        Image.open(good).save(png)
+        rows = [[encoded], [base64.b64encode(png.read_bytes()).decode()], [base64.b64encode(b"not an image").decode()],
+                ["%% not base64 %%"]]
+        status, body = post_json(f"http://127.0.0.1:{port}/invocations",
+                                 {"dataframe_split": {"columns": ["image"], "data": rows}})
+        assert status == 200, body
+        jpeg, png_result, garbage, not_base64 = body["predictions"]
+        expected = load_classifier("models/model.keras").predict([good])[0]
+        assert jpeg["probability"] == pytest.approx(expected["probability"], abs=1e-5)
+        assert jpeg["label"] == expected["label"] and jpeg["threshold"] == pytest.approx(expected["threshold"])
+        assert 0 <= png_result["probability"] <= 1
+        assert "not a recognised image" in garbage["error"] and "not base64" in not_base64["error"]
+        status, body = post_json(f"http://127.0.0.1:{port}/invocations",
+                                 {"dataframe_split": {"columns": ["image"], "data": [[encoded]] * (MAX_BATCH + 1)}})
+        assert status >= 400 and f"at most {MAX_BATCH} images" in json.dumps(body)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
+        server.wait(timeout=30)

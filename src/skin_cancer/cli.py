@@ -78,6 +78,16 @@ def run_explain(args) -> None:
         print(f"{path}: {result['label']} (p={result['probability']:.4f}) -> {target}")
 
 
+def run_app(args) -> int:
+    import subprocess
+
+    script = Path(__file__).with_name("app.py")
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
+               "--server.port", str(args.port), "--server.address", args.host, "--browser.gatherUsageStats", "false",
+               "--", "--model", args.model, "--registered-model", args.registered_model]
+    return subprocess.call(command)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skin-cancer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -103,7 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--tta", type=int, help="test-time views 1-8 (default: the model's own)")
     predictor.add_argument("--out", help="CSV to write (default: predictions.csv when a folder is given)")
     explainer.add_argument("--out", default="explanations", help="folder for the overlay PNGs (default: explanations)")
+    app = commands.add_parser("app", help="the Streamlit web app (upload images, see predictions and Grad-CAM)")
+    app.add_argument("--model", default="models/model.keras", help="initial model: a .keras file or models:/NAME@ALIAS")
+    app.add_argument("--registered-model", default="skin-cancer-classifier", help="registry name listed in the picker")
+    app.add_argument("--port", type=int, default=8501)
+    app.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
+    if args.command == "app":
+        return run_app(args)
     try:
         if args.command == "compose":
             write_params(compose(args.overrides), args.out)

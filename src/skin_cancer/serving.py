@@ -135,3 +135,38 @@ def image_files(inputs: list[str]) -> list[str]:
         else:
             raise DataError(f"{path}: no such file or folder")
     return files
+
+
+# REST serving limits (pyfunc model behind `mlflow models serve`).
+MAX_BATCH = 32
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+
+
+def predict_encoded(classifier: Classifier, encoded: list, max_batch: int = MAX_BATCH,
+                    max_bytes: int = MAX_IMAGE_BYTES) -> list[dict]:
+    """Predictions for base64-encoded image files (JPEG, PNG, ...: the REST request format), one
+    result per item; an item that is not base64, too large or not a usable image gets an `error`."""
+    import base64
+    import binascii
+
+    if len(encoded) > max_batch:
+        raise ValueError(f"a request holds at most {max_batch} images, this one {len(encoded)}")
+    results: list[dict] = [{} for _ in encoded]
+    with tempfile.TemporaryDirectory() as folder:
+        files = []
+        for i, text in enumerate(encoded):
+            try:
+                data = base64.b64decode(str(text), validate=True)
+            except (binascii.Error, ValueError):
+                results[i] = {"error": "not base64-encoded image bytes"}
+                continue
+            if len(data) > max_bytes:
+                results[i] = {"error": f"{len(data)} bytes exceeds the limit of {max_bytes}"}
+                continue
+            path = Path(folder) / f"image-{i}"
+            path.write_bytes(data)
+            files.append((i, path))
+        for (i, _), result in zip(files, classifier.predict([path for _, path in files])):
+            result.pop("image", None)
+            results[i] = result
+    return results

@@ -132,6 +132,38 @@ def model_signature(image_size: int):
                           outputs=Schema([TensorSpec(np.dtype("float32"), (-1, 1), "probability")]))
 
 
+def serving_signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "image")]),
+        outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label"),
+                        ColSpec("double", "threshold"), ColSpec("string", "error")]))
+
+
+def serving_model():
+    """An MLflow pyfunc model around `serving.Classifier`: rows with a base64 `image` column in,
+    probability, label, threshold (or error) out. Defined here so that only this module imports
+    mlflow; cloudpickle stores the class with the model."""
+    import mlflow.pyfunc
+
+    class ImageClassifierModel(mlflow.pyfunc.PythonModel):
+        def load_context(self, context):
+            from skin_cancer.serving import load_classifier
+
+            self.classifier = load_classifier(context.artifacts["model"])
+
+        def predict(self, context, model_input, params=None):
+            from skin_cancer.serving import predict_encoded
+
+            images = model_input["image"] if isinstance(model_input, pd.DataFrame) else model_input
+            results = predict_encoded(self.classifier, list(images))
+            return pd.DataFrame(results, columns=["probability", "label", "threshold", "error"])
+
+    return ImageClassifierModel()
+
+
 def log_pipeline_run(cfg: Config) -> dict:
     """Log params, per-epoch metrics of both phases, test metrics, reports, figures and the model
     of the current DVC outputs as one MLflow run; returns {run_id, experiment_id, tracking_uri}."""
@@ -178,6 +210,12 @@ def log_pipeline_run(cfg: Config) -> dict:
                                        signature=model_signature(cfg.data.image_size),
                                        pip_requirements=pip_requirements(),
                                        metadata={"operating_point": operating_point})
+                # The same model behind a pyfunc that takes base64 image files: what the registry
+                # holds and `mlflow models serve` serves.
+                mlflow.pyfunc.log_model(name="serving", python_model=serving_model(),
+                                        artifacts={"model": str(paths.MODEL), "operating_point": str(paths.OPERATING_POINT)},
+                                        signature=serving_signature(), pip_requirements=pip_requirements(),
+                                        metadata={"operating_point": operating_point})
         logged = {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri, "group": group}
         if cfg.tracking.log_model and cfg.tracking.registered_model:
             logged["registry"] = register_model(client, run.info.run_id, cfg.tracking, numbers)
@@ -204,7 +242,7 @@ def register_model(client, run_id: str, cfg: TrackingConfig, numbers: dict) -> d
 
     tags = {k: str(v) for k, v in numbers.items()
             if k.rsplit(".", 1)[-1] in HEADLINE or k in (cfg.champion_metric, "operating_point.temperature")}
-    version = mlflow.register_model(f"runs:/{run_id}/model", cfg.registered_model, tags=tags)
+    version = mlflow.register_model(f"runs:/{run_id}/serving", cfg.registered_model, tags=tags)
     try:
         champion = client.get_model_version_by_alias(cfg.registered_model, cfg.champion_alias)
         current = client.get_run(champion.run_id).data.metrics.get(cfg.champion_metric)
@@ -230,10 +268,32 @@ def load_logged_model(uri: str):
     mlflow.set_tracking_uri(tracking_uri(TrackingConfig()))
     try:
         info = mlflow.models.get_model_info(uri)
-        model = mlflow.keras.load_model(uri)
-    except (MlflowException, OSError) as error:
+        if "keras" in info.flavors:
+            model = mlflow.keras.load_model(uri)
+        else:  # the registered serving pyfunc wraps the Keras model
+            model = mlflow.pyfunc.load_model(uri).unwrap_python_model().classifier.model
+    except (MlflowException, OSError, AttributeError) as error:
         raise DataError(f"{uri}: {str(error).splitlines()[0]}") from None
     operating_point = (info.metadata or {}).get("operating_point")
     if not operating_point:
         raise DataError(f"{uri}: the model carries no operating point (logged before the calibrate stage existed?)")
     return model, operating_point
+
+
+def model_versions(name: str) -> list[dict]:
+    """Registered versions of `name`, newest first: version, aliases, run id, version tags (headline
+    metrics) and the run's data fingerprint; [] when the registry or the name does not exist."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri(TrackingConfig()))
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return []
+    out = []
+    for v in sorted(versions, key=lambda v: -int(v.version)):
+        run_tags = client.get_run(v.run_id).data.tags if v.run_id else {}
+        out.append({"version": int(v.version), "aliases": list(v.aliases), "run_id": v.run_id, "tags": dict(v.tags),
+                    "data_fingerprint": run_tags.get("data.fingerprint"), "recipe": run_tags.get("recipe")})
+    return out

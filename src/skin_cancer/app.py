@@ -1,0 +1,144 @@
+"""Streamlit web app: upload dermoscopic images and see, per image, the calibrated malignancy
+probability, the label at the model's operating threshold and a Grad-CAM overlay, beside the model's
+card. Start it with `skin-cancer app [--model PATH | --model models:/NAME@ALIAS]`.
+
+Uploads are read in memory and written only to a temporary folder that is removed at once."""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+NOTICE = ("**Research tool, not a medical device.** It must not be used to diagnose, triage or reassure "
+          "anyone about a skin lesion. Its training data is small and biased (see the model card).")
+FORMATS = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"]
+MAX_UPLOAD_MB = 10
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="models/model.keras")
+    parser.add_argument("--registered-model", default="skin-cancer-classifier")
+    return parser.parse_known_args()[0]
+
+
+@st.cache_resource(show_spinner="Loading the model ...")
+def classifier(source: str):
+    from skin_cancer.serving import load_classifier
+
+    return load_classifier(source)
+
+
+def local_card(model_path: Path) -> dict:
+    """Card of a model trained in this project: its run, data and metrics from the pipeline outputs."""
+    from skin_cancer import paths
+    from skin_cancer.io import read_json
+
+    root = model_path.resolve().parent.parent
+    card = {}
+    if (root / paths.MLFLOW_RUN).is_file():
+        card["MLflow run"] = read_json(root / paths.MLFLOW_RUN)["run_id"]
+    if (root / paths.PREPARE_REPORT).is_file():
+        card["data fingerprint"] = read_json(root / paths.PREPARE_REPORT)["fingerprint"]
+    if (root / paths.METRICS).is_file():
+        metrics = read_json(root / paths.METRICS)
+        card.update({f"{name}.{key}": value for name in ("test", "clean_test") for key, value in metrics.get(name, {}).items()})
+    return card
+
+
+def show_card(card: dict, classifier) -> None:
+    st.markdown(f"Threshold **{classifier.threshold:.3f}** ({classifier.operating_point.get('threshold_policy')}, "
+                f"chosen on validation); temperature {classifier.operating_point.get('temperature', 1.0):.2f}.")
+    for key in ("MLflow run", "data fingerprint", "recipe"):
+        if card.get(key):
+            st.markdown(f"{key}: `{card[key]}`")
+    rows = []
+    for name in ("test", "clean_test"):
+        for metric in ("accuracy", "sensitivity", "specificity", "roc_auc"):
+            value = card.get(f"{name}.{metric}")
+            if value is not None:
+                low, high = card.get(f"{name}.{metric}_ci_low"), card.get(f"{name}.{metric}_ci_high")
+                interval = f" [{float(low):.3f}, {float(high):.3f}]" if low is not None and high is not None else ""
+                rows.append({"set": name, "metric": metric, "value (95% CI)": f"{float(value):.3f}{interval}"})
+    if rows:
+        st.table(rows)
+
+
+def pick_model(args) -> tuple[str, dict]:
+    """The sidebar's model picker: the local model and every registered version."""
+    from skin_cancer.tracking import model_versions
+
+    versions = model_versions(args.registered_model)
+    options = {f"local: {args.model}": (args.model, None)}
+    for v in versions:
+        aliases = f" @{', @'.join(v['aliases'])}" if v["aliases"] else ""
+        card = {**v["tags"], "MLflow run": v["run_id"], "data fingerprint": v["data_fingerprint"], "recipe": v["recipe"]}
+        options[f"{args.registered_model} v{v['version']}{aliases}"] = (f"models:/{args.registered_model}/{v['version']}", card)
+    if not args.model.startswith("models:/") and not Path(args.model).is_file() and len(options) > 1:
+        del options[f"local: {args.model}"]
+    label = st.sidebar.selectbox("Model", list(options))
+    source, card = options[label]
+    return source, card if card is not None else (local_card(Path(source)) if not source.startswith("models:/") else {})
+
+
+def show_prediction(upload, clf) -> None:
+    """Predict one uploaded file; a file that cannot be used gets a clear message instead."""
+    import tensorflow as tf
+
+    from skin_cancer import explain
+    from skin_cancer.data import BadImage, decode
+    from skin_cancer.serving import MAX_IMAGE_PIXELS
+
+    if upload.size > MAX_UPLOAD_MB * 1024 * 1024:
+        st.error(f"{upload.name}: rejected: larger than {MAX_UPLOAD_MB} MB")
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"upload{Path(upload.name).suffix.lower()}"
+        path.write_bytes(upload.getvalue())
+        result = clf.predict([path])[0]
+        if "error" in result:
+            st.error(f"{upload.name}: rejected: {result['error']}")
+            return
+        try:
+            _, rgb = decode(path, MAX_IMAGE_PIXELS)
+        except BadImage as error:
+            st.error(f"{upload.name}: rejected: {error}")
+            return
+    image = tf.image.resize(np.asarray(rgb), (clf.image_size,) * 2).numpy()
+    heatmap, _ = explain.grad_cam(clf.model, image)
+    st.subheader(upload.name)
+    left, right = st.columns(2)
+    left.image(image.astype(np.uint8), caption="as the model sees it", width="stretch")
+    right.image(explain.overlay(image, heatmap), caption="Grad-CAM: regions that raised the score",
+                width="stretch")
+    positive = clf.class_names[-1]
+    st.markdown(f"Probability of **{positive}**: **{result['probability']:.3f}** &nbsp; "
+                f"Label at threshold {result['threshold']:.3f}: **{result['label']}**")
+
+
+def main() -> None:
+    st.set_page_config(page_title="Skin lesion classifier (research)", layout="wide")
+    st.title("Skin lesion classifier")
+    st.warning(NOTICE)
+    args = arguments()
+    source, card = pick_model(args)
+    try:
+        clf = classifier(source)
+    except Exception as error:  # noqa: BLE001 - shown to the user, one line
+        st.error(f"Cannot load the model {source}: {error}")
+        return
+    with st.sidebar:
+        st.header("Model card")
+        show_card(card, clf)
+    uploads = st.file_uploader(f"Dermoscopic images ({', '.join(FORMATS)}; at most {MAX_UPLOAD_MB} MB and "
+                               "40 megapixels each)", type=FORMATS, accept_multiple_files=True,
+                               max_upload_size=MAX_UPLOAD_MB)
+    for upload in uploads or []:
+        show_prediction(upload, clf)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The Streamlit app, started for real (`skin-cancer app`) and driven in headless Debian Chromium by
+Playwright: upload an image, read the prediction, find the Grad-CAM overlay; upload a non-image and
+read the error."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from skin_cancer import paths
+from tests.conftest import run_all
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# As this machine needs them: no sandbox as root, no background connections to a closed network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def app_url(workspace, tmp_path):
+    """A finished tiny pipeline and the app serving its model on a free loopback port."""
+    import socket
+
+    run_all(workspace())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli = str(Path(sys.executable).parent / "skin-cancer")
+    server = subprocess.Popen([cli, "app", "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"the app did not start:\n{server.stdout.read().decode()[-3000:]}")
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_upload_shows_prediction_and_grad_cam_and_rejects_a_non_image(app_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is needed for the browser test (`make browser` installs it)")
+    image = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("not an image at all")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(app_url)
+        expect(page.get_by_text("Research tool, not a medical device")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Model card")).to_be_visible(timeout=60_000)
+        page.locator('input[type="file"]').set_input_files(image)
+        expect(page.get_by_text("Label at threshold")).to_be_visible(timeout=90_000)
+        text = page.get_by_text("Label at threshold").inner_text()
+        assert "benign" in text or "malignant" in text
+        expect(page.get_by_text("Grad-CAM: regions that raised the score")).to_be_visible()
+        overlays = page.locator("img[alt], [data-testid='stImage'] img")
+        assert overlays.count() >= 2
+        page.screenshot(path=str(tmp_path / "prediction.png"), full_page=True)
+        page.locator('input[type="file"]').set_input_files([image, str(fake)])
+        expect(page.get_by_text("notes.jpg: rejected: not a recognised image")).to_be_visible(timeout=90_000)
+        browser.close()
+    assert (tmp_path / "prediction.png").stat().st_size > 10_000
