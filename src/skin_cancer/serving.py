@@ -8,7 +8,7 @@ views, class names) and predict calibrated probabilities and labels for image fi
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from skin_cancer.io import read_json
 
 OPERATING_POINT_FILE = "operating_point.json"
 MAX_IMAGE_PIXELS = 40_000_000
+BATCH = 32  # images per forward pass (times the test-time views)
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Classifier:
     model: object
     operating_point: dict
     source: str = ""
+    _forward: object = field(default=None, repr=False, compare=False)
 
     @property
     def image_size(self) -> int:
@@ -43,30 +45,43 @@ class Classifier:
         """The same classifier averaging over `tta_views` dihedral views (1 = no test-time augmentation)."""
         if not 1 <= tta_views <= 8:
             raise ValueError(f"tta_views={tta_views} must be between 1 and 8")
-        return replace(self, operating_point={**self.operating_point, "tta_views": tta_views})
+        return replace(self, operating_point={**self.operating_point, "tta_views": tta_views}, _forward=None)
 
-    def probabilities_from_arrays(self, images: list[np.ndarray]) -> np.ndarray:
-        """Calibrated positive-class probability per RGB array (any size; resized like training)."""
+    def _probabilities(self, images) -> np.ndarray:
+        """Calibrated probability per image of a (n, size, size, 3) float tensor in [0, 255]: the mean
+        raw probability over the test-time views, then the temperature."""
         import tensorflow as tf
 
         from skin_cancer.evaluation import apply_temperature
         from skin_cancer.pipeline import dihedral_view
 
+        if self._forward is None:
+            # One traced graph instead of Keras' predict(): no per-call set-up, which dominates for
+            # single images.
+            self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
         views = int(self.operating_point.get("tta_views", 1))
-        batch = tf.stack([tf.image.resize(tf.convert_to_tensor(np.asarray(a)[..., :3]), (self.image_size,) * 2)
-                          for a in images])
-        stacked = tf.concat([dihedral_view(batch, v) for v in range(views)], axis=0)
-        raw = np.asarray(self.model.predict(stacked, verbose=0)).reshape(views, len(images)).mean(axis=0)
-        return apply_temperature(raw, float(self.operating_point.get("temperature", 1.0)))
+        raw = []
+        for start in range(0, len(images), BATCH):
+            chunk = images[start:start + BATCH]
+            stacked = tf.concat([dihedral_view(chunk, v) for v in range(views)], axis=0)
+            raw.append(np.asarray(self._forward(stacked)).reshape(views, len(chunk)).mean(axis=0))
+        return apply_temperature(np.concatenate(raw), float(self.operating_point.get("temperature", 1.0)))
+
+    def probabilities_from_arrays(self, images: list[np.ndarray]) -> np.ndarray:
+        """Calibrated positive-class probability per RGB array (any size; resized like training)."""
+        import tensorflow as tf
+
+        size = (self.image_size,) * 2
+        return self._probabilities(tf.stack([tf.image.resize(np.asarray(a)[..., :3], size) for a in images]))
 
     def probabilities_from_files(self, paths: list[str]) -> np.ndarray:
-        """Calibrated probability per decodable file, through the evaluate stage's own input pipeline."""
-        from skin_cancer.config import EvaluateConfig
-        from skin_cancer.evaluation import apply_temperature, predict_probabilities
+        """Calibrated probability per decodable file, decoded and resized by the input pipeline's own
+        `load_image` (as in training and evaluation)."""
+        import tensorflow as tf
 
-        cfg = EvaluateConfig(tta_views=int(self.operating_point.get("tta_views", 1)))
-        raw = predict_probabilities(self.model, paths, self.image_size, cfg)
-        return apply_temperature(raw, float(self.operating_point.get("temperature", 1.0)))
+        from skin_cancer.pipeline import load_image
+
+        return self._probabilities(tf.stack([load_image(str(p), self.image_size) for p in paths]))
 
     def predict(self, images: list) -> list[dict]:
         """One result per input (a path or an RGB array): probability, label and threshold, or an

@@ -1,0 +1,100 @@
+"""Benchmark: single-image prediction latency (warm, p50 / p95) through the Python API and through
+the REST server (`mlflow models serve`), and throughput for a folder.
+
+    python bench/predict_latency.py [PROJECT] [--images DIR] [--repeats N]
+
+PROJECT is a finished pipeline (default: bench/results/default, written by bench/pipeline.py); its
+MLflow store (bench/results/mlflow.db) provides the registered model for the REST server.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def percentiles(seconds: list[float]) -> str:
+    ms = np.asarray(seconds) * 1000
+    return f"p50 {np.percentile(ms, 50):6.1f} ms  p95 {np.percentile(ms, 95):6.1f} ms  (n={len(ms)})"
+
+
+def time_calls(call, repeats: int, warmup: int = 5) -> list[float]:
+    for _ in range(warmup):
+        call()
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def rest_latency(model_uri: str, tracking_uri: str, image: Path, repeats: int) -> list[float]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri,
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        payload = json.dumps({"dataframe_split": {"columns": ["image"],
+                                                  "data": [[base64.b64encode(image.read_bytes()).decode()]]}}).encode()
+
+        def call():
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=payload,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                json.loads(response.read())
+
+        return time_calls(call, repeats)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("project", nargs="?", type=Path, default=ROOT / "bench" / "results" / "default")
+    parser.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "data" / "skin-cancer-mvb" / "test")
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--tracking-uri", default=f"sqlite:///{ROOT / 'bench' / 'results' / 'mlflow.db'}")
+    parser.add_argument("--model-uri", default="models:/skin-cancer-classifier/1")
+    args = parser.parse_args()
+    from skin_cancer.serving import image_files, load_classifier
+
+    files = image_files([str(args.images)])
+    one = files[0]
+    clf = load_classifier(args.project / "models" / "model.keras")
+    views = clf.operating_point["tta_views"]
+    print(f"model {clf.source}, {views} test-time views; image {one}")
+    for name, c in ((f"API, {views} views (the model's own)", clf), ("API, 1 view", clf.with_views(1))):
+        print(f"{name:<34} {percentiles(time_calls(lambda c=c: c.predict([one]), args.repeats))}")
+    start = time.perf_counter()
+    results = clf.predict(files)
+    elapsed = time.perf_counter() - start
+    print(f"{'API, folder throughput':<34} {len(files) / elapsed:6.1f} images/s ({len(results)} images, {views} views)")
+    print(f"{'REST, 1 image per request':<34} {percentiles(rest_latency(args.model_uri, args.tracking_uri, Path(one), args.repeats))}")
+
+
+if __name__ == "__main__":
+    main()
