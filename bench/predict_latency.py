@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "data" / "skin-cancer-mvb" / "test")
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--tracking-uri", default=f"sqlite:///{ROOT / 'bench' / 'results' / 'mlflow.db'}")
-    parser.add_argument("--model-uri", default="models:/skin-cancer-classifier/1")
+    parser.add_argument("--model-uri", help="served model (default: the version the project's track stage registered)")
     args = parser.parse_args()
     from skin_cancer.serving import image_files, load_classifier
 
@@ -86,14 +86,19 @@ def main() -> None:
     one = files[0]
     clf = load_classifier(args.project / "models" / "model.keras")
     views = clf.operating_point["tta_views"]
-    print(f"model {clf.source}, {views} test-time views; image {one}")
-    for name, c in ((f"API, {views} views (the model's own)", clf), ("API, 1 view", clf.with_views(1))):
+    runtime = clf.operating_point["runtime"]
+    print(f"model {clf.source}, {views} test-time views, runtime {runtime}; image {one}")
+    for name, c in ((f"API, {views} views (the model's own)", clf), ("API, 1 view", clf.with_views(1)),
+                    (f"API, {views} views, tensorflow", clf.with_runtime("tensorflow")),
+                    ("API, 1 view, tensorflow", clf.with_views(1).with_runtime("tensorflow"))):
         print(f"{name:<34} {percentiles(time_calls(lambda c=c: c.predict([one]), args.repeats))}")
     start = time.perf_counter()
     results = clf.predict(files)
     elapsed = time.perf_counter() - start
     print(f"{'API, folder throughput':<34} {len(files) / elapsed:6.1f} images/s ({len(results)} images, {views} views)")
-    print(f"{'REST, 1 image per request':<34} {percentiles(rest_latency(args.model_uri, args.tracking_uri, Path(one), args.repeats))}")
+    registered = json.loads((args.project / "reports" / "mlflow_run.json").read_text())["registry"]
+    model_uri = args.model_uri or f"models:/{registered['name']}/{registered['version']}"
+    print(f"{'REST, 1 image per request':<34} {percentiles(rest_latency(model_uri, args.tracking_uri, Path(one), args.repeats))} ({model_uri})")
 
 
 if __name__ == "__main__":

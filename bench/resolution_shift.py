@@ -20,18 +20,13 @@ def main() -> None:
     parser.add_argument("project", nargs="?", type=Path, default=ROOT / "bench" / "results" / "default")
     parser.add_argument("--size", default="200x150", help="degraded size WxH (default: HAM10000's 200x150)")
     args = parser.parse_args()
-    import keras
-
     from skin_cancer import evaluation as ev
-    from skin_cancer.config import EvaluateConfig
     from skin_cancer.data import read_manifest
-    from skin_cancer.io import read_json
+    from skin_cancer.serving import load_classifier
 
-    op = read_json(args.project / "models" / "operating_point.json")
-    model = keras.saving.load_model(args.project / "models" / "model.keras")
+    classifier = load_classifier(args.project / "models" / "model.keras")
     test = read_manifest(args.project / "data" / "prepared" / "test.csv")
     size = tuple(int(v) for v in args.size.split("x"))
-    cfg = EvaluateConfig(tta_views=op["tta_views"])
     with tempfile.TemporaryDirectory() as tmp:
         degraded = []
         for i, path in enumerate(test.path):
@@ -39,8 +34,8 @@ def main() -> None:
             Image.open(path).convert("RGB").resize(size, Image.Resampling.LANCZOS).save(target, quality=90)
             degraded.append(str(target))
         for name, paths in (("as is", list(test.path)), (f"via {args.size}", degraded)):
-            prob = ev.apply_temperature(ev.predict_probabilities(model, paths, op["image_size"], cfg), op["temperature"])
-            m = ev.binary_metrics(test.label_index, prob, op["threshold"])
+            prob = classifier.probabilities_from_files(paths)
+            m = ev.binary_metrics(test.label_index, prob, classifier.threshold)
             print(f"{name:<12} accuracy {m['accuracy']:.3f}  ROC AUC {m['roc_auc']:.3f}  sensitivity "
                   f"{m['sensitivity']:.3f}  specificity {m['specificity']:.3f}  mean P(malignant | benign) "
                   f"{prob[test.label_index.to_numpy() == 0].mean():.3f}")

@@ -1,7 +1,14 @@
 """Shared fixtures: composed configs, generated Kaggle-layout folders with tiny images."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +129,35 @@ def run_all(cfg):
 
     for stage in (audit, prepare, features, train, finetune, calibrate, evaluate, report):
         stage.main(cfg)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(command: list[str], port: int, log: Path, ready: str, cwd: Path | None = None):
+    """A real server process (a console script of this environment, run with `port`) on loopback,
+    yielding its base URL once `ready` answers 200. Its output goes to `log`: a pipe nobody reads
+    would fill and block the server."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # servers run uvicorn from PATH
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "wb") as output:
+        process = subprocess.Popen([str(Path(sys.executable).parent / command[0]), *command[1:]], cwd=cwd, env=env,
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                if urllib.request.urlopen(url + ready, timeout=2).status == 200:
+                    break
+            except OSError:
+                if process.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"{' '.join(command)} did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # the server and its workers
+        process.wait(timeout=30)

@@ -1,20 +1,14 @@
 """The Streamlit app, started for real (`skin-cancer app`) and driven in headless Debian Chromium by
 Playwright: upload an image, read the prediction, find the Grad-CAM overlay; upload a non-image and
 read the error."""
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from skin_cancer import paths
-from tests.conftest import run_all
+from tests.conftest import free_port, run_all, server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # As this machine needs them: no sandbox as root, no background connections to a closed network.
@@ -27,30 +21,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def app_url(workspace, tmp_path):
     """A finished tiny pipeline and the app serving its model on a free loopback port."""
-    import socket
-
     run_all(workspace())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cli = str(Path(sys.executable).parent / "skin-cancer")
-    server = subprocess.Popen([cli, "app", "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"the app did not start:\n{server.stdout.read().decode()[-3000:]}")
-                time.sleep(1)
+    port = free_port()
+    with server(["skin-cancer", "app", "--port", str(port)], port, tmp_path / "app.log", "/_stcore/health", cwd=tmp_path) as url:
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def test_upload_shows_prediction_and_grad_cam_and_rejects_a_non_image(app_url, tmp_path):

@@ -61,24 +61,6 @@ def test_summary_table_lists_the_headline_metrics():
     assert "roc_auc" in table and "sensitivity" in table and "0.7143" in table
 
 
-def test_tta_averages_the_dihedral_views(tmp_path):
-    import keras
-    from PIL import Image
-
-    from skin_cancer.config import EvaluateConfig
-
-    pixels = np.zeros((8, 8, 3), dtype=np.uint8)
-    pixels[0, 0] = 255  # one bright corner: each view moves it
-    Image.fromarray(pixels).save(tmp_path / "corner.png")
-    inputs = keras.Input((8, 8, 3))
-    corner = keras.layers.Lambda(lambda x: x[:, :1, :1, :1] / 255.0)(inputs)
-    model = keras.Model(inputs, keras.layers.Flatten()(corner))
-    paths = [str(tmp_path / "corner.png")]
-    single = ev.predict_probabilities(model, paths, 8, EvaluateConfig(tta_views=1))
-    averaged = ev.predict_probabilities(model, paths, 8, EvaluateConfig(tta_views=8))
-    assert single == pytest.approx([1.0]) and averaged == pytest.approx([2 / 8])  # top-left in 2 of 8 views
-
-
 def test_threshold_policies():
     from skin_cancer.config import EvaluateConfig
 

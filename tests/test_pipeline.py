@@ -38,9 +38,13 @@ def test_views_repeat_each_image_in_dihedral_symmetries(image_files):
     assert len({images[k].numpy().tobytes() for k in range(8)}) == 8
 
 
-def test_dihedral_view_identity():
-    x = tf.reshape(tf.range(12, dtype=tf.float32), (2, 2, 3))
-    np.testing.assert_array_equal(dihedral_view(x, 0), x)
+@pytest.mark.parametrize("view", range(8))
+def test_dihedral_view_is_rot90_then_flip_for_images_and_batches(view):
+    batch = tf.constant(np.random.default_rng(view).uniform(0, 255, (2, 5, 5, 3)), tf.float32)
+    for x in (batch, batch[0]):
+        expected = tf.image.rot90(x, k=(0, 0, 2, 2, 1, 1, 3, 3)[view])
+        expected = tf.image.flip_left_right(expected) if view % 2 else expected
+        np.testing.assert_array_equal(dihedral_view(x, view).numpy(), expected.numpy())
 
 
 def test_shuffled_training_data_is_seeded(image_files):

@@ -1,6 +1,5 @@
 """Using a trained model: predict (Python API and CLI) and Grad-CAM, on a tiny model."""
 import json
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -12,7 +11,7 @@ from PIL import Image
 from skin_cancer import explain, paths
 from skin_cancer.cli import main as cli
 from skin_cancer.data import DataError
-from tests.conftest import run_all
+from tests.conftest import free_port, run_all, server
 
 
 @pytest.fixture
@@ -155,14 +154,6 @@ def test_cli_explain_writes_overlays(trained, tmp_path):
     assert (tmp_path / "cams" / written[0]).read_bytes()[:4] == b"\x89PNG"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def post_json(url: str, payload: dict):
     import urllib.error
     import urllib.request
@@ -176,15 +167,10 @@ def post_json(url: str, payload: dict):
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_base64_images(trained, tmp_path):
-    """The real `mlflow models serve` on loopback, serving models:/NAME@champion, asked over HTTP."""
+def test_registry_on_a_tracking_server_and_mlflow_models_serve(trained, tmp_path, monkeypatch):
+    """A real `mlflow server`: the run is logged and registered there, the champion is loaded from it,
+    and the real `mlflow models serve` serves models:/NAME@champion from it over HTTP."""
     import base64
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    import urllib.request
 
     import yaml
 
@@ -194,42 +180,42 @@ def test_mlflow_models_serve_answers_base64_images(trained, tmp_path):
 
     with open("params.yaml", "w") as handle:
         yaml.safe_dump(to_dict(trained), handle)
-    logged = log_pipeline_run(trained)
-    assert logged["registry"]["champion"]
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": logged["tracking_uri"],
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # the server runs uvicorn from PATH
-    mlflow_cli = str(Path(sys.executable).parent / "mlflow")
-    server = subprocess.Popen([mlflow_cli, "models", "serve", "-m", "models:/skin-cancer-classifier@champion",
-                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).status == 200:
-                    break
-            except OSError:
-                assert server.poll() is None, server.stdout.read().decode()[-3000:]
-                time.sleep(1)
-        good = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
-        encoded = base64.b64encode(open(good, "rb").read()).decode()
-        png = tmp_path / "good.png"
-        Image.open(good).save(png)
-        rows = [[encoded], [base64.b64encode(png.read_bytes()).decode()], [base64.b64encode(b"not an image").decode()],
-                ["%% not base64 %%"]]
-        status, body = post_json(f"http://127.0.0.1:{port}/invocations",
-                                 {"dataframe_split": {"columns": ["image"], "data": rows}})
-        assert status == 200, body
-        jpeg, png_result, garbage, not_base64 = body["predictions"]
-        expected = load_classifier("models/model.keras").predict([good])[0]
-        assert jpeg["probability"] == pytest.approx(expected["probability"], abs=1e-5)
-        assert jpeg["label"] == expected["label"] and jpeg["threshold"] == pytest.approx(expected["threshold"])
-        assert 0 <= png_result["probability"] <= 1
-        assert "not a recognised image" in garbage["error"] and "not base64" in not_base64["error"]
-        status, body = post_json(f"http://127.0.0.1:{port}/invocations",
-                                 {"dataframe_split": {"columns": ["image"], "data": [[encoded]] * (MAX_BATCH + 1)}})
-        assert status >= 400 and f"at most {MAX_BATCH} images" in json.dumps(body)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
-        server.wait(timeout=30)
+    tracking = ["mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+                "--artifacts-destination", str(tmp_path / "server-artifacts"), "-h", "127.0.0.1", "-p", str(port)]
+    with server(tracking, port, tmp_path / "server.log", "/health") as tracking_uri:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+        first = log_pipeline_run(trained)
+        assert first["tracking_uri"] == tracking_uri and first["registry"]["champion"]
+        metrics = json.loads(open("reports/metrics.json").read())
+        metrics["validation"]["roc_auc"] += 0.01  # a better model on validation takes the alias
+        with open("reports/metrics.json", "w") as handle:
+            json.dump(metrics, handle)
+        second = log_pipeline_run(trained)["registry"]
+        assert (second["version"], second["champion"], second["previous_champion"]) == (2, True, 1)
+        champion = load_classifier("models:/skin-cancer-classifier@champion")
+        assert champion.source == "models:/skin-cancer-classifier@champion"
+        assert champion.threshold == pytest.approx(metrics["validation"]["threshold"])
+        assert not (tmp_path / "mlruns").exists()  # nothing went to the embedded store
+        port = free_port()
+        serve = ["mlflow", "models", "serve", "-m", "models:/skin-cancer-classifier@champion", "--env-manager", "local",
+                 "-h", "127.0.0.1", "-p", str(port)]
+        with server(serve, port, tmp_path / "serve.log", "/ping") as url:
+            good = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
+            encoded = base64.b64encode(open(good, "rb").read()).decode()
+            png = tmp_path / "good.png"
+            Image.open(good).save(png)
+            rows = [[encoded], [base64.b64encode(png.read_bytes()).decode()], [base64.b64encode(b"not an image").decode()],
+                    ["%% not base64 %%"]]
+            status, body = post_json(f"{url}/invocations",
+                                     {"dataframe_split": {"columns": ["image"], "data": rows}})
+            assert status == 200, body
+            jpeg, png_result, garbage, not_base64 = body["predictions"]
+            expected = load_classifier("models/model.keras").predict([good])[0]
+            assert jpeg["probability"] == pytest.approx(expected["probability"], abs=1e-5)
+            assert jpeg["label"] == expected["label"] and jpeg["threshold"] == pytest.approx(expected["threshold"])
+            assert 0 <= png_result["probability"] <= 1
+            assert "not a recognised image" in garbage["error"] and "not base64" in not_base64["error"]
+            status, body = post_json(f"{url}/invocations",
+                                     {"dataframe_split": {"columns": ["image"], "data": [[encoded]] * (MAX_BATCH + 1)}})
+            assert status >= 400 and f"at most {MAX_BATCH} images" in json.dumps(body)

@@ -102,6 +102,7 @@ class EvaluateConfig:
     threshold_policy: str = "fixed"
     batch_size: int = 64
     tta_views: int = 1
+    runtime: str = "openvino"
     target_specificity: float = 0.9
     target_sensitivity: float = 0.95
     bootstrap_resamples: int = 1000
@@ -130,6 +131,7 @@ _CHOICES = {
     "model.input_scaling": ("backbone", "unit"),
     "train.augment.flip": ("horizontal", "vertical", "horizontal_and_vertical", "none"),
     "evaluate.threshold_policy": ("fixed", "youden", "target_sensitivity"),
+    "evaluate.runtime": ("openvino", "tensorflow"),
     "train.head.schedule": ("constant", "cosine"),
     "train.finetune.schedule": ("constant", "cosine"),
 }

@@ -11,16 +11,6 @@ from skin_cancer.config import EvaluateConfig
 from skin_cancer.io import atomic_path
 
 
-def predict_probabilities(model, image_paths, image_size: int, cfg: EvaluateConfig) -> np.ndarray:
-    """Positive-class probability per image, averaged over `cfg.tta_views` dihedral views."""
-    from skin_cancer.pipeline import image_dataset
-
-    views = tuple(range(cfg.tta_views))
-    ds = image_dataset(list(image_paths), np.zeros(len(image_paths)), image_size, cfg.batch_size, views=views)
-    prob = model.predict(ds.map(lambda x, y: x), verbose=2).reshape(len(image_paths), len(views))
-    return prob.mean(axis=1)
-
-
 def choose_threshold(y_val, prob_val, cfg: EvaluateConfig) -> float:
     """The decision threshold, chosen without looking at any test set.
 

@@ -16,17 +16,20 @@ def compute_features(cfg: Config, prepared_dir: Path, out_dir: Path) -> dict:
 
     Training images get `train.feature_views` dihedral views; validation images one.
     """
+    from skin_cancer.inference import compile_model, run_batches
     from skin_cancer.model import build_classifier, feature_extractor
 
     info = {"enabled": cfg.train.cache_features}
     if not cfg.train.cache_features:
         return info
     extractor = feature_extractor(build_classifier(cfg.model, cfg.data.image_size), cfg.model.frozen_until)
+    forward = compile_model(extractor, cfg.evaluate.runtime)
     for split, n_views in (("train", cfg.train.feature_views), ("val", 1)):
         frame = read_manifest(prepared_dir / f"{split}.csv")
         views = tuple(range(n_views))
-        ds = image_dataset(frame.path, frame.label_index, cfg.data.image_size, cfg.evaluate.batch_size, views=views)
-        flat = extractor.predict(ds.map(lambda x, y: x), verbose=2).astype(np.float16)
+        batch = cfg.evaluate.batch_size
+        ds = image_dataset(frame.path, frame.label_index, cfg.data.image_size, batch, views=views).map(lambda x, y: x)
+        flat = run_batches(forward, ds.as_numpy_iterator(), len(frame) * n_views, batch, f"features: {split}").astype(np.float16)
         features = flat.reshape(len(frame), n_views, *flat.shape[1:])
         np.save(out_dir / f"{split}.npy", features)
         info[split] = {"images": len(frame), "views": n_views, "shape": list(features.shape)}

@@ -27,13 +27,25 @@ _VIEW_ROTATIONS = (0, 0, 2, 2, 1, 1, 3, 3)
 
 
 def dihedral_view(image: tf.Tensor, view: int) -> tf.Tensor:
-    """One of the 8 symmetries of the square (`view` a Python int in 0-7): a rotation by a multiple
-    of 90 degrees, flipped left-right for odd views.
+    """One of the 8 symmetries of the square (`view` a Python int in 0-7) of an image or a batch: a
+    rotation by a multiple of 90 degrees (as tf.image.rot90), flipped left-right for odd views.
 
     Dermoscopic lesions have no canonical orientation, so every view is an equally valid image.
+    Written with plain reverse / transpose, not tf.image.rot90's data-dependent branches, so that the
+    graph keeps static shapes and converts to OpenVINO (see inference.py).
     """
-    image = tf.image.rot90(image, k=_VIEW_ROTATIONS[view])
-    return tf.image.flip_left_right(image) if view % 2 else image
+    rank = image.shape.rank
+    height, width = rank - 3, rank - 2
+    swap = list(range(rank))
+    swap[height], swap[width] = width, height
+    k = _VIEW_ROTATIONS[view]
+    if k == 1:
+        image = tf.transpose(tf.reverse(image, [width]), swap)
+    elif k == 2:
+        image = tf.reverse(tf.reverse(image, [height]), [width])
+    elif k == 3:
+        image = tf.reverse(tf.transpose(image, swap), [width])
+    return tf.reverse(image, [width]) if view % 2 else image
 
 
 def augmenter(cfg: AugmentConfig, seed: int):

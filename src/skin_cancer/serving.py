@@ -47,25 +47,27 @@ class Classifier:
             raise ValueError(f"tta_views={tta_views} must be between 1 and 8")
         return replace(self, operating_point={**self.operating_point, "tta_views": tta_views}, _forward=None)
 
-    def _probabilities(self, images) -> np.ndarray:
-        """Calibrated probability per image of a (n, size, size, 3) float tensor in [0, 255]: the mean
-        raw probability over the test-time views, then the temperature."""
-        import tensorflow as tf
+    def with_runtime(self, runtime: str) -> "Classifier":
+        """The same classifier run by another runtime (see inference.py)."""
+        return replace(self, operating_point={**self.operating_point, "runtime": runtime}, _forward=None)
 
+    def _probabilities(self, images) -> np.ndarray:
+        """Calibrated probability per image of a (n, size, size, 3) float batch in [0, 255]: the mean
+        raw probability over the test-time views (the same compiled graph as the evaluate stage's),
+        then the temperature."""
         from skin_cancer.evaluation import apply_temperature
-        from skin_cancer.pipeline import dihedral_view
+        from skin_cancer.inference import compile_predictor, run_batches
 
         if self._forward is None:
-            # One traced graph instead of Keras' predict(): no per-call set-up, which dominates for
-            # single images.
-            self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
-        views = int(self.operating_point.get("tta_views", 1))
-        raw = []
-        for start in range(0, len(images), BATCH):
-            chunk = images[start:start + BATCH]
-            stacked = tf.concat([dihedral_view(chunk, v) for v in range(views)], axis=0)
-            raw.append(np.asarray(self._forward(stacked)).reshape(views, len(chunk)).mean(axis=0))
-        return apply_temperature(np.concatenate(raw), float(self.operating_point.get("temperature", 1.0)))
+            self._forward = compile_predictor(self.model, int(self.operating_point.get("tta_views", 1)),
+                                              self.operating_point.get("runtime", "tensorflow"))
+        images = np.asarray(images, dtype="float32")
+        if len(images) <= BATCH:  # one request's worth: no padding, no progress bar
+            raw = self._forward(images)
+        else:
+            raw = run_batches(self._forward, (images[i:i + BATCH] for i in range(0, len(images), BATCH)),
+                              len(images), BATCH, "predicting")
+        return apply_temperature(raw, float(self.operating_point.get("temperature", 1.0)))
 
     def probabilities_from_arrays(self, images: list[np.ndarray]) -> np.ndarray:
         """Calibrated positive-class probability per RGB array (any size; resized like training)."""

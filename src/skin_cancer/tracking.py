@@ -117,7 +117,7 @@ def epoch_metrics(history: pd.DataFrame):
 
 def pip_requirements() -> list[str]:
     pins = []
-    for package in ("tensorflow-cpu", "keras"):
+    for package in ("tensorflow-cpu", "keras", "openvino"):
         with contextlib.suppress(PackageNotFoundError):
             pins.append(f"{package}=={version(package)}")
     return pins

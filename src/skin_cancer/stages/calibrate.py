@@ -4,7 +4,7 @@ every later prediction uses. No test image is looked at."""
 import keras
 
 from skin_cancer import evaluation as ev
-from skin_cancer import paths
+from skin_cancer import inference, paths
 from skin_cancer.config import Config
 from skin_cancer.data import read_manifest
 from skin_cancer.io import read_json, write_json
@@ -15,7 +15,8 @@ def main(cfg: Config) -> None:
     report = read_json(paths.PREPARE_REPORT)
     val = read_manifest(paths.PREPARED / "val.csv")
     model = keras.saving.load_model(paths.MODEL)
-    raw = ev.predict_probabilities(model, val.path, cfg.data.image_size, cfg.evaluate)
+    predictor = inference.compile_predictor(model, cfg.evaluate.tta_views, cfg.evaluate.runtime)
+    raw = inference.predict_files(predictor, val.path, cfg.data.image_size, cfg.evaluate.batch_size, "calibrate: validation")
     temperature = ev.fit_temperature(val.label_index, raw) if cfg.evaluate.temperature_scaling else 1.0
     prob = ev.apply_temperature(raw, temperature)
     threshold = ev.choose_threshold(val.label_index, prob, cfg.evaluate)
@@ -24,7 +25,7 @@ def main(cfg: Config) -> None:
     validation.update(ev.calibration_metrics(val.label_index, prob, cfg.evaluate.calibration_bins))
     operating_point = {
         "temperature": temperature, "threshold": threshold, "threshold_policy": cfg.evaluate.threshold_policy,
-        "tta_views": cfg.evaluate.tta_views, "image_size": cfg.data.image_size,
+        "tta_views": cfg.evaluate.tta_views, "runtime": cfg.evaluate.runtime, "image_size": cfg.data.image_size,
         "class_names": [*report["negative_classes"], report["positive_class"]],
         "positive_class": report["positive_class"], "validation": ev.json_safe(validation),
     }

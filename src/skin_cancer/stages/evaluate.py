@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from skin_cancer import audit, explain
+from skin_cancer import audit, explain, inference
 from skin_cancer import evaluation as ev
 from skin_cancer import paths
 from skin_cancer.config import Config
@@ -23,12 +23,14 @@ def main(cfg: Config) -> None:
     class_names, threshold = op["class_names"], op["threshold"]
     model = keras.saving.load_model(paths.MODEL)
 
-    def predict(frame):
-        return ev.apply_temperature(ev.predict_probabilities(model, frame.path, cfg.data.image_size, cfg.evaluate),
-                                    op["temperature"])
+    predictor = inference.compile_predictor(model, op["tta_views"], op["runtime"])
+
+    def predict(frame, name):
+        raw = inference.predict_files(predictor, frame.path, cfg.data.image_size, cfg.evaluate.batch_size, f"evaluate: {name}")
+        return ev.apply_temperature(raw, op["temperature"])
 
     test = read_manifest(paths.PREPARED / "test.csv")
-    test_prob = predict(test)
+    test_prob = predict(test, "test")
     clean = (test.leak == "").to_numpy()
     sets = {"test": (test, test_prob), "clean_test": (test[clean].reset_index(drop=True), test_prob[clean])}
     external_records = {}
@@ -40,7 +42,7 @@ def main(cfg: Config) -> None:
                 frame, found = external_set(name, spec, training_prints, class_names, Path(converted), seed=cfg.seed,
                                             candidate_distance=cfg.audit.candidate_distance,
                                             min_correlation=cfg.audit.min_correlation, workers=cfg.audit.workers)
-                sets[name] = (frame, predict(frame))
+                sets[name] = (frame, predict(frame, name))
             external_records[name] = found
 
     metrics = {"validation": op["validation"]}
