@@ -37,15 +37,25 @@ def run_stage(cmd: str, cwd: Path, env: dict) -> tuple[float, float, int]:
     return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
 
 
-def bench(recipe: str, overrides: list[str], workdir: Path, env: dict) -> dict:
-    work = workdir / recipe
+def fresh_workspace(work: Path) -> Path:
+    """An empty copy of the project's code and configuration at `work`."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     for name in COPY:
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, work / name)
-    env = {**env, "DVC_ROOT": str(ROOT)}  # relative data roots resolve as in the project
+    return work
+
+
+def compose(work: Path, overrides: list[str], env: dict) -> dict:
+    """Write `work`'s params.yaml for `overrides`; returns dvc.yaml's stages."""
     subprocess.run([sys.executable, "-m", "skin_cancer.cli", "compose", *overrides], cwd=work, env=env, check=True)
-    stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
+    return yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
+
+
+def bench(recipe: str, overrides: list[str], workdir: Path, env: dict) -> dict:
+    work = fresh_workspace(workdir / recipe)
+    env = {**env, "DVC_ROOT": str(ROOT)}  # relative data roots resolve as in the project
+    stages = compose(work, overrides, env)
     rows = []
     for name, stage in stages.items():
         wall, peak, code = run_stage(stage["cmd"], work, env)

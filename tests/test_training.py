@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from skin_cancer import paths
-from skin_cancer.stages import audit, features, prepare
+from skin_cancer.stages import audit, features, prepare, train
 from tests.conftest import run_all
 
 
@@ -61,6 +61,24 @@ def test_same_seed_and_data_give_the_same_metrics(workspace):
     first = json.loads(paths.METRICS.read_text())
     run_all(cfg)
     assert json.loads(paths.METRICS.read_text()) == first
+
+
+def test_train_seed_varies_training_alone(workspace):
+    cfg = workspace()
+    for stage in (audit, prepare, features):
+        stage.main(cfg)
+    split = (paths.PREPARED / "val.csv").read_text()
+
+    def head_weights(stage_cfg):
+        train.main(stage_cfg)
+        return keras.saving.load_model(paths.HEAD_MODEL).get_layer("classifier").get_weights()[0]
+
+    default = head_weights(cfg)
+    np.testing.assert_array_equal(head_weights(workspace(f"train.seed={cfg.seed}")), default)
+    reseeded = workspace("train.seed=7")
+    prepare.main(reseeded)
+    assert (paths.PREPARED / "val.csv").read_text() == split
+    assert not np.array_equal(head_weights(reseeded), default)
 
 
 def test_finetune_trains_only_above_the_cut(workspace):

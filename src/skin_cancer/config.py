@@ -83,6 +83,7 @@ class TrainConfig:
     head: PhaseConfig = field(default_factory=PhaseConfig)
     finetune: PhaseConfig = field(default_factory=PhaseConfig)
     restore_best: bool = True
+    seed: Optional[int] = None
 
 
 @dataclass

@@ -22,6 +22,11 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def training_seed(cfg: Config) -> int:
+    """The seed of everything random in training: `train.seed`, else the top-level seed."""
+    return cfg.seed if cfg.train.seed is None else cfg.train.seed
+
+
 def learning_rate(phase: PhaseConfig, steps_per_epoch: int):
     """The phase's rate: constant, or cosine decay to 0, after a linear warm-up from 0 over
     `phase.warmup_epochs` (warm-up keeps freshly unfrozen layers from being thrown off)."""
@@ -68,15 +73,15 @@ def datasets(cfg: Config, prepared_dir: Path, features_dir: Path):
     train.cache_features, else images with train.augment's random augmentation."""
     train = read_manifest(prepared_dir / "train.csv")
     val = read_manifest(prepared_dir / "val.csv")
-    batch = cfg.train.batch_size
+    batch, seed = cfg.train.batch_size, training_seed(cfg)
     if cfg.train.cache_features:
         from skin_cancer.features import load_features
 
-        return (feature_dataset(load_features(features_dir, "train"), train.label_index, batch, shuffle_seed=cfg.seed),
+        return (feature_dataset(load_features(features_dir, "train"), train.label_index, batch, shuffle_seed=seed),
                 feature_dataset(load_features(features_dir, "val"), val.label_index, batch))
     size = cfg.data.image_size
-    aug = augmenter(cfg.train.augment, cfg.seed)
-    return (image_dataset(train.path, train.label_index, size, batch, shuffle_seed=cfg.seed, augment=aug),
+    aug = augmenter(cfg.train.augment, seed)
+    return (image_dataset(train.path, train.label_index, size, batch, shuffle_seed=seed, augment=aug),
             image_dataset(val.path, val.label_index, size, batch))
 
 

@@ -8,11 +8,12 @@ from skin_cancer.config import Config
 from skin_cancer.io import atomic_path
 from skin_cancer.model import trainable_summary, unfreeze
 from skin_cancer.stages import run_stage
-from skin_cancer.training import datasets, fit_phase, history_frame, seed_everything, trainable_model
+from skin_cancer.training import (datasets, fit_phase, history_frame, seed_everything, trainable_model,
+                                  training_seed)
 
 
 def main(cfg: Config) -> None:
-    seed_everything(cfg.seed)
+    seed_everything(training_seed(cfg))
     classifier = keras.saving.load_model(paths.HEAD_MODEL)
     unfreeze(classifier, cfg.model.frozen_until, cfg.model.freeze_batchnorm)
     model = trainable_model(cfg, classifier)

@@ -4,11 +4,12 @@ from skin_cancer.config import Config
 from skin_cancer.io import atomic_path
 from skin_cancer.model import build_classifier, trainable_summary
 from skin_cancer.stages import run_stage
-from skin_cancer.training import datasets, fit_phase, history_frame, seed_everything, trainable_model
+from skin_cancer.training import (datasets, fit_phase, history_frame, seed_everything, trainable_model,
+                                  training_seed)
 
 
 def main(cfg: Config) -> None:
-    seed_everything(cfg.seed)
+    seed_everything(training_seed(cfg))
     classifier = build_classifier(cfg.model, cfg.data.image_size)
     model = trainable_model(cfg, classifier)
     train_ds, val_ds = datasets(cfg, paths.PREPARED, paths.FEATURES)

@@ -1,0 +1,63 @@
+"""Benchmark: run-to-run spread of a recipe on a fixed split. The data stages run once; then for
+every training seed (`train.seed`) the stages from `train` to `evaluate` run again, and the
+validation and test metrics of each seed are printed with their mean, standard deviation and range.
+
+    python bench/seeds.py                          # default recipe, seeds 42 1 2 3 4
+    python bench/seeds.py --seeds 42 7 --recipe notebook
+
+A difference between two recipes smaller than this spread is not evidence that one is better.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import RECIPES, ROOT, compose, fresh_workspace, run_stage
+
+COLUMNS = {"validation AUC": ("validation", "roc_auc"), "test acc": ("test", "accuracy"),
+           "test AUC": ("test", "roc_auc"), "sens": ("test", "sensitivity"), "spec": ("test", "specificity"),
+           "threshold": ("test", "threshold"), "clean acc": ("clean_test", "accuracy"),
+           "clean AUC": ("clean_test", "roc_auc")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4])
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="default")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    work = fresh_workspace(args.workdir.resolve() / f"seeds-{args.recipe}")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_ROOT": str(ROOT)}
+    rows = []
+    for i, seed in enumerate(args.seeds):
+        stages = compose(work, [*RECIPES[args.recipe], f"train.seed={seed}"], env)
+        names = list(stages)
+        todo = names[names.index("train") if i else 0:names.index("evaluate") + 1]
+        for name in todo:
+            wall, _, code = run_stage(stages[name]["cmd"], work, env)
+            print(f"seed {seed:>5} {name:<9} {wall:8.1f} s", flush=True)
+            if code:
+                raise SystemExit(f"seed {seed}: stage {name} failed with exit code {code}")
+        metrics = json.loads((work / "reports" / "metrics.json").read_text())
+        rows.append({"seed": seed, **{column: metrics.get(split, {}).get(key, float("nan"))
+                                      for column, (split, key) in COLUMNS.items()}})
+    print(f"\n{args.recipe}, training seeds on one split")
+    print(f"{'seed':>6} " + " ".join(f"{c:>14}" for c in COLUMNS))
+    for row in rows:
+        print(f"{row['seed']:>6} " + " ".join(f"{row[c]:14.4f}" for c in COLUMNS))
+    values = np.array([[row[c] for c in COLUMNS] for row in rows], dtype=float)
+    for label, stat in (("mean", np.mean), ("sd", lambda v, axis: np.std(v, axis=axis, ddof=1)),
+                        ("min", np.min), ("max", np.max)):
+        print(f"{label:>6} " + " ".join(f"{v:14.4f}" for v in stat(values, axis=0)))
+    out = args.workdir / f"seeds-{args.recipe}.json"
+    out.write_text(json.dumps(rows, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
