@@ -26,6 +26,12 @@ RECIPES = {"default": [], "notebook": ["experiment=notebook"]}
 COPY = ("conf", "src", "dvc.yaml", "pyproject.toml")
 
 
+def stage_env(**extra: str) -> dict:
+    """The environment stages run in: this interpreter's scripts first on PATH, and the project as
+    DVC_ROOT so that relative data roots resolve as in the project."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_ROOT": str(ROOT), **extra}
+
+
 def run_stage(cmd: str, cwd: Path, env: dict) -> tuple[float, float, int]:
     """(wall seconds, peak resident memory in MiB, exit code) of one stage command."""
     start = time.perf_counter()
@@ -54,7 +60,6 @@ def compose(work: Path, overrides: list[str], env: dict) -> dict:
 
 def bench(recipe: str, overrides: list[str], workdir: Path, env: dict) -> dict:
     work = fresh_workspace(workdir / recipe)
-    env = {**env, "DVC_ROOT": str(ROOT)}  # relative data roots resolve as in the project
     stages = compose(work, overrides, env)
     rows = []
     for name, stage in stages.items():
@@ -74,8 +79,7 @@ def main() -> None:
     parser.add_argument("--data", help="Kaggle-layout folder (default: data.root of conf/)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{args.workdir.resolve() / 'mlflow.db'}"}
+    env = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{args.workdir.resolve() / 'mlflow.db'}")
     results = []
     for recipe in args.recipe or ["default", "notebook"]:
         overrides = RECIPES[recipe] + ([f"data.root={Path(args.data).resolve()}"] if args.data else [])

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from pipeline import RECIPES, ROOT, compose, fresh_workspace, run_stage
+from pipeline import RECIPES, ROOT, compose, fresh_workspace, run_stage, stage_env
 
 COLUMNS = {"validation AUC": ("validation", "roc_auc"), "test acc": ("test", "accuracy"),
            "test AUC": ("test", "roc_auc"), "sens": ("test", "sensitivity"), "spec": ("test", "specificity"),
@@ -32,7 +30,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     work = fresh_workspace(args.workdir.resolve() / f"seeds-{args.recipe}")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_ROOT": str(ROOT)}
+    env = stage_env()
     rows = []
     for i, seed in enumerate(args.seeds):
         stages = compose(work, [*RECIPES[args.recipe], f"train.seed={seed}"], env)
