@@ -12,6 +12,11 @@ def compose(overrides):
     return hydra_compose(overrides, ROOT / "conf")
 
 
+def defaults_with(raw: dict):
+    """The default composition with `raw` merged on top (struct mode off: unknown keys get through)."""
+    return OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(compose([]))), raw)
+
+
 def test_params_yaml_is_the_composition_of_conf():
     """params.yaml must not drift from conf/ (regenerate with `skin-cancer compose`)."""
     composed = OmegaConf.to_container(compose([]), resolve=True)
@@ -50,7 +55,7 @@ def test_sweep_overrides_compose():
 ])
 def test_unknown_key_or_wrong_type_names_the_key(raw, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate(raw)
+        validate(defaults_with(raw))
 
 
 @pytest.mark.parametrize("raw, key", [
@@ -60,7 +65,60 @@ def test_unknown_key_or_wrong_type_names_the_key(raw, key):
 ])
 def test_out_of_range_values_name_the_key(raw, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(defaults_with(raw))
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.head.epochs=-3", "train.head.epochs"),
+    ("train.finetune.epochs=0", "train.finetune.epochs"),
+    ("train.head.lr=0", "train.head.lr"),
+    ("train.finetune.lr=-0.1", "train.finetune.lr"),
+    ("train.batch_size=0", "train.batch_size"),
+    ("evaluate.batch_size=0", "evaluate.batch_size"),
+    ("audit.workers=0", "audit.workers"),
+    ("data.val_fraction=0", "data.val_fraction"),
+    ("data.per_class_limit=0", "data.per_class_limit"),
+    ("evaluate.external.ham10000.per_class_limit=-1", "evaluate.external.ham10000.per_class_limit"),
+    ("train.head.patience=0", "train.head.patience"),
+    ("train.finetune.warmup_epochs=20", "train.finetune.warmup_epochs"),
+])
+def test_composing_an_out_of_range_value_fails_with_the_key(tmp_path, override, key):
+    from skin_cancer.cli import main
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(compose([override]))
+    assert main(["compose", override, "--out", str(tmp_path / "params.yaml")]) == 1
+    assert not (tmp_path / "params.yaml").exists()
+
+
+def test_a_key_missing_from_conf_fails_by_name():
+    raw = OmegaConf.to_container(compose([]))
+    del raw["train"]["head"]["lr"]
+    with pytest.raises(ConfigError, match=r"train\.head\.lr"):
         validate(raw)
+
+
+def test_the_schema_holds_no_default_that_conf_sets():
+    """conf/ is the one source of values: every key it sets is MISSING in the schema."""
+    from omegaconf import MISSING
+
+    from skin_cancer.config import Config
+
+    schema = flatten(OmegaConf.to_container(OmegaConf.structured(Config)))
+    composed = flatten(OmegaConf.to_container(compose([]), resolve=True))
+    competing = {key: schema[key] for key in composed if key in schema and schema[key] != MISSING}
+    assert competing == {}
+
+
+def test_readers_outside_the_stages_use_the_composed_params(tmp_path, monkeypatch):
+    from skin_cancer.tracking import tracking_uri
+
+    params = OmegaConf.merge(compose([]), {"tracking": {"uri": "http://127.0.0.1:5999"}})
+    (tmp_path / "params.yaml").write_text(OmegaConf.to_yaml(params))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri() == "http://127.0.0.1:5999"
 
 
 def test_missing_params_file_is_a_clear_error(tmp_path):
@@ -84,7 +142,7 @@ def entries(items):
 def test_dvc_outputs_match_the_paths_the_code_writes():
     stages = dvc_stages()
     declared = {o for s in stages.values() for key in ("outs", "metrics") for o in entries(s.get(key, []))}
-    written = {paths.AUDIT, paths.PREPARED, paths.FEATURES, paths.HEAD_MODEL, paths.MODEL, paths.MODEL_H5,
+    written = {paths.SOURCE_DATA, paths.SOURCE_AGAINST, paths.SOURCE_EXTERNAL, paths.AUDIT, paths.PREPARED, paths.FEATURES, paths.HEAD_MODEL, paths.MODEL, paths.MODEL_H5,
                paths.OPERATING_POINT, paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY, paths.METRICS, paths.EVALUATION,
                paths.FIGURES, paths.MODEL_REPORT, paths.MODEL_REPORT.with_suffix(".html"), paths.MLFLOW_RUN}
     assert declared == {str(p) for p in written}
@@ -93,7 +151,7 @@ def test_dvc_outputs_match_the_paths_the_code_writes():
 def test_dvc_params_exist_in_params_yaml():
     params = flatten(yaml.safe_load((ROOT / "params.yaml").read_text()))
     for name, stage in dvc_stages().items():
-        for key in stage["params"]:
+        for key in stage.get("params", []):
             assert any(p == key or p.startswith(key + ".") for p in params), f"stage {name}: unknown param {key}"
 
 

@@ -15,19 +15,14 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import ROOT, SHARED
 
 KAGGLE = SHARED / "data" / "skin-cancer-mvb"
-HAM = SHARED / "data" / "ham10000"
-SMOKE = f"""# @package _global_
+# The default config's data roots (relative, ../shared/data/...) stay as they are: the project copy
+# gets a `shared` link beside it, as a checkout has ../shared.
+SMOKE = """# @package _global_
 data:
-  root: {KAGGLE}
   per_class_limit: 20
-audit:
-  against:
-    ham10000:
-      root: {HAM}
 evaluate:
   external:
     ham10000:
-      root: {HAM}
       per_class_limit: 20
 train:
   feature_views: 2
@@ -59,6 +54,9 @@ def project(tmp_path_factory):
     if not KAGGLE.is_dir():
         pytest.fail(f"{KAGGLE} not found: the end-to-end test reads the real Kaggle data from ../shared")
     work = tmp_path_factory.mktemp("project")
+    shared = work.parent / "shared"
+    if not shared.exists():
+        shared.symlink_to(SHARED)
     for name in ("conf", "src", ".dvc", "dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore"):
         source = ROOT / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, work / name)
@@ -82,7 +80,7 @@ def mlflow_runs(project):
 
 def test_dvc_repro_runs_the_pipeline_into_one_complete_mlflow_run(project, shared_weights):
     log = sh("dvc", "repro", cwd=project)
-    for stage in ("audit", "prepare", "features", "train", "finetune", "calibrate", "evaluate", "report", "track"):
+    for stage in ("sources", "audit", "prepare", "features", "train", "finetune", "calibrate", "evaluate", "report", "track"):
         assert f"Running stage '{stage}'" in log
     client, runs = mlflow_runs(project)
     assert len(runs) == 1
@@ -109,9 +107,9 @@ def test_dvc_repro_runs_the_pipeline_into_one_complete_mlflow_run(project, share
     sh("git", "commit", "-qm", "first run", cwd=project)
 
 
-def test_second_repro_is_a_no_op(project, shared_weights):
+def test_second_repro_only_refingerprints_the_sources(project, shared_weights):
     log = sh("dvc", "repro", cwd=project)
-    assert "Running stage" not in log
+    assert re.findall(r"Running stage '(\w+)'", log) == ["sources"]
     assert len(mlflow_runs(project)[1]) == 1
 
 
@@ -132,15 +130,16 @@ def test_changing_the_head_dropout_reruns_from_train_not_prepare(project, shared
     sh("skin-cancer", "compose", "model.dropout=0.3", cwd=project)
     log = sh("dvc", "repro", cwd=project)
     ran = set(re.findall(r"Running stage '(\w+)'", log))
-    assert ran == {"train", "finetune", "calibrate", "evaluate", "report", "track"}
+    assert ran == {"sources", "train", "finetune", "calibrate", "evaluate", "report", "track"}
     assert len(mlflow_runs(project)[1]) == 2
     sh("git", "checkout", "params.yaml", cwd=project)
     sh("dvc", "checkout", cwd=project)
 
 
-def test_queued_sweep_with_two_workers_lands_every_run_grouped(project, shared_weights):
+def test_the_readmes_sweep_lands_every_run_grouped(project, shared_weights):
+    """The README's sweep, word for word, on the default (relative) data roots."""
     before = {r.info.run_id for r in mlflow_runs(project)[1]}
-    sh("dvc", "exp", "run", "--queue", "-S", "model.dropout=0.1,0.5", cwd=project)
+    sh("dvc", "exp", "run", "--queue", "-S", "model.dropout=0.2,0.4", "-S", "train.head.lr=0.001,0.0001", cwd=project)
     sh("dvc", "queue", "start", "-j", "2", cwd=project)
     deadline = time.time() + 900
     while time.time() < deadline:
@@ -153,7 +152,8 @@ def test_queued_sweep_with_two_workers_lands_every_run_grouped(project, shared_w
     new = [r for r in runs if r.info.run_id not in before]
     children = [r for r in new if r.data.tags.get("sweep.parent") != "true"]
     parents = [r for r in new if r.data.tags.get("sweep.parent") == "true"]
-    assert sorted(r.data.params["model.dropout"] for r in children) == ["0.1", "0.5"]
+    assert sorted((r.data.params["model.dropout"], r.data.params["train.head.lr"]) for r in children) == [
+        ("0.2", "0.0001"), ("0.2", "0.001"), ("0.4", "0.0001"), ("0.4", "0.001")]
     assert len(parents) == 1
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert all(r.data.tags.get("dvc.exp_name") for r in children)

@@ -146,6 +146,20 @@ def test_grad_cam_highlights_the_patch_that_decides_the_output():
     assert inside > 3 * outside
 
 
+def test_grad_cam_of_a_saturated_prediction_is_not_blank():
+    """At probability 1.0 the sigmoid's gradient vanishes; the logit's does not."""
+    keras.utils.set_random_seed(0)
+    model = tiny_patch_detector()
+    dense = model.layers[-1]
+    dense.kernel.assign(np.abs(dense.kernel.numpy()) + 0.1)
+    dense.bias.assign([200.0])
+    image = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype("float32")
+    assert float(model(image[None])[0, 0]) == 1.0
+    heatmap, probability = explain.grad_cam(model, image)
+    assert probability == 1.0
+    assert heatmap.max() == pytest.approx(1.0, abs=1e-3) and heatmap.std() > 0.01
+
+
 def test_cli_explain_writes_overlays(trained, tmp_path):
     folder = str(trained.data.root) + "/test/malignant"
     assert cli(["explain", folder, "--out", str(tmp_path / "cams")]) == 0

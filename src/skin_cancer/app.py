@@ -21,7 +21,7 @@ MAX_UPLOAD_MB = 10
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="models/model.keras")
-    parser.add_argument("--registered-model", default="skin-cancer-classifier")
+    parser.add_argument("--registered-model")  # None: no registry in the picker
     return parser.parse_known_args()[0]
 
 
@@ -71,7 +71,7 @@ def pick_model(args) -> tuple[str, dict]:
     """The sidebar's model picker: the local model and every registered version."""
     from skin_cancer.tracking import model_versions
 
-    versions = model_versions(args.registered_model)
+    versions = model_versions(args.registered_model) if args.registered_model else []
     options = {f"local: {args.model}": (args.model, None)}
     for v in versions:
         aliases = f" @{', @'.join(v['aliases'])}" if v["aliases"] else ""

@@ -81,10 +81,14 @@ def run_explain(args) -> None:
 def run_app(args) -> int:
     import subprocess
 
+    from skin_cancer.config import project_params
+
     script = Path(__file__).with_name("app.py")
+    params = project_params()
+    registered = args.registered_model or (params.tracking.registered_model if params else None)
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
                "--server.port", str(args.port), "--server.address", args.host, "--browser.gatherUsageStats", "false",
-               "--", "--model", args.model, "--registered-model", args.registered_model]
+               "--", "--model", args.model, *(["--registered-model", registered] if registered else [])]
     return subprocess.call(command)
 
 
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     explainer.add_argument("--out", default="explanations", help="folder for the overlay PNGs (default: explanations)")
     app = commands.add_parser("app", help="the Streamlit web app (upload images, see predictions and Grad-CAM)")
     app.add_argument("--model", default="models/model.keras", help="initial model: a .keras file or models:/NAME@ALIAS")
-    app.add_argument("--registered-model", default="skin-cancer-classifier", help="registry name listed in the picker")
+    app.add_argument("--registered-model", help="registry name listed in the picker (default: params.yaml's tracking.registered_model)")
     app.add_argument("--port", type=int, default=8501)
     app.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)

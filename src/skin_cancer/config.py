@@ -12,22 +12,27 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 PARAMS_FILE = "params.yaml"
 
 
+# The schema types and checks every key; conf/ alone gives values. A field that conf/ sets is
+# MISSING here, so a value has one default only and a key left out of conf/ fails validation by name.
+
+
 @dataclass
 class DataConfig:
-    root: str = "../shared/data/skin-cancer-mvb"
-    positive_class: str = "malignant"
-    image_size: int = 224
-    val_fraction: float = 0.2
-    per_class_limit: Optional[int] = None
-    drop_test_duplicates: bool = True
-    strict: bool = False
-    max_image_pixels: int = 40_000_000
+    root: str = MISSING
+    positive_class: str = MISSING
+    image_size: int = MISSING
+    val_fraction: float = MISSING
+    per_class_limit: Optional[int] = MISSING
+    drop_test_duplicates: bool = MISSING
+    strict: bool = MISSING
+    max_image_pixels: int = MISSING
 
 
 @dataclass
 class DatasetSpec:
     """Another labelled image collection (audit.against, evaluate.external): a Kaggle-style folder,
-    or an image folder with a metadata CSV whose columns are found by name unless given."""
+    or an image folder with a metadata CSV whose columns are found by name unless given. The
+    optional keys are not in conf/: null means "find it" or "no limit"."""
     root: str = MISSING
     csv: Optional[str] = None
     images: Optional[str] = None
@@ -41,81 +46,81 @@ class DatasetSpec:
 
 @dataclass
 class AuditConfig:
-    against: Dict[str, DatasetSpec] = field(default_factory=dict)
-    candidate_distance: int = 10
-    min_correlation: float = 0.97
-    workers: int = 4
+    against: Dict[str, DatasetSpec] = MISSING
+    candidate_distance: int = MISSING
+    min_correlation: float = MISSING
+    workers: int = MISSING
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "mobilenet_v2"
-    weights: Optional[str] = "imagenet"
-    width: float = 1.0
-    input_scaling: str = "backbone"
-    dropout: float = 0.2
-    freeze_batchnorm: bool = True
-    frozen_until: str = "block_12_add"
+    backbone: str = MISSING
+    weights: Optional[str] = MISSING
+    width: float = MISSING
+    input_scaling: str = MISSING
+    dropout: float = MISSING
+    freeze_batchnorm: bool = MISSING
+    frozen_until: str = MISSING
 
 
 @dataclass
 class AugmentConfig:
-    rotation: float = 0.0
-    flip: str = "horizontal_and_vertical"
-    zoom: float = 0.0
+    rotation: float = MISSING
+    flip: str = MISSING
+    zoom: float = MISSING
 
 
 @dataclass
 class PhaseConfig:
-    epochs: int = 10
-    lr: float = 1e-3
-    schedule: str = "constant"
-    warmup_epochs: int = 0
-    patience: Optional[int] = None
+    epochs: int = MISSING
+    lr: float = MISSING
+    schedule: str = MISSING
+    warmup_epochs: int = MISSING
+    patience: Optional[int] = MISSING
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 32
-    cache_features: bool = True
-    feature_views: int = 8
+    batch_size: int = MISSING
+    cache_features: bool = MISSING
+    feature_views: int = MISSING
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     head: PhaseConfig = field(default_factory=PhaseConfig)
     finetune: PhaseConfig = field(default_factory=PhaseConfig)
-    restore_best: bool = True
-    seed: Optional[int] = None
+    restore_best: bool = MISSING
+    seed: Optional[int] = MISSING
 
 
 @dataclass
 class TrackingConfig:
-    uri: Optional[str] = None
-    experiment_name: str = "skin-cancer"
-    run_group: Optional[str] = None
-    log_model: bool = True
-    registered_model: Optional[str] = "skin-cancer-classifier"
-    champion_alias: str = "champion"
-    champion_metric: str = "validation.roc_auc"
+    uri: Optional[str] = MISSING
+    experiment_name: str = MISSING
+    run_group: Optional[str] = MISSING
+    log_model: bool = MISSING
+    registered_model: Optional[str] = MISSING
+    champion_alias: str = MISSING
+    champion_metric: str = MISSING
 
 
 @dataclass
 class EvaluateConfig:
-    threshold: float = 0.5
-    threshold_policy: str = "fixed"
-    batch_size: int = 64
-    tta_views: int = 1
-    runtime: str = "openvino"
-    target_specificity: float = 0.9
-    target_sensitivity: float = 0.95
-    bootstrap_resamples: int = 1000
-    temperature_scaling: bool = True
-    calibration_bins: int = 15
-    external: Dict[str, DatasetSpec] = field(default_factory=dict)
+    threshold: float = MISSING
+    threshold_policy: str = MISSING
+    batch_size: int = MISSING
+    tta_views: int = MISSING
+    runtime: str = MISSING
+    target_specificity: float = MISSING
+    target_sensitivity: float = MISSING
+    bootstrap_resamples: int = MISSING
+    temperature_scaling: bool = MISSING
+    calibration_bins: int = MISSING
+    external: Dict[str, DatasetSpec] = MISSING
 
 
 @dataclass
 class Config:
-    recipe: str = "default"
-    seed: int = 42
+    recipe: str = MISSING
+    seed: int = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -138,8 +143,78 @@ _CHOICES = {
 }
 
 
+def _at_least(low):
+    return lambda v: v >= low, f">= {low}"
+
+
+def _at_least_or_null(low):
+    return lambda v: v is None or v >= low, f">= {low} or null"
+
+
+def _between(low, high, *, open_low=False, open_high=False):
+    def check(v):
+        return (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
+
+    text = f"in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+    return check, text
+
+
+_FRACTION = _between(0, 1, open_low=True, open_high=True)
+_RANGES = {
+    "seed": _at_least(0),
+    "data.image_size": _at_least(32),
+    "data.val_fraction": _FRACTION,
+    "data.per_class_limit": _at_least_or_null(1),
+    "data.max_image_pixels": _at_least(1),
+    "model.width": (lambda v: v > 0, "> 0"),
+    "model.dropout": _between(0, 1, open_high=True),
+    "train.batch_size": _at_least(1),
+    "train.feature_views": _between(1, 8),
+    "train.augment.rotation": _between(0, 1),
+    "train.augment.zoom": _between(0, 1, open_high=True),
+    "train.seed": _at_least_or_null(0),
+    "audit.candidate_distance": _between(0, 32),
+    "audit.min_correlation": _between(-1, 1),
+    "audit.workers": _at_least(1),
+    "evaluate.threshold": _FRACTION,
+    "evaluate.batch_size": _at_least(1),
+    "evaluate.tta_views": _between(1, 8),
+    "evaluate.target_specificity": _FRACTION,
+    "evaluate.target_sensitivity": _FRACTION,
+    "evaluate.bootstrap_resamples": _at_least(100),
+    "evaluate.calibration_bins": _at_least(2),
+}
+for _phase in ("head", "finetune"):
+    _RANGES.update({
+        f"train.{_phase}.epochs": _at_least(1),
+        f"train.{_phase}.lr": (lambda v: v > 0, "> 0"),
+        f"train.{_phase}.warmup_epochs": _at_least(0),
+        f"train.{_phase}.patience": _at_least_or_null(1),
+    })
+
+
+def _range_errors(cfg: Config) -> list[str]:
+    ranges = dict(_RANGES)
+    for group, specs in (("audit.against", cfg.audit.against), ("evaluate.external", cfg.evaluate.external)):
+        for name in specs:
+            ranges[f"{group}.{name}.per_class_limit"] = _at_least_or_null(1)
+    structured = OmegaConf.structured(cfg)
+    errors = []
+    for key, (ok, expected) in ranges.items():
+        value = OmegaConf.select(structured, key)
+        if not ok(value):
+            errors.append(f"{key}={value!r} must be {expected}")
+    for phase in ("head", "finetune"):
+        settings = getattr(cfg.train, phase)
+        if settings.warmup_epochs >= settings.epochs:
+            errors.append(f"train.{phase}.warmup_epochs={settings.warmup_epochs} must be below "
+                          f"train.{phase}.epochs={settings.epochs}")
+    return errors
+
+
 def validate(raw: Any) -> Config:
-    """Merge a plain or OmegaConf mapping onto the schema; unknown keys and wrong types raise ConfigError."""
+    """Merge a plain or OmegaConf mapping onto the schema; an unknown, missing, mistyped or out-of-range
+    key raises ConfigError naming it."""
     from omegaconf.errors import OmegaConfBaseException
 
     schema = OmegaConf.structured(Config)
@@ -156,26 +231,9 @@ def validate(raw: Any) -> Config:
         value = OmegaConf.select(merged, key)
         if value not in allowed:
             raise ConfigError(f"invalid configuration: {key}={value!r}, expected one of {allowed}")
-    checks = {
-        "data.val_fraction": 0 < cfg.data.val_fraction < 1,
-        "data.image_size": cfg.data.image_size >= 32,
-        "model.dropout": 0 <= cfg.model.dropout < 1,
-        "train.feature_views": 1 <= cfg.train.feature_views <= 8,
-        "evaluate.tta_views": 1 <= cfg.evaluate.tta_views <= 8,
-        "evaluate.target_specificity": 0 < cfg.evaluate.target_specificity < 1,
-        "evaluate.target_sensitivity": 0 < cfg.evaluate.target_sensitivity < 1,
-        "evaluate.bootstrap_resamples": cfg.evaluate.bootstrap_resamples >= 100,
-        "train.batch_size": cfg.train.batch_size >= 1,
-        "evaluate.threshold": 0 < cfg.evaluate.threshold < 1,
-        "evaluate.calibration_bins": cfg.evaluate.calibration_bins >= 2,
-        "audit.candidate_distance": 0 <= cfg.audit.candidate_distance <= 32,
-        "audit.min_correlation": -1 <= cfg.audit.min_correlation <= 1,
-        "train.head.warmup_epochs": 0 <= cfg.train.head.warmup_epochs < max(cfg.train.head.epochs, 1),
-        "train.finetune.warmup_epochs": 0 <= cfg.train.finetune.warmup_epochs < max(cfg.train.finetune.epochs, 1),
-    }
-    for key, ok in checks.items():
-        if not ok:
-            raise ConfigError(f"invalid configuration: {key}={OmegaConf.select(merged, key)!r} is out of range")
+    errors = _range_errors(cfg)
+    if errors:
+        raise ConfigError(f"invalid configuration: {'; '.join(errors)}")
     return cfg
 
 
@@ -208,6 +266,13 @@ def load_params(path: str | Path = PARAMS_FILE) -> Config:
     with open(path) as handle:
         raw = yaml.safe_load(handle) or {}
     return validate(raw)
+
+
+def project_params() -> Config | None:
+    """The composed params.yaml of the project this process runs in, or None outside a project
+    (a served model loaded elsewhere): what every reader of configuration outside a stage uses."""
+    path = project_root() / PARAMS_FILE
+    return load_params(path) if path.is_file() else None
 
 
 def to_dict(cfg: Config) -> dict:

@@ -29,10 +29,18 @@ def last_conv_layer_name(model) -> str:
 def grad_cam(model, image: np.ndarray) -> tuple[np.ndarray, float]:
     """(heatmap in [0, 1] at the input's size, raw model probability) for one RGB image already at the
     model's input size; the heatmap weights each feature channel by the mean gradient of the
-    malignancy logit, keeps the positive part and normalises."""
+    malignancy logit, keeps the positive part and normalises.
+
+    The gradient is taken of the output layer's pre-activation (the logit itself), not of the
+    sigmoid: where the probability saturates at 1.0 the sigmoid's gradient is zero and the map
+    would be blank, exactly for the most confident predictions.
+    """
     import tensorflow as tf
 
     before, backbone, after = split_at_backbone(model)
+    *hidden, output = after
+    if getattr(output, "activation", None) is None or not hasattr(output, "kernel"):
+        raise ValueError(f"output layer {output.name!r} is not a Dense layer with an activation")
     x = tf.convert_to_tensor(image[None].astype("float32"))
     for layer in before:
         x = layer(x)
@@ -40,16 +48,16 @@ def grad_cam(model, image: np.ndarray) -> tuple[np.ndarray, float]:
     with tf.GradientTape() as tape:
         tape.watch(features)
         y = features
-        for layer in after:
+        for layer in hidden:
             y = layer(y, training=False)
-        probability = tf.reshape(y, [-1])[0]
-        logit = tf.math.log(probability + 1e-7) - tf.math.log(1 - probability + 1e-7)
+        logit = tf.reshape(tf.matmul(y, output.kernel) + output.bias, [-1])[0]
     gradients = tape.gradient(logit, features)[0]
+    probability = float(tf.reshape(output.activation(logit), [-1])[0])
     weights = tf.reduce_mean(gradients, axis=(0, 1))
     cam = tf.nn.relu(tf.reduce_sum(features[0] * weights, axis=-1))
     cam = cam / (tf.reduce_max(cam) + 1e-8)
     heatmap = tf.image.resize(cam[..., None], image.shape[:2])[..., 0].numpy()
-    return np.clip(heatmap, 0, 1), float(probability)
+    return np.clip(heatmap, 0, 1), probability
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:

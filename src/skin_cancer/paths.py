@@ -1,6 +1,11 @@
 """Where each stage writes; dvc.yaml declares the same paths (a test checks they agree)."""
 from pathlib import Path
 
+# Content fingerprints of the data folders outside the project (see stages/sources.py).
+SOURCES = Path("data/sources")
+SOURCE_DATA = SOURCES / "data.json"
+SOURCE_AGAINST = SOURCES / "against.json"
+SOURCE_EXTERNAL = SOURCES / "external.json"
 AUDIT = Path("data/audit")  # report.json, images.csv, pairs.csv, provenance.csv
 AUDIT_REPORT = AUDIT / "report.json"
 AUDIT_IMAGES = AUDIT / "images.csv"

@@ -15,16 +15,20 @@ from pathlib import Path
 import pandas as pd
 
 from skin_cancer import paths
-from skin_cancer.config import Config, TrackingConfig, flatten, project_root, to_dict
+from skin_cancer.config import Config, TrackingConfig, flatten, project_params, project_root, to_dict
 from skin_cancer.io import read_json
 
 DEFAULT_STORE = Path("mlruns")
 GROUP_TAG = "sweep.group"
 
 
-def tracking_uri(cfg: TrackingConfig) -> str:
-    """Config value, else MLFLOW_TRACKING_URI, else the project's embedded SQLite store."""
-    if cfg.uri:
+def tracking_uri(cfg: TrackingConfig | None = None) -> str:
+    """Config value (default: the project's composed params), else MLFLOW_TRACKING_URI, else the
+    project's embedded SQLite store."""
+    if cfg is None:
+        params = project_params()
+        cfg = params.tracking if params else None
+    if cfg is not None and cfg.uri:
         return cfg.uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
@@ -265,7 +269,7 @@ def load_logged_model(uri: str):
 
     from skin_cancer.data import DataError
 
-    mlflow.set_tracking_uri(tracking_uri(TrackingConfig()))
+    mlflow.set_tracking_uri(tracking_uri())
     try:
         info = mlflow.models.get_model_info(uri)
         if "keras" in info.flavors:
@@ -286,7 +290,7 @@ def model_versions(name: str) -> list[dict]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri(TrackingConfig()))
+    client = MlflowClient(tracking_uri())
     try:
         versions = client.search_model_versions(f"name = '{name}'")
     except MlflowException:

@@ -2,6 +2,7 @@
 library and writes the stage's declared outputs."""
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable
 
@@ -10,7 +11,12 @@ from skin_cancer.data import BadImage, DataError
 
 
 def run_stage(stage: Callable) -> None:
-    """Run `stage(cfg)`; expected errors end the process with one line naming what is wrong."""
+    """Run `stage(cfg)`; expected errors end the process with one line naming what is wrong.
+
+    SIGTERM (a cancelled `dvc repro`, a service manager) becomes SystemExit, so that the stage's
+    atomic writers remove their temporary files on the way out.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         stage(load_params())
     except (ConfigError, DataError, BadImage, FileNotFoundError) as error:
