@@ -136,9 +136,7 @@ def test_temperature_scaling_recovers_an_overconfident_model():
 
 
 def test_set_metrics_without_both_classes_skips_ranking():
-    from skin_cancer.config import EvaluateConfig
-
-    m = ev.set_metrics([1, 1, 1], [0.9, 0.2, 0.7], 0.5, EvaluateConfig(bootstrap_resamples=100), seed=0)
+    m = ev.set_metrics([1, 1, 1], [0.9, 0.2, 0.7], 0.5, _evaluate_cfg(), seed=0)
     assert "roc_auc_ci_low" not in m and m["sensitivity"] == pytest.approx(2 / 3) and "ece" in m
 
 
@@ -150,11 +148,63 @@ def test_operating_point_statistics_agree_with_binary_metrics():
 
 
 def test_set_metrics_bracket_the_operating_point():
-    from skin_cancer.config import EvaluateConfig
-
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 300)
     p = np.clip(y * 0.3 + rng.uniform(0, 0.7, 300), 0, 1)
-    m = ev.set_metrics(y, p, 0.5, EvaluateConfig(bootstrap_resamples=200), seed=1)
+    m = ev.set_metrics(y, p, 0.5, _evaluate_cfg(), seed=1)
     for key in ("accuracy", "sensitivity", "specificity", "balanced_accuracy", "roc_auc"):
         assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], key
+
+
+def test_group_resample_draws_whole_groups():
+    groups = np.array(["a", "b", "a", "c", "b", "a"])
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        idx = ev.resample_indices(groups, rng)
+        drawn = pd.Series(groups[idx]).value_counts()
+        sizes = pd.Series(groups).value_counts()
+        # each group appears a whole number of times, and 3 groups are drawn
+        assert all(drawn[g] % sizes[g] == 0 for g in drawn.index)
+        assert sum(drawn[g] // sizes[g] for g in drawn.index) == 3
+
+
+def test_singleton_groups_give_the_image_bootstrap():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(y * 0.3 + rng.uniform(0, 0.7, 200), 0, 1)
+    kwargs = dict(n_resamples=200, seed=3)
+    assert ev.bootstrap_ci(y, p, ev.skm.roc_auc_score, groups=np.arange(200), **kwargs) == \
+        ev.bootstrap_ci(y, p, ev.skm.roc_auc_score, **kwargs)
+
+
+def test_intervals_widen_when_images_come_in_copies():
+    """Ten copies of each of 40 lesions are 40 observations, not 400: image resampling would
+    claim ten times the evidence; resampling lesions does not."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(rng.integers(0, 2, 40), 10)
+    p = np.clip(y * 0.3 + np.repeat(rng.uniform(0, 0.7, 40), 10), 0, 1)
+    lesions = np.repeat(np.arange(40), 10)
+    image_low, image_high = ev.bootstrap_ci(y, p, ev.skm.roc_auc_score, n_resamples=300, seed=0)
+    group_low, group_high = ev.bootstrap_ci(y, p, ev.skm.roc_auc_score, n_resamples=300, seed=0, groups=lesions)
+    assert (group_high - group_low) > 2 * (image_high - image_low)
+    m = ev.set_metrics(y, p, 0.5, _evaluate_cfg(), seed=0, groups=lesions)
+    assert m["bootstrap_units"] == 40 and m["n_images"] == 400
+
+
+def _evaluate_cfg():
+    from skin_cancer.config import EvaluateConfig
+
+    return EvaluateConfig(bootstrap_resamples=200, target_specificity=0.9, target_sensitivity=0.95, calibration_bins=15)
+
+
+def test_source_subsets_split_a_mixed_test_set_by_provenance():
+    frame = pd.DataFrame({
+        "label_index": [1, 1, 1, 0, 0, 0],
+        "found_in": ["ham10000", "", "", "ham10000", "ham10000", "ham10000;other"],
+    })
+    subsets = ev.source_subsets(frame, ["ham10000", "other"], "test")
+    assert subsets["test_from_ham10000"].tolist() == [True, False, False, True, True, True]
+    assert subsets["test_positives_not_from_ham10000"].tolist() == [False, True, True, True, True, True]
+    # only negatives were found in `other`: one class only, so no subset
+    assert "test_from_other" not in subsets
+    assert subsets["test_positives_not_from_other"].all()

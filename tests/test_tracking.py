@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from skin_cancer.config import TrackingConfig, to_dict
 from skin_cancer.tracking import log_pipeline_run, tracking_uri
-from tests.conftest import ROOT, run_all
+from tests.conftest import ROOT, free_port, run_all, server
 
 
 @pytest.fixture
@@ -93,9 +93,9 @@ def test_parallel_runs_of_one_group_are_all_kept_under_one_parent(outputs, tmp_p
 def test_tracking_uri_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    assert tracking_uri(TrackingConfig()) == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    assert tracking_uri(TrackingConfig(uri=None)) == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert tracking_uri(TrackingConfig()) == "http://127.0.0.1:5000"
+    assert tracking_uri(TrackingConfig(uri=None)) == "http://127.0.0.1:5000"
     assert tracking_uri(TrackingConfig(uri="sqlite:///elsewhere.db")) == "sqlite:///elsewhere.db"
 
 
@@ -148,3 +148,86 @@ def test_each_run_registers_a_version_and_the_alias_follows_the_best(outputs, tm
 
     with pytest.raises(DataError, match="models:/skin-cancer-classifier@nobody"):
         load_classifier("models:/skin-cancer-classifier@nobody")
+
+
+def version(number: int, value: float | None, fingerprint: str = "val-a", classes: str = "benign,malignant"):
+    from types import SimpleNamespace
+
+    tags = {"task.classes": classes, "validation.fingerprint": fingerprint}
+    if value is not None:
+        tags["validation.roc_auc"] = str(value)
+    return SimpleNamespace(version=str(number), tags=tags)
+
+
+def test_the_champion_is_chosen_among_comparable_versions_only():
+    from skin_cancer.tracking import best_comparable
+
+    like = {"task.classes": "benign,malignant", "validation.fingerprint": "val-a"}
+    versions = [version(1, 0.80), version(2, 0.99, fingerprint="smoke-20-per-class"), version(3, 0.85),
+                version(4, 0.97, classes="mel,nv"), version(5, 0.85), version(6, None)]
+    assert best_comparable(versions, like, "validation.roc_auc").version == "3"  # a tie keeps the older
+    assert best_comparable(versions, {**like, "validation.fingerprint": "other"}, "validation.roc_auc") is None
+
+
+# One sweep worker: log a run under the sweep's parent and register it, all at once with the others.
+WORKER = """
+import sys, time
+import mlflow
+from mlflow.tracking import MlflowClient
+from skin_cancer.config import TrackingConfig
+from skin_cancer.tracking import GROUP_TAG, ensure_experiment, parent_run, register_model
+
+uri, value, fingerprint, start_at = sys.argv[1], float(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+
+class Identity(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+time.sleep(max(0.0, start_at - time.time()))
+mlflow.set_tracking_uri(uri)
+client = MlflowClient(uri)
+experiment = ensure_experiment(client, "skin-cancer", uri)
+parent = parent_run(client, experiment, "sweep-x")
+with mlflow.start_run(experiment_id=experiment, tags={GROUP_TAG: "sweep-x", "mlflow.parentRunId": parent}) as run:
+    mlflow.pyfunc.log_model(name="serving", python_model=Identity())
+cfg = TrackingConfig(uri=uri, experiment_name="skin-cancer", run_group="sweep-x", log_model=True,
+                     registered_model="classifier", champion_alias="champion", champion_metric="validation.roc_auc")
+result = register_model(client, run.info.run_id, cfg, {"validation.roc_auc": value},
+                        {"task.classes": "benign,malignant", "validation.fingerprint": fingerprint})
+print(result["version"], result["champion"], result["not_comparable"])
+"""
+
+
+@pytest.mark.slow
+def test_concurrent_sweep_workers_on_a_tracking_server(tmp_path):
+    """Four processes log and register at once through a real `mlflow server` (HTTP): one parent run,
+    four children under it, the alias on the best; a later smoke run validated on other images,
+    though higher, does not take it."""
+    import time
+
+    port = free_port()
+    command = ["mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+               "--artifacts-destination", str(tmp_path / "artifacts"), "-h", "127.0.0.1", "-p", str(port)]
+    with server(command, port, tmp_path / "server.log", "/health") as uri:
+        def worker(value, fingerprint, start_at):
+            return subprocess.Popen([sys.executable, "-c", WORKER, uri, str(value), fingerprint, str(start_at)],
+                                    cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        start_at = time.time() + 20  # after every worker has imported mlflow
+        workers = [worker(value, "val-a", start_at) for value in (0.81, 0.84, 0.83, 0.82)]
+        for process in workers:
+            out, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err[-3000:]
+        smoke = worker(0.99, "smoke-20-per-class", 0)
+        out, err = smoke.communicate(timeout=300)
+        assert smoke.returncode == 0, err[-3000:]
+        verdict = out.strip().splitlines()[-1]  # mlflow prints "View run ..." lines before it
+        assert verdict.split()[1] == "False" and "validated on other data" in verdict
+
+        client, found = runs(uri)
+        parents = [r for r in found if r.data.tags.get("sweep.parent") == "true"]
+        children = [r for r in found if r.data.tags.get("sweep.parent") != "true"]
+        assert len(parents) == 1 and len(children) == 5
+        assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+        champion = client.get_model_version_by_alias("classifier", "champion")
+        assert champion.tags["validation.roc_auc"] == "0.84"

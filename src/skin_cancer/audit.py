@@ -171,6 +171,7 @@ def audit(data: Dataset, against: list[Dataset] = (), *, candidate_distance: int
     # Group labels: the dataset's own group column, then groups carried over from matched images.
     tags: list[set[str]] = [{f"{data.name}:{g}"} if isinstance(g, str) else set() for g in frame.group]
     provenance, per_source = [], {}
+    found_in: list[set[str]] = [set() for _ in range(len(frame))]
     for other in against:
         other_frame = other.frame.reset_index(drop=True)
         other_prints = fingerprint(list(other_frame.path), workers, f"audit: hashing {other.name}")
@@ -183,6 +184,7 @@ def audit(data: Dataset, against: list[Dataset] = (), *, candidate_distance: int
         })
         provenance.append(matched)
         for i, group in zip(found.a, matched.other_group):
+            found_in[i].add(other.name)
             if isinstance(group, str):
                 tags[i].add(f"{other.name}:{group}")
         per_source[other.name] = _provenance_summary(images, matched, other, other_prints)
@@ -193,6 +195,8 @@ def audit(data: Dataset, against: list[Dataset] = (), *, candidate_distance: int
         for tag in image_tags:
             edges.append((first_with_tag.setdefault(tag, i), i))
     images["groups"] = [";".join(sorted(t)) for t in tags]
+    # Provenance per image: the other datasets holding a copy of it (its source, where known).
+    images["found_in"] = [";".join(sorted(f)) for f in found_in]
     images["group"] = components(len(frame), edges)
     images["leak"] = _leaks(images)
     provenance = pd.concat(provenance, ignore_index=True) if provenance else pd.DataFrame()
@@ -295,5 +299,5 @@ def write(result: AuditResult, out_dir) -> None:
 
 def read_images(path) -> pd.DataFrame:
     """The per-image table written by `write` (images.csv)."""
-    return pd.read_csv(path, dtype={"phash": str, "sha256": str, "leak": str, "groups": str, "unreadable": str},
+    return pd.read_csv(path, dtype={"phash": str, "sha256": str, "leak": str, "groups": str, "unreadable": str, "found_in": str},
                        keep_default_na=False)

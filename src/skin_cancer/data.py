@@ -44,6 +44,7 @@ class ImageRecord:
     copy_cluster: int = -1  # images that are copies of each other (audit)
     group: int = -1  # copies plus same-lesion / same-patient images; never straddles train and validation
     leak: str = ""  # test images: "copy" / "group" when train shares a copy / a group with it (audit)
+    found_in: str = ""  # other datasets (audit.against) holding a copy of the image, ";"-separated
 
 
 def scan_layout(root: Path) -> dict[str, dict[str, list[Path]]]:
@@ -196,6 +197,7 @@ def attach_audit(records: list[ImageRecord], root: Path, audit_images: pd.DataFr
         row = by_key.loc[record.key]
         record.phash, record.copy_cluster, record.group = row.phash, int(row.copy_cluster), int(row.group)
         record.leak = row.leak if isinstance(row.leak, str) else ""
+        record.found_in = row.found_in if isinstance(row.found_in, str) else ""
 
 
 def prepare(root: Path, out_dir: Path, published_dir: Path, audit_images: pd.DataFrame, *, positive_class: str,
@@ -264,7 +266,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: manifest not found (run the prepare stage first)")
-    frame = pd.read_csv(path, dtype={"sha256": str, "phash": str, "leak": str}, keep_default_na=False)
+    frame = pd.read_csv(path, dtype={"sha256": str, "phash": str, "leak": str, "found_in": str}, keep_default_na=False)
     missing = {"path", "label", "label_index"} - set(frame.columns)
     if missing:
         raise DataError(f"{path}: manifest lacks columns {sorted(missing)}")

@@ -105,15 +105,31 @@ def specificity_at_sensitivity(y_true, prob, target: float) -> float:
     return float((1 - fpr[tpr >= target]).max())
 
 
-def bootstrap_ci(y_true, prob, statistic, *, n_resamples: int, seed: int, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of `statistic(y_true, prob)`, resampling images with
-    replacement (seeded); resamples that lack a class are redrawn."""
+def resample_indices(groups, rng: np.random.Generator) -> np.ndarray:
+    """Indices of one bootstrap resample that draws whole groups with replacement (all images of a
+    drawn group, once per draw): images of one lesion or copy cluster are not independent."""
+    codes = pd.factorize(pd.Series(groups), sort=False)[0]
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes)
+    starts = np.cumsum(sizes) - sizes
+    pick = rng.integers(0, len(sizes), len(sizes))
+    lengths = sizes[pick]
+    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return order[np.repeat(starts[pick], lengths) + within]
+
+
+def bootstrap_ci(y_true, prob, statistic, *, n_resamples: int, seed: int, level: float = 0.95,
+                 groups=None) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of `statistic(y_true, prob)` (seeded), resampling
+    `groups` (lesions, copy clusters) with replacement where given, else images; resamples that
+    lack a class are redrawn."""
     y_true = np.asarray(y_true).astype(int)
     prob = np.asarray(prob, dtype=float)
+    groups = np.arange(len(y_true)) if groups is None else np.asarray(groups)
     rng = np.random.default_rng(seed)
     values = []
     while len(values) < n_resamples:
-        idx = rng.integers(0, len(y_true), len(y_true))
+        idx = resample_indices(groups, rng)
         if 0 < y_true[idx].sum() < len(idx):
             values.append(statistic(y_true[idx], prob[idx]))
     low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
@@ -121,7 +137,7 @@ def bootstrap_ci(y_true, prob, statistic, *, n_resamples: int, seed: int, level:
 
 
 def ranking_metrics(y_true, prob, *, target_specificity: float, target_sensitivity: float,
-                    n_resamples: int, seed: int) -> dict[str, float]:
+                    n_resamples: int, seed: int, groups=None) -> dict[str, float]:
     """Threshold-free metrics with 95% bootstrap intervals: ROC AUC, PR AUC (average precision),
     sensitivity at a fixed specificity and specificity at a fixed sensitivity."""
     y_true, prob = np.asarray(y_true).astype(int), np.asarray(prob, dtype=float)
@@ -134,7 +150,8 @@ def ranking_metrics(y_true, prob, *, target_specificity: float, target_sensitivi
     out = {}
     for name, statistic in statistics.items():
         out[name] = float(statistic(y_true, prob))
-        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bootstrap_ci(y_true, prob, statistic, n_resamples=n_resamples, seed=seed)
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bootstrap_ci(y_true, prob, statistic, n_resamples=n_resamples,
+                                                                     seed=seed, groups=groups)
     return out
 
 
@@ -155,18 +172,38 @@ def operating_point_statistics(threshold: float) -> dict:
     }
 
 
-def set_metrics(y_true, prob, threshold: float, cfg: EvaluateConfig, seed: int) -> dict:
+def source_subsets(frame: pd.DataFrame, sources, prefix: str) -> dict[str, np.ndarray]:
+    """Masks of a scored frame by provenance (the audit's `found_in`), so that a model that tells
+    sources apart cannot hide behind a mixed test set. Per other dataset `s`:
+    `<prefix>_from_<s>`: the images with a copy in `s` (one source, both classes where present);
+    `<prefix>_positives_not_from_<s>`: the positives without a copy in `s`, against every negative.
+    Subsets that lack a class are left out."""
+    found = frame.found_in.astype(str).str.split(";")
+    positive = frame.label_index.to_numpy() == 1
+    out = {}
+    for source in sources:
+        inside = found.map(lambda names, s=source: s in names).to_numpy()
+        for name, mask in ((f"{prefix}_from_{source}", inside),
+                           (f"{prefix}_positives_not_from_{source}", (positive & ~inside) | ~positive)):
+            if 0 < positive[mask].sum() < mask.sum():
+                out[name] = mask
+    return out
+
+
+def set_metrics(y_true, prob, threshold: float, cfg: EvaluateConfig, seed: int, groups=None) -> dict:
     """Everything we report for one labelled set at a frozen threshold: threshold metrics (also at
     0.5, so a chosen threshold never hides what 0.5 gives), ranking metrics with bootstrap
-    intervals where both classes are present, and calibration."""
+    intervals where both classes are present (resampling `groups` where known), and calibration."""
     metrics = binary_metrics(y_true, prob, threshold)
+    # Independent units the intervals resample: lesions / copy clusters where known, else images.
+    metrics["bootstrap_units"] = int(pd.Series(groups).nunique() if groups is not None else len(np.asarray(y_true)))
     if len(np.unique(np.asarray(y_true).astype(int))) == 2:
         metrics.update(ranking_metrics(y_true, prob, target_specificity=cfg.target_specificity,
                                        target_sensitivity=cfg.target_sensitivity,
-                                       n_resamples=cfg.bootstrap_resamples, seed=seed))
+                                       n_resamples=cfg.bootstrap_resamples, seed=seed, groups=groups))
         for name, statistic in operating_point_statistics(threshold).items():
             metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = bootstrap_ci(
-                y_true, prob, statistic, n_resamples=cfg.bootstrap_resamples, seed=seed)
+                y_true, prob, statistic, n_resamples=cfg.bootstrap_resamples, seed=seed, groups=groups)
     metrics.update(calibration_metrics(y_true, prob, cfg.calibration_bins))
     metrics["at_0.5"] = {k: v for k, v in binary_metrics(y_true, prob, 0.5).items()
                          if k in ("accuracy", "sensitivity", "specificity")}

@@ -46,6 +46,8 @@ def external_set(name: str, spec, training_prints: audit.Fingerprints, class_nam
     label_index = {c: int(c == class_names[-1]) for c in class_names}  # the last class is the positive one
     readable = [read_image(Path(p), name, label, 10**9, (converted, converted)).path
                 for p, label in zip(scored.path, scored.label)]
+    # Bootstrap unit: the lesion / patient where the dataset names one, else the image itself.
+    groups = [g if isinstance(g, str) else f"image:{key}" for g, key in zip(scored.group, scored.key)]
     out = pd.DataFrame({"source": scored.path, "path": readable, "label": scored.label,
-                        "label_index": scored.label.map(label_index)})
+                        "label_index": scored.label.map(label_index), "group": groups})
     return out.reset_index(drop=True), {"record": record, "excluded": excluded[["key", "label", "reason"]]}

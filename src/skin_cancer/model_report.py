@@ -12,21 +12,39 @@ import yaml
 LIMITATIONS = """\
 - **Research use only. This is not a medical device** and must not be used to diagnose, triage or
   reassure anyone about a skin lesion.
-- The training data is small and confounded with image source: in the Kaggle "Skin Cancer: Malignant
-  vs. Benign" set every benign image is a HAM10000 nevus, while many malignant images come from other
-  ISIC collections with other cameras, framing and colour. A model can score well by recognising the
-  source instead of the lesion; accuracy on this split flatters it.
-- Benign means "nevus" here: other benign lesions (seborrhoeic keratoses, dermatofibromas, vascular
-  lesions) are absent from training, and malignant covers melanoma plus other cancers in unknown mix.
-- Same-lesion images and near-copies cross the official train/test split (see the data card); the
-  clean-test numbers leave those test images out. External sets are scored only on images that are
-  neither copies of training images nor of the same lesion as one.
-- Dermoscopic images of mostly light skin from European and Australian clinics; performance on other
-  skin types, devices or clinical photographs is unknown.
-- The decision threshold and the temperature were chosen on the validation split; the confidence
-  intervals are percentile bootstrap intervals over test images, which ignore that several images can
-  come from one lesion or patient.
+- A class is only what the training folders hold: lesion types absent from training are scored as
+  whichever class they resemble. Where the classes come from different sources (see "What the data
+  shows"), a model can score well by recognising the source instead of the lesion.
+- The clean-test numbers leave out test images with a copy or a same-lesion twin in training.
+  External sets are scored only on images that are neither copies of training images nor of the same
+  lesion as one.
+- Performance on other skin types, devices or clinical photographs than those trained on is unknown.
+- The decision threshold and the temperature were chosen on the validation split. Confidence
+  intervals are percentile bootstrap intervals that resample lesions and copy clusters (the audit's
+  groups), not images, where groups are known.
 """
+
+
+def source_findings(audit_report: dict, metrics: dict) -> list[str]:
+    """What the audit's provenance and the per-source metrics show, for this data (not a fixed text)."""
+    lines = []
+    for name, source in audit_report.get("provenance", {}).items():
+        shares = {label: c["copies_in_other"] / c["images"] for label, c in source["per_class"].items() if c["images"]}
+        described = ", ".join(f"{share:.0%} of {label}" for label, share in shares.items())
+        lines.append(f"- **{name}** holds copies of {described} images.")
+        if shares and max(shares.values()) - min(shares.values()) > 0.5:
+            lines.append(f"  Classes are confounded with source: one class comes mostly from {name}, another mostly "
+                         "not. A mixed test set rewards telling sources apart; the rows below split it by source.")
+    rows = []
+    for set_name, m in metrics.items():
+        if "_from_" in set_name and m.get("roc_auc") is not None:
+            rows.append([set_name, f"{m['n_images']} ({m['n_positive']})", _with_ci(m, "roc_auc"),
+                         _with_ci(m, "sensitivity"), _with_ci(m, "specificity")])
+    if rows:
+        lines += ["", "Per source (`<set>_from_<dataset>`: only images with a copy in that dataset, one source for "
+                  "both classes; `<set>_positives_not_from_<dataset>`: the other positives against every negative):",
+                  "", *_table(["set", "images (positive)", "ROC AUC", "sensitivity", "specificity"], rows)]
+    return lines or ["- No provenance: the audit compared the data with no other dataset."]
 
 
 def _fmt(value) -> str:
@@ -50,7 +68,7 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 def build(params: dict, audit_report: dict, prepare_report: dict, operating_point: dict, metrics: dict,
           exclusions: dict[str, dict], figures: list[str]) -> str:
     """The report as Markdown; `figures` are PNG paths relative to the report's folder."""
-    sets = [name for name in metrics if name != "validation"]
+    sets = [name for name in metrics if name != "validation" and "_from_" not in name]
     positive = prepare_report["positive_class"]
     lines = [f"# Model report: recipe `{params.get('recipe')}`", "",
              "> Research use only. Not a medical device.", ""]
@@ -124,6 +142,8 @@ def build(params: dict, audit_report: dict, prepare_report: dict, operating_poin
                   f"label map; excluded before scoring: {record['excluded'] or 'none'} "
                   f"(per class {record['excluded_per_class'] or 'none'}); eligible {record['eligible']}; scored "
                   f"{record['scored']} (at most {record['per_class_limit']} per class, seeded sample)."]
+
+    lines += ["", "## What the data shows", "", *source_findings(audit_report, metrics)]
 
     lines += ["", "## Figures", ""]
     lines += [f"![{Path(f).stem}]({f})" for f in figures]

@@ -54,6 +54,8 @@ def store_lock(uri: str):
 
 
 def ensure_experiment(client, name: str, uri: str) -> str:
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -61,7 +63,10 @@ def ensure_experiment(client, name: str, uri: str) -> str:
     # A SQLite store's default artifact root is relative to the working directory, which is a
     # temporary copy in queued DVC experiments: keep artifacts beside the database instead.
     location = (db.parent / "artifacts" / name).as_uri() if db else None
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # a concurrent writer created it first
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def run_group(cfg: TrackingConfig) -> str | None:
@@ -73,13 +78,22 @@ def run_group(cfg: TrackingConfig) -> str | None:
 
 
 def parent_run(client, experiment_id: str, group: str) -> str:
-    """Id of the group's parent run, created on first use (call under store_lock)."""
-    found = client.search_runs([experiment_id], filter_string=f"tags.`{GROUP_TAG}` = '{group}' and tags.`sweep.parent` = 'true'")
-    if found:
-        return found[0].info.run_id
-    run = client.create_run(experiment_id, run_name=f"sweep {group}", tags={GROUP_TAG: group, "sweep.parent": "true"})
-    client.set_terminated(run.info.run_id)
-    return run.info.run_id
+    """Id of the group's parent run, created on first use.
+
+    Safe with concurrent writers on a tracking server, where no file lock reaches: every writer
+    that finds several parents keeps the oldest (start time, then id) and deletes its own
+    duplicate, so all of them converge on one parent."""
+    query = f"tags.`{GROUP_TAG}` = '{group}' and tags.`sweep.parent` = 'true'"
+    if not client.search_runs([experiment_id], filter_string=query):
+        run = client.create_run(experiment_id, run_name=f"sweep {group}", tags={GROUP_TAG: group, "sweep.parent": "true"})
+        with contextlib.suppress(Exception):  # already deleted as a duplicate by another writer
+            client.set_terminated(run.info.run_id)
+    found = sorted(client.search_runs([experiment_id], filter_string=query),
+                   key=lambda r: (r.info.start_time, r.info.run_id))
+    for duplicate in found[1:]:
+        with contextlib.suppress(Exception):  # another writer may have deleted it already
+            client.delete_run(duplicate.info.run_id)
+    return found[0].info.run_id
 
 
 def git_commit() -> str:
@@ -222,12 +236,16 @@ def log_pipeline_run(cfg: Config) -> dict:
                                         metadata={"operating_point": operating_point})
         logged = {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri, "group": group}
         if cfg.tracking.log_model and cfg.tracking.registered_model:
-            logged["registry"] = register_model(client, run.info.run_id, cfg.tracking, numbers)
+            comparable = {"task.classes": ",".join(operating_point["class_names"]),
+                          "validation.fingerprint": str(operating_point.get("validation_fingerprint"))}
+            logged["registry"] = register_model(client, run.info.run_id, cfg.tracking, numbers, comparable)
         return logged
 
 
 HEADLINE = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "roc_auc", "roc_auc_ci_low",
             "roc_auc_ci_high", "ece", "threshold")
+# Version tags that say which versions may be compared for the champion alias.
+COMPARABLE = ("task.classes", "validation.fingerprint")
 
 
 def promote(new: float | None, current: float | None) -> bool:
@@ -238,27 +256,62 @@ def promote(new: float | None, current: float | None) -> bool:
     return current is None or math.isnan(current) or new > current
 
 
-def register_model(client, run_id: str, cfg: TrackingConfig, numbers: dict) -> dict:
-    """Register the run's model as a new version of `cfg.registered_model`, tag it with the headline
-    metrics, and move `cfg.champion_alias` to it if `promote` says so."""
+def _value(tags: dict, metric: str) -> float | None:
+    try:
+        return float(tags[metric])
+    except (KeyError, ValueError):
+        return None
+
+
+def best_comparable(versions: list, like: dict, metric: str):
+    """The version with the highest `metric` tag among `versions` whose COMPARABLE tags equal `like`'s
+    (ties: the older version keeps it), or None."""
+    best = None
+    for v in sorted(versions, key=lambda v: int(v.version)):
+        if all(v.tags.get(k) == like.get(k) for k in COMPARABLE) and promote(_value(v.tags, metric),
+                                                                             _value(best.tags, metric) if best else None):
+            best = v
+    return best
+
+
+def register_model(client, run_id: str, cfg: TrackingConfig, numbers: dict, comparable: dict) -> dict:
+    """Register the run's model as a new version of `cfg.registered_model`, tagged with the headline
+    metrics and `comparable` (task, validation fingerprint), and point `cfg.champion_alias` at the best
+    version comparable with it, unless the alias is held by a version that is not comparable.
+
+    The alias is set to the best of all comparable versions, then read back and set again while
+    another writer's stale choice is found: concurrent sweep workers converge on the best."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     tags = {k: str(v) for k, v in numbers.items()
             if k.rsplit(".", 1)[-1] in HEADLINE or k in (cfg.champion_metric, "operating_point.temperature")}
+    tags.update(comparable)
     version = mlflow.register_model(f"runs:/{run_id}/serving", cfg.registered_model, tags=tags)
-    try:
-        champion = client.get_model_version_by_alias(cfg.registered_model, cfg.champion_alias)
-        current = client.get_run(champion.run_id).data.metrics.get(cfg.champion_metric)
-    except MlflowException:  # no version holds the alias yet
-        champion, current = None, None
-    new = numbers.get(cfg.champion_metric)
-    promoted = promote(new, current)
-    if promoted:
-        client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, version.version)
+
+    def holder():
+        try:
+            return client.get_model_version_by_alias(cfg.registered_model, cfg.champion_alias)
+        except MlflowException:  # no version holds the alias yet
+            return None
+
+    previous = holder()
+    reason = None
+    if previous is not None and any(previous.tags.get(k) != comparable.get(k) for k in COMPARABLE):
+        reason = f"version {previous.version} holds @{cfg.champion_alias} but was validated on other data or classes"
+    else:
+        for _ in range(5):
+            best = best_comparable(client.search_model_versions(f"name = '{cfg.registered_model}'"), comparable,
+                                   cfg.champion_metric)
+            current = holder()
+            if best is None or (current is not None and current.version == best.version):
+                break
+            client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, best.version)
+    final = holder()
     return {"name": cfg.registered_model, "version": int(version.version), "metric": cfg.champion_metric,
-            "value": new, "previous_champion": int(champion.version) if champion else None,
-            "previous_value": current, "champion": promoted}
+            "value": numbers.get(cfg.champion_metric), "previous_champion": int(previous.version) if previous else None,
+            "previous_value": _value(previous.tags, cfg.champion_metric) if previous else None,
+            "champion": final is not None and final.version == version.version, "not_comparable": reason}
 
 
 def load_logged_model(uri: str):

@@ -1,6 +1,8 @@
 """DVC stage `calibrate`: on the validation split, fit the temperature (temperature scaling) and
 choose the decision threshold by `evaluate.threshold_policy` -> models/operating_point.json, which
 every later prediction uses. No test image is looked at."""
+import hashlib
+
 import keras
 
 from skin_cancer import evaluation as ev
@@ -28,6 +30,8 @@ def main(cfg: Config) -> None:
         "tta_views": cfg.evaluate.tta_views, "runtime": cfg.evaluate.runtime, "image_size": cfg.data.image_size,
         "class_names": [*report["negative_classes"], report["positive_class"]],
         "positive_class": report["positive_class"], "validation": ev.json_safe(validation),
+        # Which images the validation metrics come from: only models validated alike are compared.
+        "validation_fingerprint": hashlib.sha256("\n".join(sorted(val.sha256)).encode()).hexdigest()[:16],
     }
     write_json(paths.OPERATING_POINT, operating_point)
     print(f"calibrate: temperature {temperature:.3f}, threshold {threshold:.4f} ({cfg.evaluate.threshold_policy}); "

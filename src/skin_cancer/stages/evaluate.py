@@ -33,6 +33,9 @@ def main(cfg: Config) -> None:
     test_prob = predict(test, "test")
     clean = (test.leak == "").to_numpy()
     sets = {"test": (test, test_prob), "clean_test": (test[clean].reset_index(drop=True), test_prob[clean])}
+    for base, (frame, prob) in list(sets.items()):
+        for name, mask in ev.source_subsets(frame, cfg.audit.against, base).items():
+            sets[name] = (frame[mask].reset_index(drop=True), prob[mask])
     external_records = {}
     if cfg.evaluate.external:
         training = pd.concat([read_manifest(paths.PREPARED / f"{s}.csv") for s in ("train", "val")])
@@ -48,7 +51,8 @@ def main(cfg: Config) -> None:
     metrics = {"validation": op["validation"]}
     with atomic_dir(paths.EVALUATION) as out, atomic_dir(paths.FIGURES) as figures:
         for name, (frame, prob) in sets.items():
-            metrics[name] = ev.set_metrics(frame.label_index, prob, threshold, cfg.evaluate, cfg.seed)
+            # Intervals resample lesions / copy clusters (the audit's groups), not images.
+            metrics[name] = ev.set_metrics(frame.label_index, prob, threshold, cfg.evaluate, cfg.seed, groups=frame.group)
             metrics[name].update(threshold_policy=op["threshold_policy"], temperature=op["temperature"])
             ev.write_set(name, frame, prob, threshold, metrics[name], class_names, cfg.evaluate.calibration_bins, out, figures)
         for name, found in external_records.items():

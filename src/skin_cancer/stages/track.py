@@ -13,7 +13,7 @@ def main(cfg: Config) -> None:
     print(f"track: MLflow run {run['run_id']} in {run['tracking_uri']}")
     if "registry" in run:
         r = run["registry"]
-        verdict = (f"now @{cfg.tracking.champion_alias}" if r["champion"] else
+        verdict = (f"now @{cfg.tracking.champion_alias}" if r["champion"] else r["not_comparable"] or
                    f"@{cfg.tracking.champion_alias} stays on version {r['previous_champion']} ({r['previous_value']})")
         print(f"track: registered {r['name']} version {r['version']} ({r['metric']} {r['value']}): {verdict}")
 
