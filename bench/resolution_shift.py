@@ -10,6 +10,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +36,7 @@ def main() -> None:
             Image.open(path).convert("RGB").resize(size, Image.Resampling.LANCZOS).save(target, quality=90)
             degraded.append(str(target))
         for name, paths in (("as is", list(test.path)), (f"via {args.size}", degraded)):
-            prob = classifier.probabilities_from_files(paths)
+            prob = np.array([r["probability"] for r in classifier.predict(paths)])
             m = ev.binary_metrics(test.label_index, prob, classifier.threshold)
             print(f"{name:<12} accuracy {m['accuracy']:.3f}  ROC AUC {m['roc_auc']:.3f}  sensitivity "
                   f"{m['sensitivity']:.3f}  specificity {m['specificity']:.3f}  mean P(malignant | benign) "

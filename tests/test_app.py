@@ -53,3 +53,37 @@ def test_upload_shows_prediction_and_grad_cam_and_rejects_a_non_image(app_url, t
         expect(page.get_by_text("notes.jpg: rejected: not a recognised image")).to_be_visible(timeout=90_000)
         browser.close()
     assert (tmp_path / "prediction.png").stat().st_size > 10_000
+
+
+def test_sigterm_to_the_app_command_stops_its_server(workspace, tmp_path):
+    """A service manager stops `skin-cancer app` with SIGTERM: the port must be free afterwards."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    run_all(workspace())
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "skin-cancer"), "app", "--port", str(port)]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    with open(tmp_path / "app.log", "wb") as log:
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                assert process.poll() is None and time.time() < deadline, (tmp_path / "app.log").read_text()[-2000:]
+                time.sleep(1)
+        process.send_signal(signal.SIGTERM)  # to the command alone, not its process group
+        process.wait(timeout=60)
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, "the app's server still listens"
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -137,7 +137,8 @@ def test_prepare_skips_bad_files_with_reasons_and_converts_odd_ones(make_dataset
     frames = pd.concat([read_manifest(tmp_path / "prepared" / f"{s}.csv") for s in ("train", "val", "test")])
     assert len(frames) + len(report["skipped"]) == report["files_found"]
     converted = frames[frames.path != frames.source]
-    assert {p.rsplit("/", 1)[1] for p in converted.source} == {"gray.png", "alpha.png", "cmyk.jpg", "palette.gif", "scan.tiff"}
+    assert {p.rsplit("/", 1)[1] for p in converted.source} == {"gray.png", "alpha.png", "cmyk.jpg", "palette.gif", "scan.tiff",
+                                                                  "bitmap.bmp"}
     for path in converted.path:
         with Image.open(path) as image:
             assert image.mode == "RGB" and image.format == "PNG"

@@ -58,13 +58,66 @@ def test_bad_files_get_their_own_error_and_the_rest_is_predicted(trained, tmp_pa
     Image.new("1", (8000, 6000)).save(tmp_path / "bomb.png")  # 48 megapixels in a few kilobytes
     Image.open(good).convert("CMYK").save(tmp_path / "cmyk.jpg")
     Image.open(good).convert("I;16").save(tmp_path / "sixteen.png")
-    names = ["empty.jpg", "text.jpg", "cut.jpg", "bomb.png", "cmyk.jpg", "sixteen.png"]
+    write_16_bit_bmp(tmp_path / "rgb555.bmp")  # Pillow reads it as RGB, TensorFlow's decoder refuses it
+    names = ["empty.jpg", "text.jpg", "cut.jpg", "bomb.png", "cmyk.jpg", "sixteen.png", "rgb555.bmp"]
     results = load_classifier("models/model.keras").predict([good, *[tmp_path / n for n in names]])
     errors = {r["image"].rsplit("/", 1)[-1]: r.get("error") for r in results}
     assert "empty file" in errors["empty.jpg"] and "not a recognised image" in errors["text.jpg"]
     assert "truncated" in errors["cut.jpg"] and "decompression bomb" in errors["bomb.png"]
-    assert errors["cmyk.jpg"] is None and errors["sixteen.png"] is None
+    assert errors["bomb.png"].startswith("too large: 8000x6000") and "the limit is 40000000" in errors["bomb.png"]
+    assert errors["cmyk.jpg"] is None and errors["sixteen.png"] is None and errors["rgb555.bmp"] is None
     assert all(0 <= r["probability"] <= 1 for r in results if "error" not in r)
+
+
+def write_16_bit_bmp(path, size: int = 40):
+    """A 16-bit (5-5-5) BMP, which Pillow writes no more but cameras and scanners do."""
+    import struct
+
+    row = (size * 2 + 3) // 4 * 4
+    pixel = struct.pack("<H", (20 << 10) | (12 << 5) | 8)
+    pixels = b"".join(pixel * size + b"\0" * (row - size * 2) for _ in range(size))
+    header = struct.pack("<2sIHHI", b"BM", 54 + len(pixels), 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, size, size, 1, 16, 0, len(pixels), 2835, 2835, 0, 0)
+    path.write_bytes(header + info + pixels)
+
+
+BAD_ARRAYS = [
+    (np.zeros((4, 4)), "expected an HxWx3"),
+    (np.zeros((8, 8, 2)), "expected an HxWx3"),
+    (np.full((8, 8, 3), 0.5, dtype="float32"), "lie in [0, 1]: scale them to [0, 255]"),
+    (np.full((8, 8, 3), 300.0), "must lie in [0, 255], found [300, 300]"),
+    (np.full((8, 8, 3), -1, dtype="int16"), "must lie in [0, 255]"),
+    (np.full((8, 8, 3), np.nan), "NaN or infinite"),
+    (np.full((8, 8, 3), "a"), "dtype <U1"),
+]
+
+
+def test_arrays_of_the_wrong_shape_dtype_or_range_get_a_clear_error(trained):
+    from skin_cancer import load_classifier
+
+    good = np.full((8, 8, 4), 120, dtype="uint8")  # RGBA: the alpha channel is dropped
+    *bad, ok = load_classifier("models/model.keras").predict([array for array, _ in BAD_ARRAYS] + [good])
+    for result, (_, message) in zip(bad, BAD_ARRAYS):
+        assert message in result["error"]
+    assert "error" not in ok
+
+
+def test_predictions_stream_in_bounded_batches(trained):
+    """A folder is decoded and scored a batch at a time: memory does not grow with its size."""
+    from skin_cancer import load_classifier
+
+    path = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
+    pulled = []
+
+    def inputs():
+        for i in range(25):
+            pulled.append(i)
+            yield path
+
+    stream = load_classifier("models/model.keras").predict_iter(inputs(), batch_size=8)
+    first = next(stream)
+    assert len(pulled) == 8 and 0 <= first["probability"] <= 1
+    assert len([first, *stream]) == 25 and len(pulled) == 25
 
 
 def test_cli_predict_folder_writes_a_csv_agreeing_with_evaluate(trained, capsys):

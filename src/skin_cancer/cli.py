@@ -39,12 +39,14 @@ def run_predict(args) -> None:
     from skin_cancer.serving import image_files
 
     files = image_files(args.images)
-    results = pd.DataFrame(_classifier(args).predict(files))
-    for row in results.to_dict("records"):
-        if isinstance(row.get("error"), str):
+    rows = []
+    for row in _classifier(args).predict_iter(files):  # bounded batches: memory flat in folder size
+        rows.append(row)
+        if "error" in row:
             print(f"{row['image']}: error: {row['error']}", file=sys.stderr)
         else:
             print(f"{row['image']}: {row['label']} (p={row['probability']:.4f}, threshold {row['threshold']:.4f})")
+    results = pd.DataFrame(rows)
     out = args.out or ("predictions.csv" if any(Path(i).is_dir() for i in args.images) else None)
     if out:
         with atomic_path(out) as tmp:
@@ -79,7 +81,7 @@ def run_explain(args) -> None:
 
 
 def run_app(args) -> int:
-    import subprocess
+    import os
 
     from skin_cancer.config import project_params
 
@@ -89,7 +91,8 @@ def run_app(args) -> int:
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
                "--server.port", str(args.port), "--server.address", args.host, "--browser.gatherUsageStats", "false",
                "--", "--model", args.model, *(["--registered-model", registered] if registered else [])]
-    return subprocess.call(command)
+    # The CLI process becomes the server, so a SIGTERM to it (a service manager) stops the server.
+    os.execv(sys.executable, command)
 
 
 def main(argv: list[str] | None = None) -> int:

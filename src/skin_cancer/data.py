@@ -17,7 +17,8 @@ SPLITS = ("train", "test")
 MANIFEST_SPLITS = ("train", "val", "test")
 LAYOUT = "<root>/train/<class>/<images> and <root>/test/<class>/<images>"
 # Formats tf.io.decode_image reads; any other format, or any non-RGB mode, is converted to PNG.
-TF_FORMATS = {"JPEG", "PNG", "BMP", "GIF"}
+# BMP is converted too: TensorFlow refuses 16-bit and compressed BMPs that Pillow reads as RGB.
+TF_FORMATS = {"JPEG", "PNG", "GIF"}
 
 
 class DataError(ValueError):
@@ -96,8 +97,11 @@ def decode(path: Path, max_pixels: int) -> tuple[Image.Image, Image.Image]:
             image = Image.open(path)
             width, height = image.size
             if width * height > max_pixels:
-                raise BadImage(f"{width}x{height} pixels exceeds data.max_image_pixels={max_pixels} (decompression bomb?)")
+                raise BadImage(f"too large: {width}x{height} = {width * height} pixels, the limit is {max_pixels} "
+                               "(data.max_image_pixels; a decompression bomb?)")
             image.load()
+    except BadImage:
+        raise
     except UnidentifiedImageError:
         raise BadImage("not a recognised image (unknown format or corrupt header)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:

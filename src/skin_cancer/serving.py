@@ -69,50 +69,72 @@ class Classifier:
                               len(images), BATCH, "predicting")
         return apply_temperature(raw, float(self.operating_point.get("temperature", 1.0)))
 
-    def probabilities_from_arrays(self, images: list[np.ndarray]) -> np.ndarray:
-        """Calibrated positive-class probability per RGB array (any size; resized like training)."""
-        import tensorflow as tf
+    def predict(self, images: list) -> list[dict]:
+        """One result per input (a path or an RGB array): probability, label and threshold, or an
+        `error` naming what is wrong with that input; the other inputs are still predicted."""
+        return list(self.predict_iter(images))
 
-        size = (self.image_size,) * 2
-        return self._probabilities(tf.stack([tf.image.resize(np.asarray(a)[..., :3], size) for a in images]))
+    def predict_iter(self, images, batch_size: int = BATCH):
+        """`predict` as a stream: inputs are decoded and scored `batch_size` at a time, so memory
+        stays flat however many images a folder holds."""
+        batch = []
+        for item in images:
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield from self._predict_batch(batch)
+                batch = []
+        if batch:
+            yield from self._predict_batch(batch)
 
-    def probabilities_from_files(self, paths: list[str]) -> np.ndarray:
-        """Calibrated probability per decodable file, decoded and resized by the input pipeline's own
-        `load_image` (as in training and evaluation)."""
+    def _predict_batch(self, items: list) -> list[dict]:
+        results, decoded = [], []
+        for i, item in enumerate(items):
+            name = str(item) if isinstance(item, (str, Path)) else f"array {i}"
+            try:
+                decoded.append(self._load_file(Path(item)) if isinstance(item, (str, Path)) else self._check_array(item))
+                results.append({"image": name})
+            except (BadImage, OSError, ValueError) as error:
+                results.append({"image": name, "error": str(error)})
+        scored = [r for r in results if "error" not in r]
+        if scored:
+            for result, probability in zip(scored, self._probabilities(np.stack(decoded))):
+                result.update(self._decide(probability))
+        return results
+
+    def _load_file(self, path: Path) -> np.ndarray:
+        """A file decoded and resized as the input pipeline does it; BadImage naming the problem,
+        whether Pillow or TensorFlow's decoder refuses it."""
         import tensorflow as tf
 
         from skin_cancer.pipeline import load_image
 
-        return self._probabilities(tf.stack([load_image(str(p), self.image_size) for p in paths]))
-
-    def predict(self, images: list) -> list[dict]:
-        """One result per input (a path or an RGB array): probability, label and threshold, or an
-        `error` naming what is wrong with that input; the other inputs are still predicted."""
-        results: list[dict] = [{} for _ in images]
-        files, arrays = [], []
         with tempfile.TemporaryDirectory() as converted:
-            for i, item in enumerate(images):
-                if isinstance(item, (str, Path)):
-                    try:
-                        # Decoded once with Pillow to reject bad files one by one; formats and modes
-                        # the input pipeline cannot read as they are get an RGB PNG copy, as in prepare.
-                        record = read_image(Path(item), "predict", "", MAX_IMAGE_PIXELS, (Path(converted),) * 2)
-                        files.append((i, record.path))
-                        results[i] = {"image": str(item)}
-                    except (BadImage, OSError) as error:
-                        results[i] = {"image": str(item), "error": str(error)}
-                else:
-                    array = np.asarray(item)
-                    if array.ndim != 3 or array.shape[-1] < 3:
-                        results[i] = {"image": f"array {i}", "error": f"expected an HxWx3 RGB array, got shape {array.shape}"}
-                        continue
-                    arrays.append((i, array))
-                    results[i] = {"image": f"array {i}"}
-            for batch, predict in ((files, self.probabilities_from_files), (arrays, self.probabilities_from_arrays)):
-                if batch:
-                    for (i, _), probability in zip(batch, predict([item for _, item in batch])):
-                        results[i].update(self._decide(probability))
-        return results
+            # Pillow first, to reject bad files one by one with a reason; formats and modes the
+            # input pipeline cannot read as they are get an RGB PNG copy, as in prepare.
+            record = read_image(path, "predict", "", MAX_IMAGE_PIXELS, (Path(converted),) * 2)
+            try:
+                return load_image(record.path, self.image_size).numpy()
+            except tf.errors.OpError as error:
+                raise BadImage(f"the image decoder refused it: {error.message.splitlines()[0]}") from None
+
+    def _check_array(self, item) -> np.ndarray:
+        """An RGB(A) array resized to the model's input, or ValueError saying what is wrong with it."""
+        import tensorflow as tf
+
+        array = np.asarray(item)
+        if array.ndim != 3 or array.shape[-1] not in (3, 4):
+            raise ValueError(f"expected an HxWx3 RGB (or HxWx4 RGBA) array, got shape {array.shape}")
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise ValueError(f"expected integer or float pixel values, got dtype {array.dtype}")
+        array = array[..., :3].astype("float32")
+        if not np.isfinite(array).all():
+            raise ValueError("the array holds NaN or infinite values")
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 255:
+            raise ValueError(f"pixel values must lie in [0, 255], found [{low:g}, {high:g}]")
+        if np.issubdtype(np.asarray(item).dtype, np.floating) and 0 < high <= 1:
+            raise ValueError("float pixel values all lie in [0, 1]: scale them to [0, 255] (the model takes 0-255)")
+        return tf.image.resize(array, (self.image_size,) * 2).numpy()
 
     def _decide(self, probability: float) -> dict:
         return {"probability": float(probability), "label": self.class_names[int(probability >= self.threshold)],
