@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -231,3 +232,57 @@ def test_concurrent_sweep_workers_on_a_tracking_server(tmp_path):
         assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
         champion = client.get_model_version_by_alias("classifier", "champion")
         assert champion.tags["validation.roc_auc"] == "0.84"
+
+
+# Loads the served model where the project is not importable: its package path is taken off
+# sys.path (and checked gone) before MLflow loads the model, which brings its own copy of the code.
+OUTSIDE = """
+import base64, sys
+sys.path = [p for p in sys.path if p not in ("", {src!r})]
+try:
+    import skin_cancer
+    raise SystemExit("skin_cancer is still importable")
+except ModuleNotFoundError:
+    pass
+import mlflow.pyfunc, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+image = base64.b64encode(open(sys.argv[2], "rb").read()).decode()
+print(model.predict(pd.DataFrame({{"image": [image]}})).to_json(orient="records"))
+"""
+
+
+def test_the_served_model_loads_and_predicts_where_the_project_is_not_importable(outputs, tmp_path):
+    import mlflow
+    import pandas as pd
+
+    from skin_cancer import paths
+    from skin_cancer.serving import load_classifier
+
+    logged = log_pipeline_run(outputs)
+    mlflow.set_tracking_uri(logged["tracking_uri"])
+    model_dir = mlflow.artifacts.download_artifacts(run_id=logged["run_id"], artifact_path="serving",
+                                                    dst_path=str(tmp_path / "elsewhere"))
+    requirements = (Path(model_dir) / "requirements.txt").read_text()
+    for package in ("tensorflow-cpu==", "keras==", "openvino==", "mlflow==", "pandas==", "pillow==", "scikit-learn=="):
+        assert package in requirements.lower(), package
+    assert (Path(model_dir) / "serving_input_example.json").is_file()
+    image = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
+    result = subprocess.run([sys.executable, "-c", OUTSIDE.format(src=str(ROOT / "src")), model_dir, str(Path(image).resolve())],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    predicted = json.loads(result.stdout.strip().splitlines()[-1])[0]
+    expected = load_classifier("models/model.keras").predict([image])[0]
+    assert predicted["probability"] == pytest.approx(expected["probability"], abs=1e-5)
+
+
+def test_a_run_names_its_recipe_and_changes_and_records_its_datasets(outputs):
+    import shutil
+
+    shutil.copytree(ROOT / "conf", "conf")  # the run name says what differs from conf/'s composition
+    logged = log_pipeline_run(outputs)
+    client = MlflowClient(logged["tracking_uri"])
+    run = client.get_run(logged["run_id"])
+    assert run.info.run_name.startswith("default: ") and "model.width=0.35" in run.info.run_name
+    contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
+    assert {"training", "validation", "test"} <= contexts
+    assert all(i.dataset.digest for i in run.inputs.dataset_inputs)

@@ -134,10 +134,17 @@ def epoch_metrics(history: pd.DataFrame):
 
 
 def pip_requirements() -> list[str]:
+    """Every direct requirement of the project, pinned to the installed version: what the served
+    model's own code (logged with it) imports, so it loads in an environment built from these alone."""
+    from importlib.metadata import requires
+
     pins = []
-    for package in ("tensorflow-cpu", "keras", "openvino"):
+    for requirement in requires("skin-cancer") or []:
+        name = requirement.split(";")[0].split("[")[0]
+        for separator in ("=", ">", "<", "~", "!", " "):
+            name = name.split(separator)[0]
         with contextlib.suppress(PackageNotFoundError):
-            pins.append(f"{package}=={version(package)}")
+            pins.append(f"{name}=={version(name)}")
     return pins
 
 
@@ -182,6 +189,47 @@ def serving_model():
     return ImageClassifierModel()
 
 
+def serving_example() -> pd.DataFrame:
+    """One test image, base64-encoded as the REST endpoint takes it."""
+    import base64
+
+    from skin_cancer.data import read_manifest
+
+    first = read_manifest(paths.PREPARED / "test.csv").path.iloc[0]
+    return pd.DataFrame({"image": [base64.b64encode(Path(first).read_bytes()).decode()]})
+
+
+def log_datasets(evaluated: list[str]) -> None:
+    """The train, validation and test manifests and every scored set as MLflow dataset inputs, each
+    with its content digest, so a run says which images made it (call inside a run)."""
+    import mlflow
+
+    from skin_cancer.data import read_manifest
+
+    frames = {context: read_manifest(paths.PREPARED / f"{split}.csv")[["source", "label", "sha256"]]
+              for context, split in (("training", "train"), ("validation", "val"), ("test", "test"))}
+    for name in evaluated:
+        predictions = paths.EVALUATION / name / "predictions.csv"
+        if name not in ("test", "clean_test") and predictions.is_file():
+            frames[name] = pd.read_csv(predictions)[["path", "actual"]]
+    for context, frame in frames.items():
+        mlflow.log_input(mlflow.data.from_pandas(frame, name=context), context=context)
+
+
+def run_name(cfg: Config) -> str:
+    """The recipe and the parameters that differ from the composition of conf/ with that recipe
+    alone, e.g. "default: model.dropout=0.2, train.head.lr=0.0001"."""
+    from skin_cancer.config import compose, validate
+
+    try:
+        experiment = [] if cfg.recipe == "default" else [f"experiment={cfg.recipe}"]
+        base = flatten(to_dict(validate(compose(experiment))))
+    except Exception:  # no conf/ here, or a recipe that is no experiment file: Hydra's errors vary
+        return cfg.recipe
+    changed = [f"{k}={v}" for k, v in flatten(to_dict(cfg)).items() if base.get(k, v) != v]
+    return f"{cfg.recipe}: {', '.join(changed)}" if changed else cfg.recipe
+
+
 def log_pipeline_run(cfg: Config) -> dict:
     """Log params, per-epoch metrics of both phases, test metrics, reports, figures and the model
     of the current DVC outputs as one MLflow run; returns {run_id, experiment_id, tracking_uri}."""
@@ -203,7 +251,8 @@ def log_pipeline_run(cfg: Config) -> dict:
         if group:
             tags[GROUP_TAG] = group
             tags["mlflow.parentRunId"] = parent_run(client, experiment_id, group)
-        with mlflow.start_run(experiment_id=experiment_id, run_name=os.environ.get("DVC_EXP_NAME"), tags=tags) as run:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg), tags=tags) as run:
+            log_datasets(list(metrics))
             params = {k: ("null" if v is None else v) for k, v in flatten(to_dict(cfg)).items()}
             client.log_batch(run.info.run_id, metrics=epoch_metrics(history),
                              params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
@@ -230,10 +279,12 @@ def log_pipeline_run(cfg: Config) -> dict:
                                        metadata={"operating_point": operating_point})
                 # The same model behind a pyfunc that takes base64 image files: what the registry
                 # holds and `mlflow models serve` serves.
+                # It carries the package's code (code_paths), so it loads where the project is not installed.
                 mlflow.pyfunc.log_model(name="serving", python_model=serving_model(),
                                         artifacts={"model": str(paths.MODEL), "operating_point": str(paths.OPERATING_POINT)},
+                                        code_paths=[str(Path(__file__).resolve().parent)],
                                         signature=serving_signature(), pip_requirements=pip_requirements(),
-                                        metadata={"operating_point": operating_point})
+                                        input_example=serving_example(), metadata={"operating_point": operating_point})
         logged = {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri, "group": group}
         if cfg.tracking.log_model and cfg.tracking.registered_model:
             comparable = {"task.classes": ",".join(operating_point["class_names"]),
