@@ -6,7 +6,7 @@ KERAS_HOME ?= $(HOME)/.keras
 WEIGHTS ?= ../shared/weights
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup weights browser pipeline test test-fast bench
+.PHONY: setup weights browser pipeline lint test test-fast bench
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,11 @@ pipeline: setup
 	@if [ -n "$(DATA)" ]; then skin-cancer compose data.root=$(DATA); fi
 	dvc repro
 
-test: setup browser
+lint: setup
+	ruff check .
+	ruff format --check .
+
+test: setup browser lint
 	python -m pytest -q
 
 test-fast: setup

@@ -9,6 +9,7 @@ difference (one matrix product), and a Kaggle image counts as a copy when its ne
 image is within RMS_COPY grey levels. Same-lesion leaks are then counted from the metadata's
 lesion_id alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,12 @@ RMS_COPY = 4.0  # grey levels (0-255): nearest-neighbour RMS is below 2 for 2488
 
 
 def thumbs(paths: list[Path]) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(p).convert("RGB").resize((16, 16), Image.Resampling.BILINEAR),
-                                dtype=np.float32).ravel() for p in paths])
+    return np.stack(
+        [
+            np.asarray(Image.open(p).convert("RGB").resize((16, 16), Image.Resampling.BILINEAR), dtype=np.float32).ravel()
+            for p in paths
+        ]
+    )
 
 
 def independent_count(kaggle: Path, ham: Path) -> dict:
@@ -33,21 +38,31 @@ def independent_count(kaggle: Path, ham: Path) -> dict:
     ham_paths = [ham / "images" / f"{i}.jpg" for i in meta.image_id]
     kaggle_paths = sorted(p for p in kaggle.rglob("*.jpg"))
     a, b = thumbs(kaggle_paths), thumbs(ham_paths)
-    squared = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None, :] - 2 * a @ b.T
+    squared = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2 * a @ b.T
     nearest = squared.argmin(1)
     rms = np.sqrt(np.maximum(squared[np.arange(len(a)), nearest], 0) / a.shape[1])
-    table = pd.DataFrame({
-        "split": [p.parent.parent.name for p in kaggle_paths], "label": [p.parent.name for p in kaggle_paths],
-        "rms": rms, "dx": meta.dx.values[nearest], "lesion": meta.lesion_id.values[nearest],
-    })
+    table = pd.DataFrame(
+        {
+            "split": [p.parent.parent.name for p in kaggle_paths],
+            "label": [p.parent.name for p in kaggle_paths],
+            "rms": rms,
+            "dx": meta.dx.values[nearest],
+            "lesion": meta.lesion_id.values[nearest],
+        }
+    )
     table["is_copy"] = table.rms <= RMS_COPY
-    per_class = {label: {"images": int(len(rows)), "copies": int(rows.is_copy.sum()),
-                         "dx": rows[rows.is_copy].dx.value_counts().to_dict()} for label, rows in table.groupby("label")}
+    per_class = {
+        label: {"images": int(len(rows)), "copies": int(rows.is_copy.sum()), "dx": rows[rows.is_copy].dx.value_counts().to_dict()}
+        for label, rows in table.groupby("label")
+    }
     train_lesions = set(table.lesion[table.is_copy & (table.split == "train")])
     test = table[(table.split == "test") & table.is_copy]
     gap = (float(table.rms[table.is_copy].max()), float(table.rms[~table.is_copy].min()))
-    return {"per_class": per_class, "test_sharing_a_lesion_with_train": int(test.lesion.isin(train_lesions).sum()),
-            "largest_copy_rms_and_smallest_other_rms": gap}
+    return {
+        "per_class": per_class,
+        "test_sharing_a_lesion_with_train": int(test.lesion.isin(train_lesions).sum()),
+        "largest_copy_rms_and_smallest_other_rms": gap,
+    }
 
 
 def main() -> None:
@@ -72,10 +87,14 @@ def main() -> None:
     print(f"independent count: {time.perf_counter() - start:.1f} s")
     print(f"\n{'class':<10} {'audit copies':>12} {'independent':>12}")
     for label, c in ours.items():
-        print(f"{label:<10} {c['copies_in_other']:>12} {check['per_class'][label]['copies']:>12}   "
-              f"audit {c['by_other_label']}, independent {check['per_class'][label]['dx']}")
-    print(f"test images sharing a HAM10000 lesion with a train image: audit {shared}, "
-          f"independent {check['test_sharing_a_lesion_with_train']}")
+        print(
+            f"{label:<10} {c['copies_in_other']:>12} {check['per_class'][label]['copies']:>12}   "
+            f"audit {c['by_other_label']}, independent {check['per_class'][label]['dx']}"
+        )
+    print(
+        f"test images sharing a HAM10000 lesion with a train image: audit {shared}, "
+        f"independent {check['test_sharing_a_lesion_with_train']}"
+    )
     print(f"independent RMS gap (largest copy, smallest non-copy): {check['largest_copy_rms_and_smallest_other_rms']}")
 
 

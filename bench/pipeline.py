@@ -7,6 +7,7 @@ time and peak memory of every stage, then the metrics of every evaluated set.
 Each recipe runs in a fresh copy of the project (under --workdir), stage by stage in dvc.yaml's
 order, so both recipes are measured the same way on the same machine in one invocation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,8 +70,13 @@ def bench(recipe: str, overrides: list[str], workdir: Path, env: dict) -> dict:
         if code:
             raise SystemExit(f"{recipe}: stage {name} failed with exit code {code}")
     metrics = json.loads((work / "reports" / "metrics.json").read_text())
-    return {"recipe": recipe, "overrides": overrides, "stages": rows,
-            "total_s": round(sum(r["wall_s"] for r in rows), 1), "metrics": metrics}
+    return {
+        "recipe": recipe,
+        "overrides": overrides,
+        "stages": rows,
+        "total_s": round(sum(r["wall_s"] for r in rows), 1),
+        "metrics": metrics,
+    }
 
 
 def main() -> None:
@@ -88,8 +94,10 @@ def main() -> None:
     for r in results:
         for name, m in r["metrics"].items():
             if name != "validation":
-                print(f"{r['recipe']:<9} {r['total_s']:8.1f} {name:<11} {m['n_images']:6d} {m['accuracy']:8.4f} "
-                      f"{m['roc_auc']:8.4f} {m['sensitivity']:6.3f} {m['specificity']:6.3f}")
+                print(
+                    f"{r['recipe']:<9} {r['total_s']:8.1f} {name:<11} {m['n_images']:6d} {m['accuracy']:8.4f} "
+                    f"{m['roc_auc']:8.4f} {m['sensitivity']:6.3f} {m['specificity']:6.3f}"
+                )
     if len(results) == 2 and results[1]["total_s"]:
         print(f"\n{results[0]['recipe']} / {results[1]['recipe']} wall time: {results[0]['total_s'] / results[1]['total_s']:.2f}")
     out = args.workdir / "pipeline.json"

@@ -6,6 +6,7 @@ the REST server (`mlflow models serve`), and throughput for a folder.
 PROJECT is a finished pipeline (default: bench/results/default, written by bench/pipeline.py); its
 MLflow store (bench/results/mlflow.db) provides the registered model for the REST server.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,25 @@ def rest_latency(model_uri: str, tracking_uri: str, image: Path, repeats: int) -
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri,
-                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 300
         while time.time() < deadline:
@@ -57,12 +74,14 @@ def rest_latency(model_uri: str, tracking_uri: str, image: Path, repeats: int) -
                 break
             except OSError:
                 time.sleep(1)
-        payload = json.dumps({"dataframe_split": {"columns": ["image"],
-                                                  "data": [[base64.b64encode(image.read_bytes()).decode()]]}}).encode()
+        payload = json.dumps(
+            {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(image.read_bytes()).decode()]]}}
+        ).encode()
 
         def call():
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=payload,
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations", data=payload, headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(request, timeout=60) as response:
                 json.loads(response.read())
 
@@ -88,9 +107,12 @@ def main() -> None:
     views = clf.operating_point["tta_views"]
     runtime = clf.operating_point["runtime"]
     print(f"model {clf.source}, {views} test-time views, runtime {runtime}; image {one}")
-    for name, c in ((f"API, {views} views (the model's own)", clf), ("API, 1 view", clf.with_views(1)),
-                    (f"API, {views} views, tensorflow", clf.with_runtime("tensorflow")),
-                    ("API, 1 view, tensorflow", clf.with_views(1).with_runtime("tensorflow"))):
+    for name, c in (
+        (f"API, {views} views (the model's own)", clf),
+        ("API, 1 view", clf.with_views(1)),
+        (f"API, {views} views, tensorflow", clf.with_runtime("tensorflow")),
+        ("API, 1 view, tensorflow", clf.with_views(1).with_runtime("tensorflow")),
+    ):
         print(f"{name:<34} {percentiles(time_calls(lambda c=c: c.predict([one]), args.repeats))}")
     start = time.perf_counter()
     results = clf.predict(files)
@@ -98,7 +120,8 @@ def main() -> None:
     print(f"{'API, folder throughput':<34} {len(files) / elapsed:6.1f} images/s ({len(results)} images, {views} views)")
     registered = json.loads((args.project / "reports" / "mlflow_run.json").read_text())["registry"]
     model_uri = args.model_uri or f"models:/{registered['name']}/{registered['version']}"
-    print(f"{'REST, 1 image per request':<34} {percentiles(rest_latency(model_uri, args.tracking_uri, Path(one), args.repeats))} ({model_uri})")
+    rest = rest_latency(model_uri, args.tracking_uri, Path(one), args.repeats)
+    print(f"{'REST, 1 image per request':<34} {percentiles(rest)} ({model_uri})")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ input like every image), with the model's own temperature and threshold.
 
     python bench/resolution_shift.py [PROJECT]   # PROJECT: a finished pipeline (default: bench/results/default)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,9 +38,11 @@ def main() -> None:
         for name, paths in (("as is", list(test.path)), (f"via {args.size}", degraded)):
             prob = np.array([r["probability"] for r in classifier.predict(paths)])
             m = ev.binary_metrics(test.label_index, prob, classifier.threshold)
-            print(f"{name:<12} accuracy {m['accuracy']:.3f}  ROC AUC {m['roc_auc']:.3f}  sensitivity "
-                  f"{m['sensitivity']:.3f}  specificity {m['specificity']:.3f}  mean P(malignant | benign) "
-                  f"{prob[test.label_index.to_numpy() == 0].mean():.3f}")
+            print(
+                f"{name:<12} accuracy {m['accuracy']:.3f}  ROC AUC {m['roc_auc']:.3f}  sensitivity "
+                f"{m['sensitivity']:.3f}  specificity {m['specificity']:.3f}  mean P(malignant | benign) "
+                f"{prob[test.label_index.to_numpy() == 0].mean():.3f}"
+            )
 
 
 if __name__ == "__main__":

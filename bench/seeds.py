@@ -7,6 +7,7 @@ validation and test metrics of each seed are printed with their mean, standard d
 
 A difference between two recipes smaller than this spread is not evidence that one is better.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,13 +15,18 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from pipeline import RECIPES, ROOT, compose, fresh_workspace, run_stage, stage_env
 
-COLUMNS = {"validation AUC": ("validation", "roc_auc"), "test acc": ("test", "accuracy"),
-           "test AUC": ("test", "roc_auc"), "sens": ("test", "sensitivity"), "spec": ("test", "specificity"),
-           "threshold": ("test", "threshold"), "clean acc": ("clean_test", "accuracy"),
-           "clean AUC": ("clean_test", "roc_auc")}
+COLUMNS = {
+    "validation AUC": ("validation", "roc_auc"),
+    "test acc": ("test", "accuracy"),
+    "test AUC": ("test", "roc_auc"),
+    "sens": ("test", "sensitivity"),
+    "spec": ("test", "specificity"),
+    "threshold": ("test", "threshold"),
+    "clean acc": ("clean_test", "accuracy"),
+    "clean AUC": ("clean_test", "roc_auc"),
+}
 
 
 def main() -> None:
@@ -35,22 +41,27 @@ def main() -> None:
     for i, seed in enumerate(args.seeds):
         stages = compose(work, [*RECIPES[args.recipe], f"train.seed={seed}"], env)
         names = list(stages)
-        todo = names[names.index("train") if i else 0:names.index("evaluate") + 1]
+        todo = names[names.index("train") if i else 0 : names.index("evaluate") + 1]
         for name in todo:
             wall, _, code = run_stage(stages[name]["cmd"], work, env)
             print(f"seed {seed:>5} {name:<9} {wall:8.1f} s", flush=True)
             if code:
                 raise SystemExit(f"seed {seed}: stage {name} failed with exit code {code}")
         metrics = json.loads((work / "reports" / "metrics.json").read_text())
-        rows.append({"seed": seed, **{column: metrics.get(split, {}).get(key, float("nan"))
-                                      for column, (split, key) in COLUMNS.items()}})
+        rows.append(
+            {"seed": seed, **{column: metrics.get(split, {}).get(key, float("nan")) for column, (split, key) in COLUMNS.items()}}
+        )
     print(f"\n{args.recipe}, training seeds on one split")
     print(f"{'seed':>6} " + " ".join(f"{c:>14}" for c in COLUMNS))
     for row in rows:
         print(f"{row['seed']:>6} " + " ".join(f"{row[c]:14.4f}" for c in COLUMNS))
     values = np.array([[row[c] for c in COLUMNS] for row in rows], dtype=float)
-    for label, stat in (("mean", np.mean), ("sd", lambda v, axis: np.std(v, axis=axis, ddof=1)),
-                        ("min", np.min), ("max", np.max)):
+    for label, stat in (
+        ("mean", np.mean),
+        ("sd", lambda v, axis: np.std(v, axis=axis, ddof=1)),
+        ("min", np.min),
+        ("max", np.max),
+    ):
         print(f"{label:>6} " + " ".join(f"{v:14.4f}" for v in stat(values, axis=0)))
     out = args.workdir / f"seeds-{args.recipe}.json"
     out.write_text(json.dumps(rows, indent=2))

@@ -1,4 +1,5 @@
 """Shared fixtures: composed configs, generated Kaggle-layout folders with tiny images."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,9 +23,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # A tiny but real MobileNetV2 so model and training tests take seconds.
 TINY = [
-    "model.width=0.35", "data.image_size=32", "train.batch_size=8",
-    "train.head.epochs=2", "train.finetune.epochs=2", "train.feature_views=2", "evaluate.batch_size=16",
-    "evaluate.bootstrap_resamples=200", "~audit.against.ham10000", "~evaluate.external.ham10000", "audit.workers=2",
+    "model.width=0.35",
+    "data.image_size=32",
+    "train.batch_size=8",
+    "train.head.epochs=2",
+    "train.finetune.epochs=2",
+    "train.feature_views=2",
+    "evaluate.batch_size=16",
+    "evaluate.bootstrap_resamples=200",
+    "~audit.against.ham10000",
+    "~evaluate.external.ham10000",
+    "audit.workers=2",
 ]
 
 
@@ -145,8 +154,14 @@ def server(command: list[str], port: int, log: Path, ready: str, cwd: Path | Non
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # servers run uvicorn from PATH
     url = f"http://127.0.0.1:{port}"
     with open(log, "wb") as output:
-        process = subprocess.Popen([str(Path(sys.executable).parent / command[0]), *command[1:]], cwd=cwd, env=env,
-                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / command[0]), *command[1:]],
+            cwd=cwd,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.time() + 180
         while True:

@@ -1,6 +1,7 @@
 """The Streamlit app, started for real (`skin-cancer app`) and driven in headless Debian Chromium by
 Playwright: upload an image, read the prediction, find the Grad-CAM overlay; upload a non-image and
 read the error."""
+
 import shutil
 from pathlib import Path
 
@@ -12,8 +13,15 @@ from tests.conftest import free_port, run_all, server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # As this machine needs them: no sandbox as root, no background connections to a closed network.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = pytest.mark.slow
 

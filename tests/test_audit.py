@@ -1,5 +1,6 @@
 """Audit: copies under resizing, squashing, re-encoding, flips and quarter turns; provenance against a
 dataset with groups; grouped splits; clean-test flags; bad input; the real data's known pairs."""
+
 import io
 import shutil
 from itertools import combinations
@@ -38,14 +39,18 @@ def lesions():
     return [lesion_image(rng, malignant=i % 2 == 1, size=96) for i in range(12)]
 
 
-@pytest.mark.parametrize("edit", [
-    lambda im: im.resize((200, 150)),  # aspect squashed, like HAM10000 vs the 224x224 Kaggle set
-    lambda im: reencoded(im, 40),
-    lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-    lambda im: im.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
-    lambda im: im.rotate(90, expand=True),
-    lambda im: reencoded(im.rotate(270, expand=True).resize((150, 120)), 70),
-], ids=["squash", "jpeg40", "hflip", "vflip", "rot90", "rot270-resize-jpeg"])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda im: im.resize((200, 150)),  # aspect squashed, like HAM10000 vs the 224x224 Kaggle set
+        lambda im: reencoded(im, 40),
+        lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        lambda im: im.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+        lambda im: im.rotate(90, expand=True),
+        lambda im: reencoded(im.rotate(270, expand=True).resize((150, 120)), 70),
+    ],
+    ids=["squash", "jpeg40", "hflip", "vflip", "rot90", "rot270-resize-jpeg"],
+)
 def test_copies_are_found_under_every_edit_and_look_alikes_are_not(tmp_path, lesions, edit):
     originals = save_all(tmp_path / "a", {f"{i}.png": im for i, im in enumerate(lesions)})
     copy = save_all(tmp_path / "b", {"copy.png": edit(lesions[3])})
@@ -141,10 +146,24 @@ def test_split_keeps_each_group_on_one_side(make_dataset, tmp_path):
     for seed in range(4):
         out = tmp_path / f"prepared{seed}"
         out.mkdir()
-        prepare(ours, out, out, result.images, positive_class="malignant", val_fraction=0.3, seed=seed,
-                drop_test_duplicates=True, strict=False, max_image_pixels=10**8)
-        sides = {split for split in ("train", "val") for source in read_manifest(out / f"{split}.csv").source
-                 if any(source.endswith(f"benign/{i}.jpg") for i in range(5))}
+        prepare(
+            ours,
+            out,
+            out,
+            result.images,
+            positive_class="malignant",
+            val_fraction=0.3,
+            seed=seed,
+            drop_test_duplicates=True,
+            strict=False,
+            max_image_pixels=10**8,
+        )
+        sides = {
+            split
+            for split in ("train", "val")
+            for source in read_manifest(out / f"{split}.csv").source
+            if any(source.endswith(f"benign/{i}.jpg") for i in range(5))
+        }
         assert len(sides) == 1
 
 
@@ -193,14 +212,17 @@ def test_cli_audit_writes_outputs_and_fails_cleanly(make_dataset, tmp_path, caps
     assert "has no class folders" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("a, b, same", [
-    ("train/malignant/768.jpg", "train/malignant/769.jpg", True),   # byte-identical
-    ("train/malignant/439.jpg", "test/malignant/507.jpg", True),    # near-identical copy
-    ("train/benign/286.jpg", "test/benign/1180.jpg", True),
-    ("train/malignant/311.jpg", "test/malignant/322.jpg", True),    # same lesion, slightly shifted
-    ("train/benign/513.jpg", "test/malignant/1280.jpg", False),     # different lesions, near-equal DCT hash
-    ("train/malignant/918.jpg", "test/benign/1648.jpg", False),
-])
+@pytest.mark.parametrize(
+    "a, b, same",
+    [
+        ("train/malignant/768.jpg", "train/malignant/769.jpg", True),  # byte-identical
+        ("train/malignant/439.jpg", "test/malignant/507.jpg", True),  # near-identical copy
+        ("train/benign/286.jpg", "test/benign/1180.jpg", True),
+        ("train/malignant/311.jpg", "test/malignant/322.jpg", True),  # same lesion, slightly shifted
+        ("train/benign/513.jpg", "test/malignant/1280.jpg", False),  # different lesions, near-equal DCT hash
+        ("train/malignant/918.jpg", "test/benign/1648.jpg", False),
+    ],
+)
 def test_real_kaggle_pairs(a, b, same):
     """Known copies in the Kaggle data are found; look-alike small lesions are not merged."""
     if not KAGGLE.is_dir():
@@ -221,4 +243,6 @@ def test_real_kaggle_against_ham10000():
     assert per_class["malignant"]["copies_in_other"] == 688 and per_class["malignant"]["by_other_label"] == {"mel": 688}
     summary = result.report["summary"]
     assert (summary["test_with_train_copy"], summary["test_with_train_group_twin"], summary["clean_test_images"]) == (26, 89, 545)
-    assert ["train/malignant/768.jpg", "train/malignant/769.jpg"] in [c["images"] for c in result.report["duplicate_clusters"] if c["exact"]]
+    assert ["train/malignant/768.jpg", "train/malignant/769.jpg"] in [
+        c["images"] for c in result.report["duplicate_clusters"] if c["exact"]
+    ]

@@ -48,40 +48,49 @@ def test_sweep_overrides_compose():
     assert cfg.model.dropout == 0.3 and cfg.train.head.lr == 1e-4
 
 
-@pytest.mark.parametrize("raw, key", [
-    ({"model": {"dropot": 0.3}}, "model.dropot"),
-    ({"train": {"head": {"epochs": "many"}}}, "train.head.epochs"),
-    ({"trian": {}}, "trian"),
-])
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"model": {"dropot": 0.3}}, "model.dropot"),
+        ({"train": {"head": {"epochs": "many"}}}, "train.head.epochs"),
+        ({"trian": {}}, "trian"),
+    ],
+)
 def test_unknown_key_or_wrong_type_names_the_key(raw, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(defaults_with(raw))
 
 
-@pytest.mark.parametrize("raw, key", [
-    ({"model": {"input_scaling": "imagenet"}}, "model.input_scaling"),
-    ({"data": {"val_fraction": 1.5}}, "data.val_fraction"),
-    ({"train": {"feature_views": 9}}, "train.feature_views"),
-])
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"model": {"input_scaling": "imagenet"}}, "model.input_scaling"),
+        ({"data": {"val_fraction": 1.5}}, "data.val_fraction"),
+        ({"train": {"feature_views": 9}}, "train.feature_views"),
+    ],
+)
 def test_out_of_range_values_name_the_key(raw, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(defaults_with(raw))
 
 
-@pytest.mark.parametrize("override, key", [
-    ("train.head.epochs=-3", "train.head.epochs"),
-    ("train.finetune.epochs=0", "train.finetune.epochs"),
-    ("train.head.lr=0", "train.head.lr"),
-    ("train.finetune.lr=-0.1", "train.finetune.lr"),
-    ("train.batch_size=0", "train.batch_size"),
-    ("evaluate.batch_size=0", "evaluate.batch_size"),
-    ("audit.workers=0", "audit.workers"),
-    ("data.val_fraction=0", "data.val_fraction"),
-    ("data.per_class_limit=0", "data.per_class_limit"),
-    ("evaluate.external.ham10000.per_class_limit=-1", "evaluate.external.ham10000.per_class_limit"),
-    ("train.head.patience=0", "train.head.patience"),
-    ("train.finetune.warmup_epochs=20", "train.finetune.warmup_epochs"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.head.epochs=-3", "train.head.epochs"),
+        ("train.finetune.epochs=0", "train.finetune.epochs"),
+        ("train.head.lr=0", "train.head.lr"),
+        ("train.finetune.lr=-0.1", "train.finetune.lr"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("evaluate.batch_size=0", "evaluate.batch_size"),
+        ("audit.workers=0", "audit.workers"),
+        ("data.val_fraction=0", "data.val_fraction"),
+        ("data.per_class_limit=0", "data.per_class_limit"),
+        ("evaluate.external.ham10000.per_class_limit=-1", "evaluate.external.ham10000.per_class_limit"),
+        ("train.head.patience=0", "train.head.patience"),
+        ("train.finetune.warmup_epochs=20", "train.finetune.warmup_epochs"),
+    ],
+)
 def test_composing_an_out_of_range_value_fails_with_the_key(tmp_path, override, key):
     from skin_cancer.cli import main
 
@@ -142,9 +151,26 @@ def entries(items):
 def test_dvc_outputs_match_the_paths_the_code_writes():
     stages = dvc_stages()
     declared = {o for s in stages.values() for key in ("outs", "metrics") for o in entries(s.get(key, []))}
-    written = {paths.SOURCE_DATA, paths.SOURCE_AGAINST, paths.SOURCE_EXTERNAL, paths.AUDIT, paths.PREPARED, paths.FEATURES, paths.HEAD_MODEL, paths.MODEL, paths.MODEL_H5,
-               paths.OPERATING_POINT, paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY, paths.METRICS, paths.EVALUATION,
-               paths.FIGURES, paths.MODEL_REPORT, paths.MODEL_REPORT.with_suffix(".html"), paths.MLFLOW_RUN}
+    written = {
+        paths.SOURCE_DATA,
+        paths.SOURCE_AGAINST,
+        paths.SOURCE_EXTERNAL,
+        paths.AUDIT,
+        paths.PREPARED,
+        paths.FEATURES,
+        paths.HEAD_MODEL,
+        paths.MODEL,
+        paths.MODEL_H5,
+        paths.OPERATING_POINT,
+        paths.TRAIN_HISTORY,
+        paths.FINETUNE_HISTORY,
+        paths.METRICS,
+        paths.EVALUATION,
+        paths.FIGURES,
+        paths.MODEL_REPORT,
+        paths.MODEL_REPORT.with_suffix(".html"),
+        paths.MLFLOW_RUN,
+    }
     assert declared == {str(p) for p in written}
 
 

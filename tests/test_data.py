@@ -10,8 +10,9 @@ from skin_cancer.audit import audit
 from skin_cancer.data import BadImage, DataError, decode, prepare, read_manifest, scan_layout, to_rgb
 from skin_cancer.datasets import limit_per_class, load_dataset
 
-PREPARE_DEFAULTS = dict(positive_class="malignant", val_fraction=0.25, seed=0,
-                        drop_test_duplicates=True, strict=False, max_image_pixels=10_000_000)
+PREPARE_DEFAULTS = dict(
+    positive_class="malignant", val_fraction=0.25, seed=0, drop_test_duplicates=True, strict=False, max_image_pixels=10_000_000
+)
 
 
 def run_prepare(root, out, against=(), **overrides):
@@ -30,6 +31,7 @@ def jpeg_bytes(image, **kwargs):
 
 
 # --- layout errors -------------------------------------------------------------------------
+
 
 def test_missing_root_names_the_expected_layout(tmp_path):
     with pytest.raises(DataError, match=r"not found: expected <root>/train/<class>/<images>"):
@@ -66,6 +68,7 @@ def test_class_folders_must_agree_between_splits(make_dataset):
 
 # --- decoding every kind of file -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "CMYK", "P", "I;16", "I", "F", "1"])
 def test_every_mode_becomes_8bit_rgb(mode):
     gray = np.linspace(0, 255, 64 * 48).reshape(48, 64)
@@ -81,11 +84,14 @@ def test_every_mode_becomes_8bit_rgb(mode):
     assert pixels.max() > 200 and pixels.min() < 30, f"{mode}: range lost"
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b"", "empty file"),
-    (b"this is not an image\n", "not a recognised image"),
-    (b"\xff\xd8\xff\xe0" + bytes(200), "corrupt header"),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", "empty file"),
+        (b"this is not an image\n", "not a recognised image"),
+        (b"\xff\xd8\xff\xe0" + bytes(200), "corrupt header"),
+    ],
+)
 def test_bad_files_raise_with_a_reason(tmp_path, content, reason):
     path = tmp_path / "bad.jpg"
     path.write_bytes(content)
@@ -109,6 +115,7 @@ def test_decompression_bomb_is_rejected(tmp_path):
 
 
 # --- prepare as a whole ---------------------------------------------------------------------
+
 
 def add_bad_and_odd_files(root):
     """Bad files that must be skipped with a reason, odd formats that must be converted."""
@@ -137,8 +144,14 @@ def test_prepare_skips_bad_files_with_reasons_and_converts_odd_ones(make_dataset
     frames = pd.concat([read_manifest(tmp_path / "prepared" / f"{s}.csv") for s in ("train", "val", "test")])
     assert len(frames) + len(report["skipped"]) == report["files_found"]
     converted = frames[frames.path != frames.source]
-    assert {p.rsplit("/", 1)[1] for p in converted.source} == {"gray.png", "alpha.png", "cmyk.jpg", "palette.gif", "scan.tiff",
-                                                                  "bitmap.bmp"}
+    assert {p.rsplit("/", 1)[1] for p in converted.source} == {
+        "gray.png",
+        "alpha.png",
+        "cmyk.jpg",
+        "palette.gif",
+        "scan.tiff",
+        "bitmap.bmp",
+    }
     for path in converted.path:
         with Image.open(path) as image:
             assert image.mode == "RGB" and image.format == "PNG"
@@ -157,7 +170,8 @@ def test_copies_of_test_images_are_dropped_and_clusters_kept_on_one_side(make_da
     shutil.copy(test_image, root / "train" / "malignant" / "exact_copy_of_test.jpg")
     # A near copy: resized, flipped and re-encoded.
     Image.open(test_image).resize((60, 60)).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
-        root / "train" / "malignant" / "near_copy_of_test.jpg", quality=70)
+        root / "train" / "malignant" / "near_copy_of_test.jpg", quality=70
+    )
     shutil.copy(root / "train" / "benign" / "3.jpg", root / "train" / "benign" / "twin.jpg")
     report = run_prepare(root, tmp_path / "prepared")
     dropped = {d["path"].rsplit("/", 1)[1] for d in report["dropped"]}
@@ -169,7 +183,9 @@ def test_copies_of_test_images_are_dropped_and_clusters_kept_on_one_side(make_da
     names = set(train.source) | set(val.source)
     assert not any("copy_of_test" in n for n in names)
     # The twins stay on one side of the train/validation split.
-    twin_sides = {s for s, frame in (("train", train), ("val", val)) for p in frame.source if p.endswith(("benign/3.jpg", "twin.jpg"))}
+    twin_sides = {
+        s for s, frame in (("train", train), ("val", val)) for p in frame.source if p.endswith(("benign/3.jpg", "twin.jpg"))
+    }
     assert len(twin_sides) == 1
 
 

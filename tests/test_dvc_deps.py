@@ -1,4 +1,5 @@
 """dvc.yaml lists exactly the project modules each stage runs, so changing one re-runs what it should."""
+
 import ast
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def import_closure(module: str) -> set[str]:
 def stage_module(cmd: str) -> str:
     prefix = "python -m "
     assert cmd.startswith(prefix), f"stage command {cmd!r} is not `python -m <module>`"
-    return cmd[len(prefix):].split()[0]
+    return cmd[len(prefix) :].split()[0]
 
 
 def test_every_stage_lists_exactly_the_modules_it_imports():

@@ -1,5 +1,6 @@
 """The real pipeline: `dvc repro` and a queued DVC sweep in a temporary copy of the project, on a
 small real subset of the Kaggle data with the real ImageNet weights (minutes)."""
+
 import json
 import os
 import re
@@ -37,9 +38,14 @@ pytestmark = pytest.mark.slow
 
 
 def sh(*args, cwd, check=True, timeout=900):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@localhost",
-           "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@localhost"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "e2e",
+        "GIT_AUTHOR_EMAIL": "e2e@localhost",
+        "GIT_COMMITTER_NAME": "e2e",
+        "GIT_COMMITTER_EMAIL": "e2e@localhost",
+    }
     for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
         env.pop(key, None)
     result = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -88,9 +94,20 @@ def test_dvc_repro_runs_the_pipeline_into_one_complete_mlflow_run(project, share
     assert len(run.data.params) >= 20 and run.data.params["data.per_class_limit"] == "20"
     assert client.get_metric_history(run.info.run_id, "head.val_auc")[0].step == 1
     assert client.get_metric_history(run.info.run_id, "finetune.val_loss")[0].step == 2
-    assert {"test.accuracy", "test.roc_auc", "test.roc_auc_ci_low", "test.sensitivity", "test.specificity",
-            "test.sensitivity_at_specificity_90", "test.ece", "clean_test.roc_auc", "ham10000.roc_auc",
-            "ham10000.excluded", "operating_point.threshold", "audit.duplicate_clusters"} <= set(run.data.metrics)
+    assert {
+        "test.accuracy",
+        "test.roc_auc",
+        "test.roc_auc_ci_low",
+        "test.sensitivity",
+        "test.specificity",
+        "test.sensitivity_at_specificity_90",
+        "test.ece",
+        "clean_test.roc_auc",
+        "ham10000.roc_auc",
+        "ham10000.excluded",
+        "operating_point.threshold",
+        "audit.duplicate_clusters",
+    } <= set(run.data.metrics)
     # The 40 smoke images are HAM10000 copies: the audit carries their lesions over.
     assert run.data.metrics["audit.test_images"] == 40
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
@@ -118,8 +135,13 @@ def test_dvc_metrics_plots_and_exp_show(project, shared_weights):
     assert "roc_auc" in json.dumps(metrics) and "sensitivity" in json.dumps(metrics)
     sh("dvc", "plots", "show", "-o", "plots_html", cwd=project)
     html = (project / "plots_html" / "index.html").read_text()
-    for plot in ("reports_evaluation_test_predictions_csv", "reports_evaluation_clean_test_predictions_csv",
-                 "test_confusion_matrix.png", "ham10000_reliability.png", "training_curves.png"):
+    for plot in (
+        "reports_evaluation_test_predictions_csv",
+        "reports_evaluation_clean_test_predictions_csv",
+        "test_confusion_matrix.png",
+        "ham10000_reliability.png",
+        "training_curves.png",
+    ):
         assert plot in html, plot
     shutil.rmtree(project / "plots_html")
     table = sh("dvc", "exp", "show", "--csv", cwd=project)
@@ -153,7 +175,11 @@ def test_the_readmes_sweep_lands_every_run_grouped(project, shared_weights):
     children = [r for r in new if r.data.tags.get("sweep.parent") != "true"]
     parents = [r for r in new if r.data.tags.get("sweep.parent") == "true"]
     assert sorted((r.data.params["model.dropout"], r.data.params["train.head.lr"]) for r in children) == [
-        ("0.2", "0.0001"), ("0.2", "0.001"), ("0.4", "0.0001"), ("0.4", "0.001")]
+        ("0.2", "0.0001"),
+        ("0.2", "0.001"),
+        ("0.4", "0.0001"),
+        ("0.4", "0.001"),
+    ]
     assert len(parents) == 1
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert all(r.data.tags.get("dvc.exp_name") for r in children)

@@ -48,8 +48,16 @@ def test_classification_report_names_classes():
 def test_figures_are_written(tmp_path):
     ev.plot_confusion(ev.confusion(Y, P, 0.5, ["benign", "malignant"]), tmp_path / "cm.png")
     ev.plot_roc(ev.roc_points(Y, P), 0.75, tmp_path / "roc.png")
-    history = pd.DataFrame({"epoch": [1, 2, 3], "phase": ["head", "head", "finetune"], "loss": [0.7, 0.6, 0.5],
-                            "val_loss": [0.7, 0.65, 0.6], "auc": [0.6, 0.7, 0.8], "val_auc": [0.6, 0.7, 0.75]})
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "phase": ["head", "head", "finetune"],
+            "loss": [0.7, 0.6, 0.5],
+            "val_loss": [0.7, 0.65, 0.6],
+            "auc": [0.6, 0.7, 0.8],
+            "val_auc": [0.6, 0.7, 0.75],
+        }
+    )
     ev.plot_history(history, tmp_path / "curves.png")
     for name in ("cm.png", "roc.png", "curves.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -173,8 +181,9 @@ def test_singleton_groups_give_the_image_bootstrap():
     y = rng.integers(0, 2, 200)
     p = np.clip(y * 0.3 + rng.uniform(0, 0.7, 200), 0, 1)
     kwargs = dict(n_resamples=200, seed=3)
-    assert ev.bootstrap_ci(y, p, ev.skm.roc_auc_score, groups=np.arange(200), **kwargs) == \
-        ev.bootstrap_ci(y, p, ev.skm.roc_auc_score, **kwargs)
+    assert ev.bootstrap_ci(y, p, ev.skm.roc_auc_score, groups=np.arange(200), **kwargs) == ev.bootstrap_ci(
+        y, p, ev.skm.roc_auc_score, **kwargs
+    )
 
 
 def test_intervals_widen_when_images_come_in_copies():
@@ -198,10 +207,12 @@ def _evaluate_cfg():
 
 
 def test_source_subsets_split_a_mixed_test_set_by_provenance():
-    frame = pd.DataFrame({
-        "label_index": [1, 1, 1, 0, 0, 0],
-        "found_in": ["ham10000", "", "", "ham10000", "ham10000", "ham10000;other"],
-    })
+    frame = pd.DataFrame(
+        {
+            "label_index": [1, 1, 1, 0, 0, 0],
+            "found_in": ["ham10000", "", "", "ham10000", "ham10000", "ham10000;other"],
+        }
+    )
     subsets = ev.source_subsets(frame, ["ham10000", "other"], "test")
     assert subsets["test_from_ham10000"].tolist() == [True, False, False, True, True, True]
     assert subsets["test_positives_not_from_ham10000"].tolist() == [False, True, True, True, True, True]

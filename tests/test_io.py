@@ -1,4 +1,5 @@
 """Atomic outputs: old or new output, never a mix; leftovers of killed writers are removed."""
+
 import os
 import signal
 import subprocess
@@ -42,8 +43,13 @@ def siblings(folder: Path) -> list[str]:
 
 
 def start_slow_stage(out: Path) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-c", SLOW_STAGE, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_STAGE, str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert process.stdout.readline().strip() == "writing"
     return process
 

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 
 from skin_cancer.config import ConfigError
-from skin_cancer.model import (build_classifier, compile_classifier, feature_extractor, feature_head, get_backbone,
-                               unfreeze)
+from skin_cancer.model import build_classifier, compile_classifier, feature_extractor, feature_head, get_backbone, unfreeze
 
 
 @pytest.fixture
@@ -37,7 +36,7 @@ def test_unfreeze_keeps_layers_below_the_cut_and_batchnorm_frozen(classifier, ti
     backbone = get_backbone(classifier)
     names = [layer.name for layer in backbone.layers]
     cut = names.index("block_12_add")
-    assert not any(layer.trainable for layer in backbone.layers[:cut + 1])
+    assert not any(layer.trainable for layer in backbone.layers[: cut + 1])
     assert backbone.get_layer("block_13_expand").trainable
     assert not any(layer.trainable for layer in batchnorm_layers(classifier))
     compile_classifier(classifier, 1e-4)  # recompile after changing trainable
@@ -70,8 +69,7 @@ def test_feature_head_shares_weights_and_matches_the_full_model(classifier, tiny
     head = feature_head(classifier, "block_12_add", freeze_batchnorm=True)
     np.testing.assert_allclose(head.predict(features, verbose=0), classifier.predict(x, verbose=0), atol=1e-5)
     head.get_layer("classifier").kernel.assign(np.ones_like(head.get_layer("classifier").kernel.numpy()))
-    np.testing.assert_array_equal(classifier.get_layer("classifier").kernel.numpy(),
-                                  head.get_layer("classifier").kernel.numpy())
+    np.testing.assert_array_equal(classifier.get_layer("classifier").kernel.numpy(), head.get_layer("classifier").kernel.numpy())
 
 
 def test_unknown_cut_layer_names_the_key(classifier):

@@ -1,4 +1,5 @@
 """Using a trained model: predict (Python API and CLI) and Grad-CAM, on a tiny model."""
+
 import json
 
 import keras
@@ -165,7 +166,7 @@ def patch_images(n: int, rng: np.random.Generator):
     for image, label in zip(images, labels):
         if label:
             y, x = rng.integers(0, 24, 2)
-            image[y:y + 8, x:x + 8] = 255
+            image[y : y + 8, x : x + 8] = 255
     return images, labels
 
 
@@ -194,8 +195,10 @@ def test_grad_cam_highlights_the_patch_that_decides_the_output():
     heatmap, probability = explain.grad_cam(model, image)
     assert probability > 0.8 and heatmap.shape == (32, 32)
     assert heatmap.max() == pytest.approx(1.0) and heatmap.std() > 0.05
-    inside, outside = heatmap[4:12, 18:26].mean(), np.delete(heatmap.ravel(), np.ravel_multi_index(
-        np.mgrid[4:12, 18:26].reshape(2, -1), (32, 32))).mean()
+    inside, outside = (
+        heatmap[4:12, 18:26].mean(),
+        np.delete(heatmap.ravel(), np.ravel_multi_index(np.mgrid[4:12, 18:26].reshape(2, -1), (32, 32))).mean(),
+    )
     assert inside > 3 * outside
 
 
@@ -248,8 +251,18 @@ def test_registry_on_a_tracking_server_and_mlflow_models_serve(trained, tmp_path
     with open("params.yaml", "w") as handle:
         yaml.safe_dump(to_dict(trained), handle)
     port = free_port()
-    tracking = ["mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-                "--artifacts-destination", str(tmp_path / "server-artifacts"), "-h", "127.0.0.1", "-p", str(port)]
+    tracking = [
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/server.db",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     with server(tracking, port, tmp_path / "server.log", "/health") as tracking_uri:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
         first = log_pipeline_run(trained)
@@ -265,17 +278,31 @@ def test_registry_on_a_tracking_server_and_mlflow_models_serve(trained, tmp_path
         assert champion.threshold == pytest.approx(metrics["validation"]["threshold"])
         assert not (tmp_path / "mlruns").exists()  # nothing went to the embedded store
         port = free_port()
-        serve = ["mlflow", "models", "serve", "-m", "models:/skin-cancer-classifier@champion", "--env-manager", "local",
-                 "-h", "127.0.0.1", "-p", str(port)]
+        serve = [
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/skin-cancer-classifier@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ]
         with server(serve, port, tmp_path / "serve.log", "/ping") as url:
             good = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
             encoded = base64.b64encode(open(good, "rb").read()).decode()
             png = tmp_path / "good.png"
             Image.open(good).save(png)
-            rows = [[encoded], [base64.b64encode(png.read_bytes()).decode()], [base64.b64encode(b"not an image").decode()],
-                    ["%% not base64 %%"]]
-            status, body = post_json(f"{url}/invocations",
-                                     {"dataframe_split": {"columns": ["image"], "data": rows}})
+            rows = [
+                [encoded],
+                [base64.b64encode(png.read_bytes()).decode()],
+                [base64.b64encode(b"not an image").decode()],
+                ["%% not base64 %%"],
+            ]
+            status, body = post_json(f"{url}/invocations", {"dataframe_split": {"columns": ["image"], "data": rows}})
             assert status == 200, body
             jpeg, png_result, garbage, not_base64 = body["predictions"]
             expected = load_classifier("models/model.keras").predict([good])[0]
@@ -283,6 +310,7 @@ def test_registry_on_a_tracking_server_and_mlflow_models_serve(trained, tmp_path
             assert jpeg["label"] == expected["label"] and jpeg["threshold"] == pytest.approx(expected["threshold"])
             assert 0 <= png_result["probability"] <= 1
             assert "not a recognised image" in garbage["error"] and "not base64" in not_base64["error"]
-            status, body = post_json(f"{url}/invocations",
-                                     {"dataframe_split": {"columns": ["image"], "data": [[encoded]] * (MAX_BATCH + 1)}})
+            status, body = post_json(
+                f"{url}/invocations", {"dataframe_split": {"columns": ["image"], "data": [[encoded]] * (MAX_BATCH + 1)}}
+            )
             assert status >= 400 and f"at most {MAX_BATCH} images" in json.dumps(body)

@@ -42,16 +42,31 @@ def test_one_run_holds_the_whole_picture(outputs, tmp_path):
     head = client.get_metric_history(run.info.run_id, "head.val_auc")
     finetune = client.get_metric_history(run.info.run_id, "finetune.val_auc")
     assert [m.step for m in head] == [1, 2] and [m.step for m in finetune] == [3, 4]
-    for key in ("test.accuracy", "test.roc_auc", "test.roc_auc_ci_low", "test.sensitivity", "test.specificity",
-                "test.sensitivity_at_specificity_90", "test.ece", "clean_test.accuracy", "validation.ece",
-                "operating_point.threshold", "operating_point.temperature", "audit.clean_test_images"):
+    for key in (
+        "test.accuracy",
+        "test.roc_auc",
+        "test.roc_auc_ci_low",
+        "test.sensitivity",
+        "test.specificity",
+        "test.sensitivity_at_specificity_90",
+        "test.ece",
+        "clean_test.accuracy",
+        "validation.ece",
+        "operating_point.threshold",
+        "operating_point.temperature",
+        "audit.clean_test_images",
+    ):
         assert key in run.data.metrics, key
     assert {"recipe", "git.commit", "data.fingerprint"} <= set(run.data.tags)
     listed = lambda folder: {a.path for a in client.list_artifacts(run.info.run_id, folder)}  # noqa: E731
     assert {"evaluation/test", "evaluation/clean_test"} <= listed("evaluation")
     assert {"evaluation/test/confusion_matrix.json", "evaluation/test/classification_report.json"} <= listed("evaluation/test")
-    assert {"figures/test_confusion_matrix.png", "figures/test_roc.png", "figures/test_reliability.png",
-            "figures/training_curves.png"} <= listed("figures")
+    assert {
+        "figures/test_confusion_matrix.png",
+        "figures/test_roc.png",
+        "figures/test_reliability.png",
+        "figures/training_curves.png",
+    } <= listed("figures")
     assert {"audit/report.json", "audit/pairs.csv"} <= listed("audit")
     assert {"model_report.md", "model_report.html"} <= listed("")
     assert {"pipeline/report.json", "pipeline/operating_point.json"} <= listed("pipeline")
@@ -80,8 +95,10 @@ def test_parallel_runs_of_one_group_are_all_kept_under_one_parent(outputs, tmp_p
     outputs.tracking.run_group = "sweep-test"
     with open("params.yaml", "w") as handle:
         yaml.safe_dump(to_dict(outputs), handle)
-    code = ("from skin_cancer.config import load_params; from skin_cancer.tracking import log_pipeline_run; "
-            "log_pipeline_run(load_params())")
+    code = (
+        "from skin_cancer.config import load_params; from skin_cancer.tracking import log_pipeline_run; "
+        "log_pipeline_run(load_params())"
+    )
     workers = [subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path) for _ in range(3)]
     assert [w.wait(timeout=300) for w in workers] == [0, 0, 0]
     client, found = runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
@@ -108,15 +125,26 @@ def test_track_stage_records_the_run(outputs, tmp_path):
 
 
 def test_only_the_tracking_module_imports_mlflow():
-    importers = [p.relative_to(ROOT) for p in (ROOT / "src").rglob("*.py") if "mlflow" in p.read_text()
-                 and ("import mlflow" in p.read_text() or "from mlflow" in p.read_text())]
+    importers = [
+        p.relative_to(ROOT)
+        for p in (ROOT / "src").rglob("*.py")
+        if "mlflow" in p.read_text() and ("import mlflow" in p.read_text() or "from mlflow" in p.read_text())
+    ]
     assert [str(p) for p in importers] == ["src/skin_cancer/tracking.py"]
 
 
-@pytest.mark.parametrize("new, current, promoted", [
-    (0.9, None, True), (0.9, 0.8, True), (0.8, 0.9, False), (0.9, 0.9, False),
-    (None, 0.8, False), (float("nan"), None, False), (0.7, float("nan"), True),
-])
+@pytest.mark.parametrize(
+    "new, current, promoted",
+    [
+        (0.9, None, True),
+        (0.9, 0.8, True),
+        (0.8, 0.9, False),
+        (0.9, 0.9, False),
+        (None, 0.8, False),
+        (float("nan"), None, False),
+        (0.7, float("nan"), True),
+    ],
+)
 def test_champion_alias_policy(new, current, promoted):
     from skin_cancer.tracking import promote
 
@@ -164,8 +192,14 @@ def test_the_champion_is_chosen_among_comparable_versions_only():
     from skin_cancer.tracking import best_comparable
 
     like = {"task.classes": "benign,malignant", "validation.fingerprint": "val-a"}
-    versions = [version(1, 0.80), version(2, 0.99, fingerprint="smoke-20-per-class"), version(3, 0.85),
-                version(4, 0.97, classes="mel,nv"), version(5, 0.85), version(6, None)]
+    versions = [
+        version(1, 0.80),
+        version(2, 0.99, fingerprint="smoke-20-per-class"),
+        version(3, 0.85),
+        version(4, 0.97, classes="mel,nv"),
+        version(5, 0.85),
+        version(6, None),
+    ]
     assert best_comparable(versions, like, "validation.roc_auc").version == "3"  # a tie keeps the older
     assert best_comparable(versions, {**like, "validation.fingerprint": "other"}, "validation.roc_auc") is None
 
@@ -207,12 +241,28 @@ def test_concurrent_sweep_workers_on_a_tracking_server(tmp_path):
     import time
 
     port = free_port()
-    command = ["mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-               "--artifacts-destination", str(tmp_path / "artifacts"), "-h", "127.0.0.1", "-p", str(port)]
+    command = [
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/server.db",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     with server(command, port, tmp_path / "server.log", "/health") as uri:
+
         def worker(value, fingerprint, start_at):
-            return subprocess.Popen([sys.executable, "-c", WORKER, uri, str(value), fingerprint, str(start_at)],
-                                    cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            return subprocess.Popen(
+                [sys.executable, "-c", WORKER, uri, str(value), fingerprint, str(start_at)],
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
 
         start_at = time.time() + 20  # after every worker has imported mlflow
         workers = [worker(value, "val-a", start_at) for value in (0.81, 0.84, 0.83, 0.82)]
@@ -260,15 +310,21 @@ def test_the_served_model_loads_and_predicts_where_the_project_is_not_importable
 
     logged = log_pipeline_run(outputs)
     mlflow.set_tracking_uri(logged["tracking_uri"])
-    model_dir = mlflow.artifacts.download_artifacts(run_id=logged["run_id"], artifact_path="serving",
-                                                    dst_path=str(tmp_path / "elsewhere"))
+    model_dir = mlflow.artifacts.download_artifacts(
+        run_id=logged["run_id"], artifact_path="serving", dst_path=str(tmp_path / "elsewhere")
+    )
     requirements = (Path(model_dir) / "requirements.txt").read_text()
     for package in ("tensorflow-cpu==", "keras==", "openvino==", "mlflow==", "pandas==", "pillow==", "scikit-learn=="):
         assert package in requirements.lower(), package
     assert (Path(model_dir) / "serving_input_example.json").is_file()
     image = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
-    result = subprocess.run([sys.executable, "-c", OUTSIDE.format(src=str(ROOT / "src")), model_dir, str(Path(image).resolve())],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", OUTSIDE.format(src=str(ROOT / "src")), model_dir, str(Path(image).resolve())],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     predicted = json.loads(result.stdout.strip().splitlines()[-1])[0]
     expected = load_classifier("models/model.keras").predict([image])[0]

@@ -1,4 +1,5 @@
 """Stage functions end to end on generated images and a tiny model (seconds, no real weights)."""
+
 import json
 
 import keras
@@ -11,16 +12,29 @@ from skin_cancer.stages import audit, features, prepare, train
 from tests.conftest import run_all
 
 
-@pytest.mark.parametrize("recipe", [[], ["experiment=notebook", "model.frozen_until=block_12_add",
-                                         "train.head.epochs=1", "train.finetune.epochs=1"]],
-                         ids=["cached-features", "notebook-images"])
+@pytest.mark.parametrize(
+    "recipe",
+    [[], ["experiment=notebook", "model.frozen_until=block_12_add", "train.head.epochs=1", "train.finetune.epochs=1"]],
+    ids=["cached-features", "notebook-images"],
+)
 def test_stages_produce_every_declared_output(workspace, recipe):
     cfg = workspace(*recipe)
     run_all(cfg)
-    for path in (paths.AUDIT_REPORT, paths.PREPARE_REPORT, paths.HEAD_MODEL, paths.MODEL, paths.MODEL_H5,
-                 paths.OPERATING_POINT, paths.METRICS, paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY,
-                 paths.FIGURES / "training_curves.png", paths.FIGURES / "test_gradcam.png", paths.MODEL_REPORT,
-                 paths.MODEL_REPORT.with_suffix(".html")):
+    for path in (
+        paths.AUDIT_REPORT,
+        paths.PREPARE_REPORT,
+        paths.HEAD_MODEL,
+        paths.MODEL,
+        paths.MODEL_H5,
+        paths.OPERATING_POINT,
+        paths.METRICS,
+        paths.TRAIN_HISTORY,
+        paths.FINETUNE_HISTORY,
+        paths.FIGURES / "training_curves.png",
+        paths.FIGURES / "test_gradcam.png",
+        paths.MODEL_REPORT,
+        paths.MODEL_REPORT.with_suffix(".html"),
+    ):
         assert path.exists(), path
     for name in ("test", "clean_test"):
         for figure in ("confusion_matrix", "roc", "pr", "reliability"):
@@ -147,8 +161,9 @@ def test_external_set_excludes_training_copies_and_gets_its_own_namespace(worksp
     Image.open(external / "mel" / "1.jpg").save(external / "mel" / "scan.tiff")
     Image.open(external / "nv" / "1.jpg").convert("CMYK").save(external / "nv" / "cmyk.jpg")
     (external / "nv" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
-    cfg = workspace(f"+evaluate.external.ext.root={external}",
-                    "+evaluate.external.ext.label_map={mel: malignant, nv: benign, bkl: null}")
+    cfg = workspace(
+        f"+evaluate.external.ext.root={external}", "+evaluate.external.ext.label_map={mel: malignant, nv: benign, bkl: null}"
+    )
     run_all(cfg)
     metrics = json.loads(paths.METRICS.read_text())
     record = json.loads((paths.EVALUATION / "ext" / "exclusions.json").read_text())
@@ -163,8 +178,10 @@ def test_external_set_excludes_training_copies_and_gets_its_own_namespace(worksp
 
 
 def test_unmapped_external_labels_fail_the_evaluate_stage(workspace, make_dataset, tmp_path):
-    cfg = workspace(f"+evaluate.external.ext.root={make_dataset(train=1, test=2, name='ext2')}",
-                    "+evaluate.external.ext.label_map={malignant: malignant}")
+    cfg = workspace(
+        f"+evaluate.external.ext.root={make_dataset(train=1, test=2, name='ext2')}",
+        "+evaluate.external.ext.label_map={malignant: malignant}",
+    )
     from skin_cancer.data import DataError
 
     with pytest.raises(DataError, match=r"unmapped: \['benign'\]"):

@@ -3,6 +3,7 @@ probability, the label at the model's operating threshold and a Grad-CAM overlay
 card. Start it with `skin-cancer app [--model PATH | --model models:/NAME@ALIAS]`.
 
 Uploads are read in memory and written only to a temporary folder that is removed at once."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-NOTICE = ("**Research tool, not a medical device.** It must not be used to diagnose, triage or reassure "
-          "anyone about a skin lesion. Its training data is small and biased (see the model card).")
+NOTICE = (
+    "**Research tool, not a medical device.** It must not be used to diagnose, triage or reassure "
+    "anyone about a skin lesion. Its training data is small and biased (see the model card)."
+)
 FORMATS = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"]
 MAX_UPLOAD_MB = 10
 
@@ -50,8 +53,10 @@ def local_card(model_path: Path) -> dict:
 
 
 def show_card(card: dict, classifier) -> None:
-    st.markdown(f"Threshold **{classifier.threshold:.3f}** ({classifier.operating_point.get('threshold_policy')}, "
-                f"chosen on validation); temperature {classifier.operating_point.get('temperature', 1.0):.2f}.")
+    st.markdown(
+        f"Threshold **{classifier.threshold:.3f}** ({classifier.operating_point.get('threshold_policy')}, "
+        f"chosen on validation); temperature {classifier.operating_point.get('temperature', 1.0):.2f}."
+    )
     for key in ("MLflow run", "data fingerprint", "recipe"):
         if card.get(key):
             st.markdown(f"{key}: `{card[key]}`")
@@ -112,11 +117,12 @@ def show_prediction(upload, clf) -> None:
     st.subheader(upload.name)
     left, right = st.columns(2)
     left.image(image.astype(np.uint8), caption="as the model sees it", width="stretch")
-    right.image(explain.overlay(image, heatmap), caption="Grad-CAM: regions that raised the score",
-                width="stretch")
+    right.image(explain.overlay(image, heatmap), caption="Grad-CAM: regions that raised the score", width="stretch")
     positive = clf.class_names[-1]
-    st.markdown(f"Probability of **{positive}**: **{result['probability']:.3f}** &nbsp; "
-                f"Label at threshold {result['threshold']:.3f}: **{result['label']}**")
+    st.markdown(
+        f"Probability of **{positive}**: **{result['probability']:.3f}** &nbsp; "
+        f"Label at threshold {result['threshold']:.3f}: **{result['label']}**"
+    )
 
 
 def main() -> None:
@@ -133,9 +139,12 @@ def main() -> None:
     with st.sidebar:
         st.header("Model card")
         show_card(card, clf)
-    uploads = st.file_uploader(f"Dermoscopic images ({', '.join(FORMATS)}; at most {MAX_UPLOAD_MB} MB and "
-                               "40 megapixels each)", type=FORMATS, accept_multiple_files=True,
-                               max_upload_size=MAX_UPLOAD_MB)
+    uploads = st.file_uploader(
+        f"Dermoscopic images ({', '.join(FORMATS)}; at most {MAX_UPLOAD_MB} MB and 40 megapixels each)",
+        type=FORMATS,
+        accept_multiple_files=True,
+        max_upload_size=MAX_UPLOAD_MB,
+    )
     for upload in uploads or []:
         show_prediction(upload, clf)
 

@@ -7,6 +7,7 @@ Matching is two-step and vectorised: a candidate pair has 64-bit DCT perceptual 
 candidate is a copy when the aligned 32x32 grayscale thumbnails correlate at `min_correlation` or
 more. On dermoscopy the hash alone is not enough: different small lesions centred on pale skin
 share hashes, but not thumbnails."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,6 +31,7 @@ _BIT_WEIGHTS = np.left_shift(np.uint64(1), np.arange(63, -1, -1, dtype=np.uint64
 @dataclass
 class Fingerprints:
     """Per image: 32x32 grayscale thumbnail, SHA-256 of the file, and a reason where unreadable."""
+
     thumbs: np.ndarray  # (n, 32, 32) float32; zeros where unreadable
     sha256: list[str]
     errors: list[str | None]
@@ -59,6 +61,7 @@ def thumbnail(path: str, max_pixels: int = 40_000_000) -> tuple[np.ndarray, str]
 
 def fingerprint(paths: list[str], workers: int = 4, desc: str = "audit: hashing") -> Fingerprints:
     """Fingerprints of many files, decoded in parallel threads (PIL releases the GIL while decoding)."""
+
     def work(path):
         try:
             return (*thumbnail(path), None)
@@ -91,8 +94,14 @@ def _standardise(thumbs: np.ndarray) -> np.ndarray:
     return (flat - flat.mean(1, keepdims=True)) / (flat.std(1, keepdims=True) + 1e-6)
 
 
-def find_copies(query: Fingerprints, reference: Fingerprints | None = None, *, candidate_distance: int = 10,
-                min_correlation: float = 0.97, block: int = 1024) -> pd.DataFrame:
+def find_copies(
+    query: Fingerprints,
+    reference: Fingerprints | None = None,
+    *,
+    candidate_distance: int = 10,
+    min_correlation: float = 0.97,
+    block: int = 1024,
+) -> pd.DataFrame:
     """Copies of query images among reference images (or among the query images themselves when
     `reference` is None, each pair once with a < b).
 
@@ -110,7 +119,7 @@ def find_copies(query: Fingerprints, reference: Fingerprints | None = None, *, c
         turned = dihedral(query.thumbs, transform)
         hashes = perceptual_hash(turned)
         for start in range(0, len(hashes), block):
-            distances = np.bitwise_count(hashes[start:start + block, None] ^ ref_hash[None, :])
+            distances = np.bitwise_count(hashes[start : start + block, None] ^ ref_hash[None, :])
             a, b = np.nonzero(distances <= candidate_distance)
             keep = query.readable[a + start] & ref_ok[b]
             if same:
@@ -120,10 +129,24 @@ def find_copies(query: Fingerprints, reference: Fingerprints | None = None, *, c
                 continue
             correlation = (_standardise(turned[a + start]) * ref_std[b]).mean(axis=1)
             match = correlation >= min_correlation
-            found.append(pd.DataFrame({"a": a[match] + start, "b": b[match], "hamming": distances[a[match], b[match]],
-                                       "correlation": correlation[match].round(4), "transform": transform}))
-    pairs = pd.concat(found, ignore_index=True) if found else pd.DataFrame(
-        {"a": [], "b": [], "hamming": [], "correlation": [], "transform": []}).astype({"a": int, "b": int, "hamming": int, "transform": int})
+            found.append(
+                pd.DataFrame(
+                    {
+                        "a": a[match] + start,
+                        "b": b[match],
+                        "hamming": distances[a[match], b[match]],
+                        "correlation": correlation[match].round(4),
+                        "transform": transform,
+                    }
+                )
+            )
+    pairs = (
+        pd.concat(found, ignore_index=True)
+        if found
+        else pd.DataFrame({"a": [], "b": [], "hamming": [], "correlation": [], "transform": []}).astype(
+            {"a": int, "b": int, "hamming": int, "transform": int}
+        )
+    )
     if same:
         # (a, b) and (b, a) are found with inverse transforms; keep the a < b one.
         pairs = pairs[pairs.a < pairs.b]
@@ -154,8 +177,9 @@ class AuditResult:
     report: dict
 
 
-def audit(data: Dataset, against: list[Dataset] = (), *, candidate_distance: int = 10, min_correlation: float = 0.97,
-          workers: int = 4) -> AuditResult:
+def audit(
+    data: Dataset, against: list[Dataset] = (), *, candidate_distance: int = 10, min_correlation: float = 0.97, workers: int = 4
+) -> AuditResult:
     """Duplicates inside `data`, copies of its images in `against` datasets (carrying over their
     groups), and test images that share a copy or a group with train/val images."""
     started = time.perf_counter()
@@ -176,12 +200,21 @@ def audit(data: Dataset, against: list[Dataset] = (), *, candidate_distance: int
         other_frame = other.frame.reset_index(drop=True)
         other_prints = fingerprint(list(other_frame.path), workers, f"audit: hashing {other.name}")
         found = find_copies(prints, other_prints, candidate_distance=candidate_distance, min_correlation=min_correlation)
-        matched = pd.DataFrame({
-            "key": images.key.values[found.a], "split": images.split.values[found.a], "label": images.label.values[found.a],
-            "dataset": other.name, "other_key": other_frame.key.values[found.b],
-            "other_label": other_frame.label.values[found.b], "other_group": other_frame.group.values[found.b],
-            "hamming": found.hamming, "correlation": found.correlation, "transform": found["transform"], "exact": found.exact,
-        })
+        matched = pd.DataFrame(
+            {
+                "key": images.key.values[found.a],
+                "split": images.split.values[found.a],
+                "label": images.label.values[found.a],
+                "dataset": other.name,
+                "other_key": other_frame.key.values[found.b],
+                "other_label": other_frame.label.values[found.b],
+                "other_group": other_frame.group.values[found.b],
+                "hamming": found.hamming,
+                "correlation": found.correlation,
+                "transform": found["transform"],
+                "exact": found.exact,
+            }
+        )
         provenance.append(matched)
         for i, group in zip(found.a, matched.other_group):
             found_in[i].add(other.name)
@@ -210,8 +243,10 @@ def _leaks(images: pd.DataFrame) -> list[str]:
     group (lesion / patient) without being a copy, "" otherwise (the clean test subset)."""
     train = images.split.isin(["train", "val"])
     train_copies, train_groups = set(images.copy_cluster[train]), set(images.group[train])
-    return ["" if split != "test" else "copy" if c in train_copies else "group" if g in train_groups else ""
-            for split, c, g in zip(images.split, images.copy_cluster, images.group)]
+    return [
+        "" if split != "test" else "copy" if c in train_copies else "group" if g in train_groups else ""
+        for split, c, g in zip(images.split, images.copy_cluster, images.group)
+    ]
 
 
 def _provenance_summary(images: pd.DataFrame, matched: pd.DataFrame, other: Dataset, other_prints: Fingerprints) -> dict:
@@ -224,34 +259,48 @@ def _provenance_summary(images: pd.DataFrame, matched: pd.DataFrame, other: Data
             "by_other_label": {k: int(v) for k, v in hits.drop_duplicates("key").other_label.value_counts().items()},
         }
     return {
-        "root": str(other.root), "images": int(len(other.frame)), "unreadable": int((~other_prints.readable).sum()),
-        "group_column": other.group_column, "per_class": per_class,
-        "matched_images": int(matched.key.nunique()), "matched_other_images": int(matched.other_key.nunique()),
+        "root": str(other.root),
+        "images": int(len(other.frame)),
+        "unreadable": int((~other_prints.readable).sum()),
+        "group_column": other.group_column,
+        "per_class": per_class,
+        "matched_images": int(matched.key.nunique()),
+        "matched_other_images": int(matched.other_key.nunique()),
     }
 
 
-def _report(data: Dataset, images: pd.DataFrame, pairs: pd.DataFrame, provenance: dict,
-            candidate_distance: int, min_correlation: float) -> dict:
+def _report(
+    data: Dataset, images: pd.DataFrame, pairs: pd.DataFrame, provenance: dict, candidate_distance: int, min_correlation: float
+) -> dict:
     clusters = []
     for _, members in images.groupby("copy_cluster"):
         if len(members) < 2:
             continue
         idx = set(members.index)
         cluster_pairs = pairs[pairs.a.isin(idx)]
-        clusters.append({
-            "images": list(members.key),
-            "labels": sorted(set(members.label)), "splits": sorted(set(members.split)),
-            "exact": bool(cluster_pairs.exact.all()),
-            "max_hamming": int(cluster_pairs.hamming.max()), "min_correlation": float(cluster_pairs.correlation.min()),
-        })
+        clusters.append(
+            {
+                "images": list(members.key),
+                "labels": sorted(set(members.label)),
+                "splits": sorted(set(members.split)),
+                "exact": bool(cluster_pairs.exact.all()),
+                "max_hamming": int(cluster_pairs.hamming.max()),
+                "min_correlation": float(cluster_pairs.correlation.min()),
+            }
+        )
     test = images[images.split == "test"]
     leaks = {kind: sorted(test.key[test.leak == kind]) for kind in ("copy", "group")}
     return {
-        "dataset": data.name, "root": str(data.root), "images": int(len(images)),
+        "dataset": data.name,
+        "root": str(data.root),
+        "images": int(len(images)),
         "unreadable": {k: r for k, r in zip(images.key, images.unreadable) if r},
         "counts": {split: rows.label.value_counts().sort_index().to_dict() for split, rows in images.groupby("split")},
-        "matching": {"candidate_distance": candidate_distance, "min_correlation": min_correlation,
-                     "transforms": list(TRANSFORMS)},
+        "matching": {
+            "candidate_distance": candidate_distance,
+            "min_correlation": min_correlation,
+            "transforms": list(TRANSFORMS),
+        },
         "summary": {
             "duplicate_clusters": len(clusters),
             "exact_clusters": sum(c["exact"] for c in clusters),
@@ -278,11 +327,14 @@ def summary_text(report: dict) -> str:
         f"{s['cross_split_clusters']} across splits, {s['label_conflicts']} with conflicting labels)",
     ]
     if s["test_images"]:
-        lines.append(f"  test images: {s['test_images']}; with a copy in train/val: {s['test_with_train_copy']}; "
-                     f"sharing a group with train/val: {s['test_with_train_group_twin']}; clean: {s['clean_test_images']}")
+        lines.append(
+            f"  test images: {s['test_images']}; with a copy in train/val: {s['test_with_train_copy']}; "
+            f"sharing a group with train/val: {s['test_with_train_group_twin']}; clean: {s['clean_test_images']}"
+        )
     for name, source in report["provenance"].items():
-        per_class = ", ".join(f"{label} {c['copies_in_other']}/{c['images']} {c['by_other_label']}"
-                              for label, c in source["per_class"].items())
+        per_class = ", ".join(
+            f"{label} {c['copies_in_other']}/{c['images']} {c['by_other_label']}" for label, c in source["per_class"].items()
+        )
         lines.append(f"  copies in {name} ({source['images']} images): {per_class}")
     return "\n".join(lines)
 
@@ -299,5 +351,8 @@ def write(result: AuditResult, out_dir) -> None:
 
 def read_images(path) -> pd.DataFrame:
     """The per-image table written by `write` (images.csv)."""
-    return pd.read_csv(path, dtype={"phash": str, "sha256": str, "leak": str, "groups": str, "unreadable": str, "found_in": str},
-                       keep_default_na=False)
+    return pd.read_csv(
+        path,
+        dtype={"phash": str, "sha256": str, "leak": str, "groups": str, "unreadable": str, "found_in": str},
+        keep_default_na=False,
+    )

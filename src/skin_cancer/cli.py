@@ -1,9 +1,9 @@
 """`skin-cancer` console entry point."""
+
 from __future__ import annotations
 
 import argparse
 import sys
-
 from pathlib import Path
 
 from skin_cancer.config import PARAMS_FILE, ConfigError, compose, write_params
@@ -17,8 +17,9 @@ def run_audit(args) -> None:
 
     data = load_dataset(Path(args.data).name, Path(args.data))
     against = [load_dataset(Path(other).name, Path(other)) for other in args.against]
-    result = audit.audit(data, against, candidate_distance=args.candidate_distance,
-                         min_correlation=args.min_correlation, workers=args.workers)
+    result = audit.audit(
+        data, against, candidate_distance=args.candidate_distance, min_correlation=args.min_correlation, workers=args.workers
+    )
     with atomic_dir(args.out) as out:
         audit.write(result, out)
     print(audit.summary_text(result.report))
@@ -75,8 +76,12 @@ def run_explain(args) -> None:
         heatmap, _ = explain.grad_cam(classifier.model, image)
         result = classifier.predict([image])[0]
         target = out / f"{Path(path).stem}_gradcam.png"
-        explain.save_overlay(image, heatmap, f"{Path(path).name}: {result['label']} "
-                             f"(p={result['probability']:.3f}, threshold {result['threshold']:.3f})", target)
+        explain.save_overlay(
+            image,
+            heatmap,
+            f"{Path(path).name}: {result['label']} (p={result['probability']:.3f}, threshold {result['threshold']:.3f})",
+            target,
+        )
         print(f"{path}: {result['label']} (p={result['probability']:.4f}) -> {target}")
 
 
@@ -88,9 +93,25 @@ def run_app(args) -> int:
     script = Path(__file__).with_name("app.py")
     params = project_params()
     registered = args.registered_model or (params.tracking.registered_model if params else None)
-    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
-               "--server.port", str(args.port), "--server.address", args.host, "--browser.gatherUsageStats", "false",
-               "--", "--model", args.model, *(["--registered-model", registered] if registered else [])]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(script),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(args.port),
+        "--server.address",
+        args.host,
+        "--browser.gatherUsageStats",
+        "false",
+        "--",
+        "--model",
+        args.model,
+        *(["--registered-model", registered] if registered else []),
+    ]
     # The CLI process becomes the server, so a SIGTERM to it (a service manager) stops the server.
     os.execv(sys.executable, command)
 
@@ -99,11 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skin-cancer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     composer = commands.add_parser(
-        "compose", help="compose conf/ with Hydra overrides into params.yaml (what `dvc exp run -S` does)")
+        "compose", help="compose conf/ with Hydra overrides into params.yaml (what `dvc exp run -S` does)"
+    )
     composer.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=notebook model.dropout=0.3")
     composer.add_argument("--out", default=PARAMS_FILE, help="file to write (default: params.yaml)")
     auditor = commands.add_parser(
-        "audit", help="duplicates inside a dataset, copies in other datasets, carried-over groups, test leaks")
+        "audit", help="duplicates inside a dataset, copies in other datasets, carried-over groups, test leaks"
+    )
     auditor.add_argument("data", help="dataset: Kaggle-style folder, or image folder + metadata CSV")
     auditor.add_argument("--against", nargs="*", default=[], metavar="OTHER", help="datasets to look for copies in")
     auditor.add_argument("--out", default="audit-report", help="output folder (default: audit-report)")
@@ -114,15 +137,20 @@ def main(argv: list[str] | None = None) -> int:
     explainer = commands.add_parser("explain", help="Grad-CAM overlays: which regions raised the malignancy score")
     for sub in (predictor, explainer):
         sub.add_argument("images", nargs="+", help="image files or folders")
-        sub.add_argument("--model", default="models/model.keras",
-                         help="a .keras file (operating_point.json beside it) or models:/NAME@ALIAS (default: models/model.keras)")
+        sub.add_argument(
+            "--model",
+            default="models/model.keras",
+            help="a .keras file (operating_point.json beside it) or models:/NAME@ALIAS (default: models/model.keras)",
+        )
         sub.add_argument("--run", help="use the model logged by this MLflow run instead")
         sub.add_argument("--tta", type=int, help="test-time views 1-8 (default: the model's own)")
     predictor.add_argument("--out", help="CSV to write (default: predictions.csv when a folder is given)")
     explainer.add_argument("--out", default="explanations", help="folder for the overlay PNGs (default: explanations)")
     app = commands.add_parser("app", help="the Streamlit web app (upload images, see predictions and Grad-CAM)")
     app.add_argument("--model", default="models/model.keras", help="initial model: a .keras file or models:/NAME@ALIAS")
-    app.add_argument("--registered-model", help="registry name listed in the picker (default: params.yaml's tracking.registered_model)")
+    app.add_argument(
+        "--registered-model", help="registry name listed in the picker (default: params.yaml's tracking.registered_model)"
+    )
     app.add_argument("--port", type=int, default=8501)
     app.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
 """Typed configuration: the schema of the Hydra `conf/` tree and of `params.yaml`."""
+
 from __future__ import annotations
 
 import os
@@ -33,6 +34,7 @@ class DatasetSpec:
     """Another labelled image collection (audit.against, evaluate.external): a Kaggle-style folder,
     or an image folder with a metadata CSV whose columns are found by name unless given. The
     optional keys are not in conf/: null means "find it" or "no limit"."""
+
     root: str = MISSING
     csv: Optional[str] = None
     images: Optional[str] = None
@@ -185,12 +187,14 @@ _RANGES = {
     "evaluate.calibration_bins": _at_least(2),
 }
 for _phase in ("head", "finetune"):
-    _RANGES.update({
-        f"train.{_phase}.epochs": _at_least(1),
-        f"train.{_phase}.lr": (lambda v: v > 0, "> 0"),
-        f"train.{_phase}.warmup_epochs": _at_least(0),
-        f"train.{_phase}.patience": _at_least_or_null(1),
-    })
+    _RANGES.update(
+        {
+            f"train.{_phase}.epochs": _at_least(1),
+            f"train.{_phase}.lr": (lambda v: v > 0, "> 0"),
+            f"train.{_phase}.warmup_epochs": _at_least(0),
+            f"train.{_phase}.patience": _at_least_or_null(1),
+        }
+    )
 
 
 def _range_errors(cfg: Config) -> list[str]:
@@ -207,8 +211,9 @@ def _range_errors(cfg: Config) -> list[str]:
     for phase in ("head", "finetune"):
         settings = getattr(cfg.train, phase)
         if settings.warmup_epochs >= settings.epochs:
-            errors.append(f"train.{phase}.warmup_epochs={settings.warmup_epochs} must be below "
-                          f"train.{phase}.epochs={settings.epochs}")
+            errors.append(
+                f"train.{phase}.warmup_epochs={settings.warmup_epochs} must be below train.{phase}.epochs={settings.epochs}"
+            )
     return errors
 
 
@@ -226,7 +231,9 @@ def validate(raw: Any) -> Config:
         raise ConfigError(f"invalid configuration key '{error.full_key}': {message}") from None
     reserved = set(cfg.evaluate.external) & {"validation", "test", "clean_test"}
     if reserved:
-        raise ConfigError(f"invalid configuration: evaluate.external.{sorted(reserved)[0]}: that name is reserved for our own splits")
+        raise ConfigError(
+            f"invalid configuration: evaluate.external.{sorted(reserved)[0]}: that name is reserved for our own splits"
+        )
     for key, allowed in _CHOICES.items():
         value = OmegaConf.select(merged, key)
         if value not in allowed:

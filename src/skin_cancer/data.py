@@ -1,5 +1,7 @@
 """Data preparation: read a Kaggle-layout folder, decode and normalise every image, drop copies of
-test images found by the audit, split train/validation by group, and write manifests plus a report of everything skipped or dropped."""
+test images found by the audit, split train/validation by group, and write manifests plus a report
+of everything skipped or dropped."""
+
 from __future__ import annotations
 
 import hashlib
@@ -97,8 +99,10 @@ def decode(path: Path, max_pixels: int) -> tuple[Image.Image, Image.Image]:
             image = Image.open(path)
             width, height = image.size
             if width * height > max_pixels:
-                raise BadImage(f"too large: {width}x{height} = {width * height} pixels, the limit is {max_pixels} "
-                               "(data.max_image_pixels; a decompression bomb?)")
+                raise BadImage(
+                    f"too large: {width}x{height} = {width * height} pixels, the limit is {max_pixels} "
+                    "(data.max_image_pixels; a decompression bomb?)"
+                )
             image.load()
     except BadImage:
         raise
@@ -126,9 +130,15 @@ def read_image(path: Path, split: str, label: str, max_pixels: int, converted: t
         rgb.save(converted[0] / relative)
         target = converted[1] / relative
     return ImageRecord(
-        split=split, label=label, source=str(path), path=str(target),
+        split=split,
+        label=label,
+        source=str(path),
+        path=str(target),
         sha256=digest,
-        width=original.width, height=original.height, mode=original.mode, format=str(original.format),
+        width=original.width,
+        height=original.height,
+        mode=original.mode,
+        format=str(original.format),
     )
 
 
@@ -204,9 +214,21 @@ def attach_audit(records: list[ImageRecord], root: Path, audit_images: pd.DataFr
         record.found_in = row.found_in if isinstance(row.found_in, str) else ""
 
 
-def prepare(root: Path, out_dir: Path, published_dir: Path, audit_images: pd.DataFrame, *, positive_class: str,
-            val_fraction: float, seed: int, drop_test_duplicates: bool, strict: bool, max_image_pixels: int,
-            per_class_limit: int | None = None, workers: int = 4) -> dict:
+def prepare(
+    root: Path,
+    out_dir: Path,
+    published_dir: Path,
+    audit_images: pd.DataFrame,
+    *,
+    positive_class: str,
+    val_fraction: float,
+    seed: int,
+    drop_test_duplicates: bool,
+    strict: bool,
+    max_image_pixels: int,
+    per_class_limit: int | None = None,
+    workers: int = 4,
+) -> dict:
     """Build `out_dir` with {train,val,test}.csv manifests, report.json and converted images.
 
     `audit_images` is the audit's per-image table (copy clusters, groups, leaks). Returns the
@@ -225,8 +247,14 @@ def prepare(root: Path, out_dir: Path, published_dir: Path, audit_images: pd.Dat
     dropped, train_pool = [], []
     for record in (r for r in records if r.split == "train"):
         if drop_test_duplicates and record.copy_cluster in test_by_cluster:
-            dropped.append({"path": record.source, "label": record.label, "reason": "copy of a test image",
-                            "duplicate_of": test_by_cluster[record.copy_cluster]})
+            dropped.append(
+                {
+                    "path": record.source,
+                    "label": record.label,
+                    "reason": "copy of a test image",
+                    "duplicate_of": test_by_cluster[record.copy_cluster],
+                }
+            )
         else:
             train_pool.append(record)
     for label in classes:

@@ -1,6 +1,7 @@
 """Labelled image collections in the layouts we read: a Kaggle-style folder
 (`<root>/<split>/<class>/<image>` or `<root>/<class>/<image>`) or an image folder with a metadata CSV
 (HAM10000's layout: `images/` + `HAM10000_metadata.csv` with image_id, dx, lesion_id)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,15 +21,23 @@ CSV_LAYOUT = "an image folder plus a metadata CSV with an image column and a lab
 class Dataset:
     """One labelled collection: `frame` has columns path, key (path relative to the root), split,
     label and group (None where the source has no group column)."""
+
     name: str
     root: Path
     frame: pd.DataFrame
     group_column: str | None = None
 
 
-def load_dataset(name: str, root: Path, *, csv: str | None = None, images: str | None = None,
-                 path_column: str | None = None, label_column: str | None = None,
-                 group_column: str | None = None) -> Dataset:
+def load_dataset(
+    name: str,
+    root: Path,
+    *,
+    csv: str | None = None,
+    images: str | None = None,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    group_column: str | None = None,
+) -> Dataset:
     """Read a dataset in any supported layout; raises DataError naming what is wrong."""
     root = Path(root)
     if root.is_file() and root.suffix.lower() == ".csv":
@@ -39,8 +48,9 @@ def load_dataset(name: str, root: Path, *, csv: str | None = None, images: str |
     if csv is None and len(csv_files) == 1 and not (root / "train").is_dir():
         csv = str(csv_files[0])
     if csv is not None:
-        return _from_csv(name, root, Path(csv) if Path(csv).is_absolute() else root / csv, images,
-                         path_column, label_column, group_column)
+        return _from_csv(
+            name, root, Path(csv) if Path(csv).is_absolute() else root / csv, images, path_column, label_column, group_column
+        )
     return _from_folders(name, root)
 
 
@@ -50,15 +60,21 @@ def _from_folders(name: str, root: Path) -> Dataset:
     else:
         classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if len(classes) < 1:
-            raise DataError(f"dataset {name!r}: {root} has no class folders: expected <root>/<class>/<images>, "
-                            f"<root>/<split>/<class>/<images> or {CSV_LAYOUT}")
+            raise DataError(
+                f"dataset {name!r}: {root} has no class folders: expected <root>/<class>/<images>, "
+                f"<root>/<split>/<class>/<images> or {CSV_LAYOUT}"
+            )
         layout = {"all": {c.name: sorted(p for p in c.rglob("*") if p.is_file()) for c in classes}}
         for label, files in layout["all"].items():
             if not files:
                 raise DataError(f"dataset {name!r}: {root / label} is an empty class folder")
-    rows = [(str(path), str(path.relative_to(root)), split, label)
-            for split, classes in layout.items() for label, files in classes.items() for path in files
-            if not path.name.startswith(".")]
+    rows = [
+        (str(path), str(path.relative_to(root)), split, label)
+        for split, classes in layout.items()
+        for label, files in classes.items()
+        for path in files
+        if not path.name.startswith(".")
+    ]
     frame = pd.DataFrame(rows, columns=["path", "key", "split", "label"])
     frame["group"] = None
     return Dataset(name, root, frame)
@@ -101,13 +117,19 @@ def _from_csv(name, root, csv: Path, images, path_column, label_column, group_co
     paths = table[path_column].map(lambda v: by_name.get(v) or (image_dir / v if (image_dir / v).is_file() else None))
     missing = table.loc[paths.isna(), path_column]
     if len(missing):
-        raise DataError(f"{csv}: {len(missing)} of {len(table)} images in column {path_column!r} do not exist "
-                        f"under {image_dir}, e.g. {missing.iloc[0]!r}")
-    frame = pd.DataFrame({
-        "path": paths.map(str), "key": paths.map(lambda p: str(p.relative_to(root))), "split": "all",
-        "label": table[label_column].values,
-        "group": table[group_column].values if group_column else None,
-    })
+        raise DataError(
+            f"{csv}: {len(missing)} of {len(table)} images in column {path_column!r} do not exist "
+            f"under {image_dir}, e.g. {missing.iloc[0]!r}"
+        )
+    frame = pd.DataFrame(
+        {
+            "path": paths.map(str),
+            "key": paths.map(lambda p: str(p.relative_to(root))),
+            "split": "all",
+            "label": table[label_column].values,
+            "group": table[group_column].values if group_column else None,
+        }
+    )
     return Dataset(name, root, frame, group_column)
 
 
@@ -128,8 +150,15 @@ def from_spec(name: str, spec) -> Dataset:
     """Load a dataset described by a config DatasetSpec (relative roots from the project root)."""
     from skin_cancer.config import resolve_from_project
 
-    return load_dataset(name, resolve_from_project(spec.root), csv=spec.csv, images=spec.images,
-                        path_column=spec.path_column, label_column=spec.label_column, group_column=spec.group_column)
+    return load_dataset(
+        name,
+        resolve_from_project(spec.root),
+        csv=spec.csv,
+        images=spec.images,
+        path_column=spec.path_column,
+        label_column=spec.label_column,
+        group_column=spec.group_column,
+    )
 
 
 def limit_per_class(frame: pd.DataFrame, limit: int | None, seed: int | None = None) -> pd.DataFrame:

@@ -1,4 +1,5 @@
 """Test-set metrics (scikit-learn) and the figures declared as DVC plots."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,9 +59,17 @@ def reliability(y_true, prob, bins: int) -> pd.DataFrame:
     of the positive class (empty bins left out)."""
     y_true, prob = np.asarray(y_true, dtype=float), np.asarray(prob, dtype=float)
     index = np.minimum((prob * bins).astype(int), bins - 1)
-    rows = [{"bin_low": b / bins, "bin_high": (b + 1) / bins, "count": int((index == b).sum()),
-             "mean_predicted": float(prob[index == b].mean()), "fraction_positive": float(y_true[index == b].mean())}
-            for b in range(bins) if (index == b).any()]
+    rows = [
+        {
+            "bin_low": b / bins,
+            "bin_high": (b + 1) / bins,
+            "count": int((index == b).sum()),
+            "mean_predicted": float(prob[index == b].mean()),
+            "fraction_positive": float(y_true[index == b].mean()),
+        }
+        for b in range(bins)
+        if (index == b).any()
+    ]
     return pd.DataFrame(rows, columns=["bin_low", "bin_high", "count", "mean_predicted", "fraction_positive"])
 
 
@@ -118,8 +127,9 @@ def resample_indices(groups, rng: np.random.Generator) -> np.ndarray:
     return order[np.repeat(starts[pick], lengths) + within]
 
 
-def bootstrap_ci(y_true, prob, statistic, *, n_resamples: int, seed: int, level: float = 0.95,
-                 groups=None) -> tuple[float, float]:
+def bootstrap_ci(
+    y_true, prob, statistic, *, n_resamples: int, seed: int, level: float = 0.95, groups=None
+) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of `statistic(y_true, prob)` (seeded), resampling
     `groups` (lesions, copy clusters) with replacement where given, else images; resamples that
     lack a class are redrawn."""
@@ -136,28 +146,35 @@ def bootstrap_ci(y_true, prob, statistic, *, n_resamples: int, seed: int, level:
     return float(low), float(high)
 
 
-def ranking_metrics(y_true, prob, *, target_specificity: float, target_sensitivity: float,
-                    n_resamples: int, seed: int, groups=None) -> dict[str, float]:
+def ranking_metrics(
+    y_true, prob, *, target_specificity: float, target_sensitivity: float, n_resamples: int, seed: int, groups=None
+) -> dict[str, float]:
     """Threshold-free metrics with 95% bootstrap intervals: ROC AUC, PR AUC (average precision),
     sensitivity at a fixed specificity and specificity at a fixed sensitivity."""
     y_true, prob = np.asarray(y_true).astype(int), np.asarray(prob, dtype=float)
     statistics = {
         "roc_auc": skm.roc_auc_score,
         "pr_auc": skm.average_precision_score,
-        f"sensitivity_at_specificity_{round(target_specificity * 100)}": lambda y, p: sensitivity_at_specificity(y, p, target_specificity),
-        f"specificity_at_sensitivity_{round(target_sensitivity * 100)}": lambda y, p: specificity_at_sensitivity(y, p, target_sensitivity),
+        f"sensitivity_at_specificity_{round(target_specificity * 100)}": lambda y, p: sensitivity_at_specificity(
+            y, p, target_specificity
+        ),
+        f"specificity_at_sensitivity_{round(target_sensitivity * 100)}": lambda y, p: specificity_at_sensitivity(
+            y, p, target_sensitivity
+        ),
     }
     out = {}
     for name, statistic in statistics.items():
         out[name] = float(statistic(y_true, prob))
-        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bootstrap_ci(y_true, prob, statistic, n_resamples=n_resamples,
-                                                                     seed=seed, groups=groups)
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bootstrap_ci(
+            y_true, prob, statistic, n_resamples=n_resamples, seed=seed, groups=groups
+        )
     return out
 
 
 def operating_point_statistics(threshold: float) -> dict:
     """Accuracy, sensitivity, specificity and balanced accuracy at a frozen threshold, as
     functions of (labels, probabilities) for the bootstrap."""
+
     def sensitivity(y, p):
         return float(np.mean(p[y == 1] >= threshold))
 
@@ -183,8 +200,10 @@ def source_subsets(frame: pd.DataFrame, sources, prefix: str) -> dict[str, np.nd
     out = {}
     for source in sources:
         inside = found.map(lambda names, s=source: s in names).to_numpy()
-        for name, mask in ((f"{prefix}_from_{source}", inside),
-                           (f"{prefix}_positives_not_from_{source}", (positive & ~inside) | ~positive)):
+        for name, mask in (
+            (f"{prefix}_from_{source}", inside),
+            (f"{prefix}_positives_not_from_{source}", (positive & ~inside) | ~positive),
+        ):
             if 0 < positive[mask].sum() < mask.sum():
                 out[name] = mask
     return out
@@ -198,29 +217,52 @@ def set_metrics(y_true, prob, threshold: float, cfg: EvaluateConfig, seed: int, 
     # Independent units the intervals resample: lesions / copy clusters where known, else images.
     metrics["bootstrap_units"] = int(pd.Series(groups).nunique() if groups is not None else len(np.asarray(y_true)))
     if len(np.unique(np.asarray(y_true).astype(int))) == 2:
-        metrics.update(ranking_metrics(y_true, prob, target_specificity=cfg.target_specificity,
-                                       target_sensitivity=cfg.target_sensitivity,
-                                       n_resamples=cfg.bootstrap_resamples, seed=seed, groups=groups))
+        metrics.update(
+            ranking_metrics(
+                y_true,
+                prob,
+                target_specificity=cfg.target_specificity,
+                target_sensitivity=cfg.target_sensitivity,
+                n_resamples=cfg.bootstrap_resamples,
+                seed=seed,
+                groups=groups,
+            )
+        )
         for name, statistic in operating_point_statistics(threshold).items():
             metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = bootstrap_ci(
-                y_true, prob, statistic, n_resamples=cfg.bootstrap_resamples, seed=seed, groups=groups)
+                y_true, prob, statistic, n_resamples=cfg.bootstrap_resamples, seed=seed, groups=groups
+            )
     metrics.update(calibration_metrics(y_true, prob, cfg.calibration_bins))
-    metrics["at_0.5"] = {k: v for k, v in binary_metrics(y_true, prob, 0.5).items()
-                         if k in ("accuracy", "sensitivity", "specificity")}
+    metrics["at_0.5"] = {
+        k: v for k, v in binary_metrics(y_true, prob, 0.5).items() if k in ("accuracy", "sensitivity", "specificity")
+    }
     return metrics
 
 
-def write_set(name: str, frame: pd.DataFrame, prob, threshold: float, metrics: dict, class_names: list[str],
-              bins: int, out: Path, figures: Path) -> None:
+def write_set(
+    name: str,
+    frame: pd.DataFrame,
+    prob,
+    threshold: float,
+    metrics: dict,
+    class_names: list[str],
+    bins: int,
+    out: Path,
+    figures: Path,
+) -> None:
     """Predictions, confusion matrix, classification report, ROC and reliability tables of one set
     under `out/<name>/`, and its figures as `figures/<name>_*.png`."""
     y_true = frame.label_index.to_numpy()
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({
-        "path": frame.source, "actual": frame.label, "probability": np.round(prob, 6),
-        "predicted": [class_names[int(p >= threshold)] for p in prob],
-    }).to_csv(folder / "predictions.csv", index=False)
+    pd.DataFrame(
+        {
+            "path": frame.source,
+            "actual": frame.label,
+            "probability": np.round(prob, 6),
+            "predicted": [class_names[int(p >= threshold)] for p in prob],
+        }
+    ).to_csv(folder / "predictions.csv", index=False)
     conf = confusion(y_true, prob, threshold, class_names)
     from skin_cancer.io import write_json
 
@@ -239,8 +281,10 @@ def write_set(name: str, frame: pd.DataFrame, prob, threshold: float, metrics: d
 
 def json_safe(metrics: dict) -> dict:
     """NaN (undefined metric) as null, which JSON and DVC can read."""
-    return {k: json_safe(v) if isinstance(v, dict) else (None if isinstance(v, float) and np.isnan(v) else v)
-            for k, v in metrics.items()}
+    return {
+        k: json_safe(v) if isinstance(v, dict) else (None if isinstance(v, float) and np.isnan(v) else v)
+        for k, v in metrics.items()
+    }
 
 
 def confusion(y_true, prob, threshold: float, class_names: list[str]) -> dict:
@@ -253,8 +297,9 @@ def confusion(y_true, prob, threshold: float, class_names: list[str]) -> dict:
 def report(y_true, prob, threshold: float, class_names: list[str]) -> dict:
     """scikit-learn's classification report as a dict."""
     y_pred = (np.asarray(prob) >= threshold).astype(int)
-    return skm.classification_report(np.asarray(y_true).astype(int), y_pred, labels=[0, 1],
-                                     target_names=class_names, output_dict=True, zero_division=0)
+    return skm.classification_report(
+        np.asarray(y_true).astype(int), y_pred, labels=[0, 1], target_names=class_names, output_dict=True, zero_division=0
+    )
 
 
 def roc_points(y_true, prob) -> pd.DataFrame:
@@ -287,11 +332,17 @@ def plot_confusion(conf: dict, path: Path, title: str = "Confusion matrix (test)
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     ax.imshow(matrix, cmap="Blues")
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center",
-                color="white" if value > matrix.max() / 2 else "black", fontsize=12)
+        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > matrix.max() / 2 else "black", fontsize=12)
     ticks = range(len(conf["labels"]))
-    ax.set(xticks=ticks, yticks=ticks, xticklabels=conf["labels"], yticklabels=conf["labels"],
-           xlabel="predicted", ylabel="true", title=title)
+    ax.set(
+        xticks=ticks,
+        yticks=ticks,
+        xticklabels=conf["labels"],
+        yticklabels=conf["labels"],
+        xlabel="predicted",
+        ylabel="true",
+        title=title,
+    )
     save_figure(fig, path)
 
 
@@ -300,8 +351,13 @@ def plot_roc(points: pd.DataFrame, auc: float, path: Path, name: str = "test") -
     fig, ax = plt.subplots(figsize=(4.2, 4))
     ax.plot(points.fpr, points.tpr, label=f"ROC AUC = {auc:.3f}")
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
-    ax.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)",
-           title=f"ROC curve ({name})", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="1 - specificity (false positive rate)",
+        ylabel="sensitivity (true positive rate)",
+        title=f"ROC curve ({name})",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="lower right")
     save_figure(fig, path)
 
@@ -324,10 +380,20 @@ def plot_reliability(table: pd.DataFrame, metrics: dict, path: Path, name: str) 
     fig, ax = plt.subplots(figsize=(4.2, 4))
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="perfect calibration")
     ax.plot(table.mean_predicted, table.fraction_positive, "-", color="C0", linewidth=1)
-    ax.scatter(table.mean_predicted, table.fraction_positive, s=10 + 200 * table["count"] / max(table["count"].max(), 1),
-               color="C0", label=f"ECE {metrics['ece']:.3f}, Brier {metrics['brier']:.3f}")
-    ax.set(xlabel="predicted probability of the positive class", ylabel="observed fraction positive",
-           title=f"Reliability ({name})", xlim=(0, 1), ylim=(0, 1.01))
+    ax.scatter(
+        table.mean_predicted,
+        table.fraction_positive,
+        s=10 + 200 * table["count"] / max(table["count"].max(), 1),
+        color="C0",
+        label=f"ECE {metrics['ece']:.3f}, Brier {metrics['brier']:.3f}",
+    )
+    ax.set(
+        xlabel="predicted probability of the positive class",
+        ylabel="observed fraction positive",
+        title=f"Reliability ({name})",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="upper left")
     save_figure(fig, path)
 
@@ -351,8 +417,23 @@ def plot_history(history: pd.DataFrame, path: Path) -> None:
 
 def summary_table(metrics: dict[str, float]) -> str:
     """A small fixed-width table for the end of the evaluate stage."""
-    keys = [k for k in ("accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity", "precision", "f1",
-                        "balanced_accuracy", "ece", "brier", "threshold") if k in metrics]
+    keys = [
+        k
+        for k in (
+            "accuracy",
+            "roc_auc",
+            "pr_auc",
+            "sensitivity",
+            "specificity",
+            "precision",
+            "f1",
+            "balanced_accuracy",
+            "ece",
+            "brier",
+            "threshold",
+        )
+        if k in metrics
+    ]
     keys += [k for k in metrics if k.startswith(("sensitivity_at_", "specificity_at_")) and "_ci_" not in k]
     width = max(len(k) for k in keys)
     lines = [f"{'metric':<{width}}  value   95% CI", f"{'-' * width}  ------  ---------------"]

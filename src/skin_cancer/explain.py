@@ -1,6 +1,7 @@
 """Grad-CAM (Selvaraju et al. 2017) for the classifier: which regions of the image raised the
 malignancy score. The heatmap is taken at the backbone's last convolutional feature map, found from
 the model itself (the nested backbone's output, named in the result), not hard-coded per backbone."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,7 @@ def split_at_backbone(model):
     at = layers.index(backbone)
     if len(backbone.output.shape) != 4:
         raise ValueError(f"backbone {backbone.name!r} ends in shape {backbone.output.shape}, not a feature map")
-    return layers[:at], backbone, layers[at + 1:]
+    return layers[:at], backbone, layers[at + 1 :]
 
 
 def last_conv_layer_name(model) -> str:
@@ -108,8 +109,7 @@ def pick_examples(y_true: np.ndarray, prob: np.ndarray, threshold: float, per_ki
     return [*by_confidence(correct), *by_confidence(wrong)]
 
 
-def gradcam_grid(model, frame, prob: np.ndarray, threshold: float, class_names: list[str], image_size: int,
-                 path: Path) -> None:
+def gradcam_grid(model, frame, prob: np.ndarray, threshold: float, class_names: list[str], image_size: int, path: Path) -> None:
     """A grid of Grad-CAM overlays for a few correct and wrong predictions of a manifest frame."""
     from skin_cancer.pipeline import load_image
 
@@ -118,6 +118,7 @@ def gradcam_grid(model, frame, prob: np.ndarray, threshold: float, class_names: 
         image = load_image(frame.path.iloc[i], image_size).numpy()
         heatmap, _ = grad_cam(model, image)
         verdict = "right" if (prob[i] >= threshold) == bool(frame.label_index.iloc[i]) else "WRONG"
-        items.append((image, heatmap, f"{verdict}: true {frame.label.iloc[i]}\np={prob[i]:.2f} "
-                                      f"({class_names[int(prob[i] >= threshold)]})"))
+        items.append(
+            (image, heatmap, f"{verdict}: true {frame.label.iloc[i]}\np={prob[i]:.2f} ({class_names[int(prob[i] >= threshold)]})")
+        )
     save_grid(items, path)

@@ -1,6 +1,7 @@
 """External test sets: other labelled collections scored by the final model, after removing every
 image the model may have seen in training (a copy of a train/val image, or an image of the same
 lesion / patient as such a copy)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,18 @@ from skin_cancer.data import DataError, read_image
 from skin_cancer.datasets import from_spec, limit_per_class, map_labels
 
 
-def external_set(name: str, spec, training_prints: audit.Fingerprints, class_names: list[str], converted: Path, *,
-                 candidate_distance: int, min_correlation: float, seed: int, workers: int = 4) -> tuple[pd.DataFrame, dict]:
+def external_set(
+    name: str,
+    spec,
+    training_prints: audit.Fingerprints,
+    class_names: list[str],
+    converted: Path,
+    *,
+    candidate_distance: int,
+    min_correlation: float,
+    seed: int,
+    workers: int = 4,
+) -> tuple[pd.DataFrame, dict]:
     """(images to score with columns source, path, label, label_index; a record of what was
     excluded and why). Copies are checked against `training_prints` (the train/val images).
     Images the input pipeline cannot decode as they are (TIFF, CMYK, 16-bit, ...) are converted
@@ -22,8 +33,7 @@ def external_set(name: str, spec, training_prints: audit.Fingerprints, class_nam
     frame, unmapped = map_labels(dataset.frame, spec.label_map, f"evaluate.external.{name}.label_map")
     unknown = sorted(set(frame.label) - set(class_names))
     if unknown:
-        raise DataError(f"evaluate.external.{name}: labels {unknown} are not classes of the model {class_names} "
-                        "(set label_map)")
+        raise DataError(f"evaluate.external.{name}: labels {unknown} are not classes of the model {class_names} (set label_map)")
     prints = audit.fingerprint(list(frame.path), workers, f"evaluate: hashing {name}")
     copies = audit.find_copies(prints, training_prints, candidate_distance=candidate_distance, min_correlation=min_correlation)
     reason = pd.Series("", index=frame.index)
@@ -36,7 +46,9 @@ def external_set(name: str, spec, training_prints: audit.Fingerprints, class_nam
     scored = limit_per_class(kept.assign(split="external"), spec.per_class_limit, seed=seed)
     excluded = frame[reason != ""].assign(reason=reason[reason != ""])
     record = {
-        "root": str(dataset.root), "images": int(len(dataset.frame)), "left_out_by_label_map": int(unmapped),
+        "root": str(dataset.root),
+        "images": int(len(dataset.frame)),
+        "left_out_by_label_map": int(unmapped),
         "excluded": {r: int(n) for r, n in excluded.reason.map(lambda r: r.split(":")[0]).value_counts().items()},
         "excluded_per_class": {label: int(n) for label, n in excluded.label.value_counts().items()},
         "eligible": {label: int(n) for label, n in kept.label.value_counts().items()},
@@ -44,10 +56,18 @@ def external_set(name: str, spec, training_prints: audit.Fingerprints, class_nam
         "per_class_limit": spec.per_class_limit,
     }
     label_index = {c: int(c == class_names[-1]) for c in class_names}  # the last class is the positive one
-    readable = [read_image(Path(p), name, label, 10**9, (converted, converted)).path
-                for p, label in zip(scored.path, scored.label)]
+    readable = [
+        read_image(Path(p), name, label, 10**9, (converted, converted)).path for p, label in zip(scored.path, scored.label)
+    ]
     # Bootstrap unit: the lesion / patient where the dataset names one, else the image itself.
     groups = [g if isinstance(g, str) else f"image:{key}" for g, key in zip(scored.group, scored.key)]
-    out = pd.DataFrame({"source": scored.path, "path": readable, "label": scored.label,
-                        "label_index": scored.label.map(label_index), "group": groups})
+    out = pd.DataFrame(
+        {
+            "source": scored.path,
+            "path": readable,
+            "label": scored.label,
+            "label_index": scored.label.map(label_index),
+            "group": groups,
+        }
+    )
     return out.reset_index(drop=True), {"record": record, "excluded": excluded[["key", "label", "reason"]]}

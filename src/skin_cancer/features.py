@@ -1,5 +1,6 @@
 """The cached frozen part of the backbone: computed once per data and model, reused by every
 training run that only changes what lies above it (head, dropout, learning rates)."""
+
 from __future__ import annotations
 
 from pathlib import Path

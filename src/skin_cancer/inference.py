@@ -5,9 +5,10 @@ once, then run by TensorFlow or compiled by OpenVINO.
 OpenVINO runs the same float32 graph (outputs agree to ~1e-5) 1.5-3x faster than TensorFlow on a
 CPU, most of all for single images; `tensorflow` is there for GPUs and for checking.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -28,8 +29,9 @@ def compile_forward(function, input_shape: tuple, runtime: str) -> Forward:
     import openvino as ov
 
     # float32 explicitly: on CPUs with bfloat16 units OpenVINO would otherwise lower the precision.
-    compiled = ov.Core().compile_model(ov.convert_model(graph), "CPU",
-                                       {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+    compiled = ov.Core().compile_model(
+        ov.convert_model(graph), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    )
     return lambda images: compiled(np.ascontiguousarray(images, dtype=np.float32))[0]
 
 
@@ -61,7 +63,7 @@ def run_batches(forward: Forward, batches, n_images: int, batch_size: int, desc:
         # A short last batch is padded: OpenVINO plans anew (seconds) for every new input shape.
         images = np.asarray(batch)
         padded = np.concatenate([images, np.zeros((batch_size - len(images), *images.shape[1:]), images.dtype)])
-        out.append(forward(padded)[:len(images)])
+        out.append(forward(padded)[: len(images)])
     return np.concatenate(out) if out else np.zeros(0, dtype="float32")
 
 

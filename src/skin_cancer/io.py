@@ -1,5 +1,6 @@
 """Atomic file outputs: a failed, interrupted or killed stage leaves the old output or the new one,
 never a mix, and its temporary files are removed by the next writer of the same output."""
+
 from __future__ import annotations
 
 import ctypes
@@ -7,9 +8,9 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 # Temporary siblings are named .<output>.<TMP_MARK>.<pid>.<random>: the pid tells the next writer
 # whether the process that made one is gone, so that its leftovers can be removed safely.
@@ -43,7 +44,7 @@ def remove_leftovers(path: Path) -> list[Path]:
     """Remove temporary siblings of `path` left by writers that no longer run (killed stages)."""
     removed = []
     for candidate in path.parent.glob(f".{path.name}.{TMP_MARK}.*"):
-        pid = candidate.name[len(f".{path.name}.{TMP_MARK}."):].split(".", 1)[0]
+        pid = candidate.name[len(f".{path.name}.{TMP_MARK}.") :].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             _remove(candidate)
             removed.append(candidate)

@@ -1,8 +1,9 @@
 """Classifier construction, freezing and unfreezing, and the split into cached and trained parts."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import keras
 
@@ -39,8 +40,7 @@ def build_classifier(cfg: ModelConfig, image_size: int) -> keras.Model:
     scale, offset = (spec.scale, spec.offset) if cfg.input_scaling == "backbone" else (1 / 255.0, 0.0)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = keras.layers.Rescaling(scale, offset, name="preprocess")(inputs)
-    backbone = spec.constructor(include_top=False, weights=cfg.weights, input_shape=(image_size, image_size, 3),
-                                alpha=cfg.width)
+    backbone = spec.constructor(include_top=False, weights=cfg.weights, input_shape=(image_size, image_size, 3), alpha=cfg.width)
     backbone.trainable = False
     # training=False keeps BatchNorm in inference mode even once the backbone is unfrozen.
     x = backbone(x, training=False) if cfg.freeze_batchnorm else backbone(x)

@@ -1,6 +1,7 @@
 """The model report: one Markdown page per pipeline run (and a self-contained HTML copy) with the
 data card, the training recipe, metrics with confidence intervals at the chosen operating point,
 the figures, and the intended use and limitations."""
+
 from __future__ import annotations
 
 import base64
@@ -33,17 +34,30 @@ def source_findings(audit_report: dict, metrics: dict) -> list[str]:
         described = ", ".join(f"{share:.0%} of {label}" for label, share in shares.items())
         lines.append(f"- **{name}** holds copies of {described} images.")
         if shares and max(shares.values()) - min(shares.values()) > 0.5:
-            lines.append(f"  Classes are confounded with source: one class comes mostly from {name}, another mostly "
-                         "not. A mixed test set rewards telling sources apart; the rows below split it by source.")
+            lines.append(
+                f"  Classes are confounded with source: one class comes mostly from {name}, another mostly "
+                "not. A mixed test set rewards telling sources apart; the rows below split it by source."
+            )
     rows = []
     for set_name, m in metrics.items():
         if "_from_" in set_name and m.get("roc_auc") is not None:
-            rows.append([set_name, f"{m['n_images']} ({m['n_positive']})", _with_ci(m, "roc_auc"),
-                         _with_ci(m, "sensitivity"), _with_ci(m, "specificity")])
+            rows.append(
+                [
+                    set_name,
+                    f"{m['n_images']} ({m['n_positive']})",
+                    _with_ci(m, "roc_auc"),
+                    _with_ci(m, "sensitivity"),
+                    _with_ci(m, "specificity"),
+                ]
+            )
     if rows:
-        lines += ["", "Per source (`<set>_from_<dataset>`: only images with a copy in that dataset, one source for "
-                  "both classes; `<set>_positives_not_from_<dataset>`: the other positives against every negative):",
-                  "", *_table(["set", "images (positive)", "ROC AUC", "sensitivity", "specificity"], rows)]
+        lines += [
+            "",
+            "Per source (`<set>_from_<dataset>`: only images with a copy in that dataset, one source for "
+            "both classes; `<set>_positives_not_from_<dataset>`: the other positives against every negative):",
+            "",
+            *_table(["set", "images (positive)", "ROC AUC", "sensitivity", "specificity"], rows),
+        ]
     return lines or ["- No provenance: the audit compared the data with no other dataset."]
 
 
@@ -65,63 +79,106 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def build(params: dict, audit_report: dict, prepare_report: dict, operating_point: dict, metrics: dict,
-          exclusions: dict[str, dict], figures: list[str]) -> str:
+def build(
+    params: dict,
+    audit_report: dict,
+    prepare_report: dict,
+    operating_point: dict,
+    metrics: dict,
+    exclusions: dict[str, dict],
+    figures: list[str],
+) -> str:
     """The report as Markdown; `figures` are PNG paths relative to the report's folder."""
     sets = [name for name in metrics if name != "validation" and "_from_" not in name]
     positive = prepare_report["positive_class"]
-    lines = [f"# Model report: recipe `{params.get('recipe')}`", "",
-             "> Research use only. Not a medical device.", ""]
+    lines = [f"# Model report: recipe `{params.get('recipe')}`", "", "> Research use only. Not a medical device.", ""]
 
-    lines += ["## Data card", "", f"Source: `{prepare_report['root']}`; classes {prepare_report['classes']} "
-              f"(positive: **{positive}**); data fingerprint `{prepare_report['fingerprint']}`.", ""]
+    lines += [
+        "## Data card",
+        "",
+        f"Source: `{prepare_report['root']}`; classes {prepare_report['classes']} "
+        f"(positive: **{positive}**); data fingerprint `{prepare_report['fingerprint']}`.",
+        "",
+    ]
     counts = prepare_report["counts"]
-    lines += _table(["split", *prepare_report["classes"], "total"],
-                    [[split, *[counts[split].get(c, 0) for c in prepare_report["classes"]], sum(counts[split].values())]
-                     for split in ("train", "val", "test") if split in counts])
+    lines += _table(
+        ["split", *prepare_report["classes"], "total"],
+        [
+            [split, *[counts[split].get(c, 0) for c in prepare_report["classes"]], sum(counts[split].values())]
+            for split in ("train", "val", "test")
+            if split in counts
+        ],
+    )
     summary, audit_summary = prepare_report["summary"], audit_report["summary"]
-    lines += ["", f"- Files found {prepare_report['files_found']}, skipped as unreadable {summary['skipped']}, "
-              f"converted to RGB PNG {prepare_report['converted']}.",
-              f"- Duplicate clusters (exact or near copies, any flip / quarter turn): {audit_summary['duplicate_clusters']} "
-              f"({audit_summary['exact_clusters']} exact, {audit_summary['cross_split_clusters']} across train/test, "
-              f"{audit_summary['label_conflicts']} with conflicting labels).",
-              f"- Train images dropped as copies of a test image: {summary['dropped_test_duplicates']}.",
-              f"- Test images with a copy in train: {audit_summary['test_with_train_copy']}; sharing a lesion / patient "
-              f"group with a train image: {audit_summary['test_with_train_group_twin']}; clean test: "
-              f"{audit_summary['clean_test_images']} of {audit_summary['test_images']}.",
-              f"- The train/validation split keeps each of the {summary['train_val_groups']} groups (copies and "
-              "same-lesion images) on one side."]
+    lines += [
+        "",
+        f"- Files found {prepare_report['files_found']}, skipped as unreadable {summary['skipped']}, "
+        f"converted to RGB PNG {prepare_report['converted']}.",
+        f"- Duplicate clusters (exact or near copies, any flip / quarter turn): {audit_summary['duplicate_clusters']} "
+        f"({audit_summary['exact_clusters']} exact, {audit_summary['cross_split_clusters']} across train/test, "
+        f"{audit_summary['label_conflicts']} with conflicting labels).",
+        f"- Train images dropped as copies of a test image: {summary['dropped_test_duplicates']}.",
+        f"- Test images with a copy in train: {audit_summary['test_with_train_copy']}; sharing a lesion / patient "
+        f"group with a train image: {audit_summary['test_with_train_group_twin']}; clean test: "
+        f"{audit_summary['clean_test_images']} of {audit_summary['test_images']}.",
+        f"- The train/validation split keeps each of the {summary['train_val_groups']} groups (copies and "
+        "same-lesion images) on one side.",
+    ]
     for name, source in audit_report["provenance"].items():
-        per_class = "; ".join(f"{label}: {c['copies_in_other']} of {c['images']} "
-                              f"({', '.join(f'{k} {v}' for k, v in c['by_other_label'].items()) or 'none'})"
-                              for label, c in source["per_class"].items())
-        lines.append(f"- Copies in **{name}** ({source['images']} images, groups from "
-                     f"`{source['group_column']}`): {per_class}.")
+        per_class = "; ".join(
+            f"{label}: {c['copies_in_other']} of {c['images']} "
+            f"({', '.join(f'{k} {v}' for k, v in c['by_other_label'].items()) or 'none'})"
+            for label, c in source["per_class"].items()
+        )
+        lines.append(f"- Copies in **{name}** ({source['images']} images, groups from `{source['group_column']}`): {per_class}.")
 
-    lines += ["", "## Training recipe", "",
-              f"Backbone `{params['model']['backbone']}` ({params['model']['weights']} weights), input "
-              f"{params['data']['image_size']} px, dropout {params['model']['dropout']}; head "
-              f"{params['train']['head']['epochs']} epochs at {params['train']['head']['lr']}, fine-tuning from "
-              f"`{params['model']['frozen_until']}` for {params['train']['finetune']['epochs']} epochs at "
-              f"{params['train']['finetune']['lr']} ({params['train']['finetune']['schedule']}); seed {params['seed']}.",
-              "", "<details><summary>Composed configuration (params.yaml)</summary>", "", "```yaml",
-              yaml.safe_dump(params, sort_keys=False).rstrip(), "```", "", "</details>"]
+    lines += [
+        "",
+        "## Training recipe",
+        "",
+        f"Backbone `{params['model']['backbone']}` ({params['model']['weights']} weights), input "
+        f"{params['data']['image_size']} px, dropout {params['model']['dropout']}; head "
+        f"{params['train']['head']['epochs']} epochs at {params['train']['head']['lr']}, fine-tuning from "
+        f"`{params['model']['frozen_until']}` for {params['train']['finetune']['epochs']} epochs at "
+        f"{params['train']['finetune']['lr']} ({params['train']['finetune']['schedule']}); seed {params['seed']}.",
+        "",
+        "<details><summary>Composed configuration (params.yaml)</summary>",
+        "",
+        "```yaml",
+        yaml.safe_dump(params, sort_keys=False).rstrip(),
+        "```",
+        "",
+        "</details>",
+    ]
 
     validation = operating_point["validation"]
-    lines += ["", "## Operating point (chosen on validation, frozen for every test set)", "",
-              f"- Threshold policy `{operating_point['threshold_policy']}`: {positive} when the calibrated "
-              f"probability is at least **{operating_point['threshold']:.4f}**.",
-              f"- Temperature {operating_point['temperature']:.3f} (validation ECE "
-              f"{_fmt(validation.get('uncalibrated_ece'))} before, {_fmt(validation.get('ece'))} after).",
-              f"- Test-time augmentation: mean over {operating_point['tta_views']} flips / rotations."]
+    lines += [
+        "",
+        "## Operating point (chosen on validation, frozen for every test set)",
+        "",
+        f"- Threshold policy `{operating_point['threshold_policy']}`: {positive} when the calibrated "
+        f"probability is at least **{operating_point['threshold']:.4f}**.",
+        f"- Temperature {operating_point['temperature']:.3f} (validation ECE "
+        f"{_fmt(validation.get('uncalibrated_ece'))} before, {_fmt(validation.get('ece'))} after).",
+        f"- Test-time augmentation: mean over {operating_point['tta_views']} flips / rotations.",
+    ]
 
     lines += ["", "## Metrics", "", "95% percentile bootstrap intervals in brackets.", ""]
     rows = []
-    keys = [("images (positive)", None), ("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"),
-            ("sensitivity", "sensitivity"), ("specificity", "specificity"), ("ROC AUC", "roc_auc"),
-            ("PR AUC", "pr_auc")]
-    keys += [(k.replace("_", " "), k) for k in metrics.get("test", {}) if k.startswith(("sensitivity_at_", "specificity_at_"))
-             and "_ci_" not in k]
+    keys = [
+        ("images (positive)", None),
+        ("accuracy", "accuracy"),
+        ("balanced accuracy", "balanced_accuracy"),
+        ("sensitivity", "sensitivity"),
+        ("specificity", "specificity"),
+        ("ROC AUC", "roc_auc"),
+        ("PR AUC", "pr_auc"),
+    ]
+    keys += [
+        (k.replace("_", " "), k)
+        for k in metrics.get("test", {})
+        if k.startswith(("sensitivity_at_", "specificity_at_")) and "_ci_" not in k
+    ]
     keys += [("ECE", "ece"), ("Brier", "brier"), ("accuracy at 0.5", "at_0.5")]
     for label, key in keys:
         row = [label]
@@ -137,11 +194,15 @@ def build(params: dict, audit_report: dict, prepare_report: dict, operating_poin
     lines += _table(["metric", *sets], rows)
 
     for name, record in exclusions.items():
-        lines += ["", f"### External set `{name}`", "",
-                  f"`{record['root']}`: {record['images']} images, {record['left_out_by_label_map']} left out by the "
-                  f"label map; excluded before scoring: {record['excluded'] or 'none'} "
-                  f"(per class {record['excluded_per_class'] or 'none'}); eligible {record['eligible']}; scored "
-                  f"{record['scored']} (at most {record['per_class_limit']} per class, seeded sample)."]
+        lines += [
+            "",
+            f"### External set `{name}`",
+            "",
+            f"`{record['root']}`: {record['images']} images, {record['left_out_by_label_map']} left out by the "
+            f"label map; excluded before scoring: {record['excluded'] or 'none'} "
+            f"(per class {record['excluded_per_class'] or 'none'}); eligible {record['eligible']}; scored "
+            f"{record['scored']} (at most {record['per_class_limit']} per class, seeded sample).",
+        ]
 
     lines += ["", "## What the data shows", "", *source_findings(audit_report, metrics)]
 
@@ -160,9 +221,13 @@ def to_html(markdown_text: str, base: Path) -> str:
         data = base64.b64encode(path.read_bytes()).decode() if path.is_file() else ""
         return f"![{match.group(1)}](data:image/png;base64,{data})"
 
-    body = markdown.markdown(re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", inline, markdown_text),
-                             extensions=["tables", "fenced_code", "md_in_html"])
-    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}"
-             "img{max-width:32em;display:inline-block;margin:.3em}blockquote{color:#a00;font-weight:bold}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>Model report</title><style>{style}</style></head><body>{body}</body></html>\n"
+    body = markdown.markdown(
+        re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", inline, markdown_text), extensions=["tables", "fenced_code", "md_in_html"]
+    )
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}"
+        "img{max-width:32em;display:inline-block;margin:.3em}blockquote{color:#a00;font-weight:bold}"
+    )
+    head = f"<meta charset='utf-8'><title>Model report</title><style>{style}</style>"
+    return f"<!doctype html><html><head>{head}</head><body>{body}</body></html>\n"

@@ -1,4 +1,5 @@
 """Where each stage writes; dvc.yaml declares the same paths (a test checks they agree)."""
+
 from pathlib import Path
 
 # Content fingerprints of the data folders outside the project (see stages/sources.py).

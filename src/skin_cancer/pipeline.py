@@ -1,4 +1,5 @@
 """tf.data input pipelines: images from manifests, and cached backbone features."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,15 +63,24 @@ def augmenter(cfg: AugmentConfig, seed: int):
     return keras.Sequential(layers, name="augment") if layers else None
 
 
-def image_dataset(paths, labels, image_size: int, batch_size: int, *, shuffle_seed: int | None = None,
-                  augment=None, views: tuple[int, ...] = (0,)) -> tf.data.Dataset:
+def image_dataset(
+    paths,
+    labels,
+    image_size: int,
+    batch_size: int,
+    *,
+    shuffle_seed: int | None = None,
+    augment=None,
+    views: tuple[int, ...] = (0,),
+) -> tf.data.Dataset:
     """Batched (image, label) pairs: parallel decode and resize, in-memory cache, optional shuffle and
     augmentation on the graph, prefetch. `views` repeats every image in the given dihedral views."""
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), np.asarray(labels, dtype="float32")))
     ds = ds.map(lambda p, y: (load_image(p, image_size), y), num_parallel_calls=AUTOTUNE)
     if views != (0,):
-        ds = ds.map(lambda x, y: (tf.stack([dihedral_view(x, v) for v in views]), tf.repeat(y, len(views))),
-                    num_parallel_calls=AUTOTUNE).unbatch()
+        ds = ds.map(
+            lambda x, y: (tf.stack([dihedral_view(x, v) for v in views]), tf.repeat(y, len(views))), num_parallel_calls=AUTOTUNE
+        ).unbatch()
     else:
         ds = ds.cache()
     if shuffle_seed is not None:

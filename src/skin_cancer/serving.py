@@ -5,6 +5,7 @@ views, class names) and predict calibrated probabilities and labels for image fi
     clf = load_classifier("models/model.keras")          # or "models:/NAME@ALIAS", or run_id=...
     clf.predict(["lesion.jpg", array])                    # one dict per image
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -24,6 +25,7 @@ BATCH = 32  # images per forward pass (times the test-time views)
 @dataclass
 class Classifier:
     """A Keras model plus the operating point fitted on validation (see the calibrate stage)."""
+
     model: object
     operating_point: dict
     source: str = ""
@@ -41,13 +43,13 @@ class Classifier:
     def class_names(self) -> list[str]:
         return list(self.operating_point["class_names"])
 
-    def with_views(self, tta_views: int) -> "Classifier":
+    def with_views(self, tta_views: int) -> Classifier:
         """The same classifier averaging over `tta_views` dihedral views (1 = no test-time augmentation)."""
         if not 1 <= tta_views <= 8:
             raise ValueError(f"tta_views={tta_views} must be between 1 and 8")
         return replace(self, operating_point={**self.operating_point, "tta_views": tta_views}, _forward=None)
 
-    def with_runtime(self, runtime: str) -> "Classifier":
+    def with_runtime(self, runtime: str) -> Classifier:
         """The same classifier run by another runtime (see inference.py)."""
         return replace(self, operating_point={**self.operating_point, "runtime": runtime}, _forward=None)
 
@@ -59,14 +61,16 @@ class Classifier:
         from skin_cancer.inference import compile_predictor, run_batches
 
         if self._forward is None:
-            self._forward = compile_predictor(self.model, int(self.operating_point.get("tta_views", 1)),
-                                              self.operating_point.get("runtime", "tensorflow"))
+            self._forward = compile_predictor(
+                self.model, int(self.operating_point.get("tta_views", 1)), self.operating_point.get("runtime", "tensorflow")
+            )
         images = np.asarray(images, dtype="float32")
         if len(images) <= BATCH:  # one request's worth: no padding, no progress bar
             raw = self._forward(images)
         else:
-            raw = run_batches(self._forward, (images[i:i + BATCH] for i in range(0, len(images), BATCH)),
-                              len(images), BATCH, "predicting")
+            raw = run_batches(
+                self._forward, (images[i : i + BATCH] for i in range(0, len(images), BATCH)), len(images), BATCH, "predicting"
+            )
         return apply_temperature(raw, float(self.operating_point.get("temperature", 1.0)))
 
     def predict(self, images: list) -> list[dict]:
@@ -137,8 +141,11 @@ class Classifier:
         return tf.image.resize(array, (self.image_size,) * 2).numpy()
 
     def _decide(self, probability: float) -> dict:
-        return {"probability": float(probability), "label": self.class_names[int(probability >= self.threshold)],
-                "threshold": self.threshold}
+        return {
+            "probability": float(probability),
+            "label": self.class_names[int(probability >= self.threshold)],
+            "threshold": self.threshold,
+        }
 
 
 def load_classifier(source: str | Path = "models/model.keras", *, run_id: str | None = None) -> Classifier:
@@ -181,8 +188,9 @@ MAX_BATCH = 32
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 
 
-def predict_encoded(classifier: Classifier, encoded: list, max_batch: int = MAX_BATCH,
-                    max_bytes: int = MAX_IMAGE_BYTES) -> list[dict]:
+def predict_encoded(
+    classifier: Classifier, encoded: list, max_batch: int = MAX_BATCH, max_bytes: int = MAX_IMAGE_BYTES
+) -> list[dict]:
     """Predictions for base64-encoded image files (JPEG, PNG, ...: the REST request format), one
     result per item; an item that is not base64, too large or not a usable image gets an `error`."""
     import base64

@@ -3,6 +3,7 @@
 One pipeline execution -> one MLflow run that holds the whole picture of the resulting model,
 assembled from the DVC outputs, so a run is complete even when DVC restored stages from cache.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -88,8 +89,7 @@ def parent_run(client, experiment_id: str, group: str) -> str:
         run = client.create_run(experiment_id, run_name=f"sweep {group}", tags={GROUP_TAG: group, "sweep.parent": "true"})
         with contextlib.suppress(Exception):  # already deleted as a duplicate by another writer
             client.set_terminated(run.info.run_id)
-    found = sorted(client.search_runs([experiment_id], filter_string=query),
-                   key=lambda r: (r.info.start_time, r.info.run_id))
+    found = sorted(client.search_runs([experiment_id], filter_string=query), key=lambda r: (r.info.start_time, r.info.run_id))
     for duplicate in found[1:]:
         with contextlib.suppress(Exception):  # another writer may have deleted it already
             client.delete_run(duplicate.info.run_id)
@@ -153,8 +153,10 @@ def model_signature(image_size: int):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype("float32"), (-1, image_size, image_size, 3), "image")]),
-                          outputs=Schema([TensorSpec(np.dtype("float32"), (-1, 1), "probability")]))
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, image_size, image_size, 3), "image")]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, 1), "probability")]),
+    )
 
 
 def serving_signature():
@@ -163,8 +165,15 @@ def serving_signature():
 
     return ModelSignature(
         inputs=Schema([ColSpec("string", "image")]),
-        outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label"),
-                        ColSpec("double", "threshold"), ColSpec("string", "error")]))
+        outputs=Schema(
+            [
+                ColSpec("double", "probability"),
+                ColSpec("string", "label"),
+                ColSpec("double", "threshold"),
+                ColSpec("string", "error"),
+            ]
+        ),
+    )
 
 
 def serving_model():
@@ -206,8 +215,10 @@ def log_datasets(evaluated: list[str]) -> None:
 
     from skin_cancer.data import read_manifest
 
-    frames = {context: read_manifest(paths.PREPARED / f"{split}.csv")[["source", "label", "sha256"]]
-              for context, split in (("training", "train"), ("validation", "val"), ("test", "test"))}
+    frames = {
+        context: read_manifest(paths.PREPARED / f"{split}.csv")[["source", "label", "sha256"]]
+        for context, split in (("training", "train"), ("validation", "val"), ("test", "test"))
+    }
     for name in evaluated:
         predictions = paths.EVALUATION / name / "predictions.csv"
         if name not in ("test", "clean_test") and predictions.is_file():
@@ -254,47 +265,80 @@ def log_pipeline_run(cfg: Config) -> dict:
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg), tags=tags) as run:
             log_datasets(list(metrics))
             params = {k: ("null" if v is None else v) for k, v in flatten(to_dict(cfg)).items()}
-            client.log_batch(run.info.run_id, metrics=epoch_metrics(history),
-                             params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
+            client.log_batch(
+                run.info.run_id,
+                metrics=epoch_metrics(history),
+                params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()],
+            )
             # One namespace per evaluated set: validation.*, test.*, clean_test.*, <external set>.*
-            numbers = {**flatten(metrics), **flatten(audit_report["summary"], "audit."),
-                       "operating_point.threshold": operating_point["threshold"],
-                       "operating_point.temperature": operating_point["temperature"]}
+            numbers = {
+                **flatten(metrics),
+                **flatten(audit_report["summary"], "audit."),
+                "operating_point.threshold": operating_point["threshold"],
+                "operating_point.temperature": operating_point["temperature"],
+            }
             mlflow.log_metrics({k: v for k, v in numbers.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-            mlflow.log_metrics({f"data.{split}.{label}": n for split, c in prepare_report["counts"].items() for label, n in c.items()})
+            mlflow.log_metrics(
+                {f"data.{split}.{label}": n for split, c in prepare_report["counts"].items() for label, n in c.items()}
+            )
             mlflow.log_artifacts(str(paths.EVALUATION), artifact_path="evaluation")
             mlflow.log_artifacts(str(paths.FIGURES), artifact_path="figures")
             mlflow.log_artifacts(str(paths.AUDIT), artifact_path="audit")
             for path in (paths.MODEL_REPORT, paths.MODEL_REPORT.with_suffix(".html")):
                 mlflow.log_artifact(str(path))
-            for path in (paths.METRICS, paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY, paths.PREPARE_REPORT,
-                         paths.OPERATING_POINT, Path("params.yaml")):
+            for path in (
+                paths.METRICS,
+                paths.TRAIN_HISTORY,
+                paths.FINETUNE_HISTORY,
+                paths.PREPARE_REPORT,
+                paths.OPERATING_POINT,
+                Path("params.yaml"),
+            ):
                 mlflow.log_artifact(str(path), artifact_path="pipeline")
             if cfg.tracking.log_model:
                 import keras
 
-                mlflow.keras.log_model(keras.saving.load_model(paths.MODEL), name="model",
-                                       signature=model_signature(cfg.data.image_size),
-                                       pip_requirements=pip_requirements(),
-                                       metadata={"operating_point": operating_point})
+                mlflow.keras.log_model(
+                    keras.saving.load_model(paths.MODEL),
+                    name="model",
+                    signature=model_signature(cfg.data.image_size),
+                    pip_requirements=pip_requirements(),
+                    metadata={"operating_point": operating_point},
+                )
                 # The same model behind a pyfunc that takes base64 image files: what the registry
                 # holds and `mlflow models serve` serves.
                 # It carries the package's code (code_paths), so it loads where the project is not installed.
-                mlflow.pyfunc.log_model(name="serving", python_model=serving_model(),
-                                        artifacts={"model": str(paths.MODEL), "operating_point": str(paths.OPERATING_POINT)},
-                                        code_paths=[str(Path(__file__).resolve().parent)],
-                                        signature=serving_signature(), pip_requirements=pip_requirements(),
-                                        input_example=serving_example(), metadata={"operating_point": operating_point})
+                mlflow.pyfunc.log_model(
+                    name="serving",
+                    python_model=serving_model(),
+                    artifacts={"model": str(paths.MODEL), "operating_point": str(paths.OPERATING_POINT)},
+                    code_paths=[str(Path(__file__).resolve().parent)],
+                    signature=serving_signature(),
+                    pip_requirements=pip_requirements(),
+                    input_example=serving_example(),
+                    metadata={"operating_point": operating_point},
+                )
         logged = {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri, "group": group}
         if cfg.tracking.log_model and cfg.tracking.registered_model:
-            comparable = {"task.classes": ",".join(operating_point["class_names"]),
-                          "validation.fingerprint": str(operating_point.get("validation_fingerprint"))}
+            comparable = {
+                "task.classes": ",".join(operating_point["class_names"]),
+                "validation.fingerprint": str(operating_point.get("validation_fingerprint")),
+            }
             logged["registry"] = register_model(client, run.info.run_id, cfg.tracking, numbers, comparable)
         return logged
 
 
-HEADLINE = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "roc_auc", "roc_auc_ci_low",
-            "roc_auc_ci_high", "ece", "threshold")
+HEADLINE = (
+    "accuracy",
+    "balanced_accuracy",
+    "sensitivity",
+    "specificity",
+    "roc_auc",
+    "roc_auc_ci_low",
+    "roc_auc_ci_high",
+    "ece",
+    "threshold",
+)
 # Version tags that say which versions may be compared for the champion alias.
 COMPARABLE = ("task.classes", "validation.fingerprint")
 
@@ -319,8 +363,9 @@ def best_comparable(versions: list, like: dict, metric: str):
     (ties: the older version keeps it), or None."""
     best = None
     for v in sorted(versions, key=lambda v: int(v.version)):
-        if all(v.tags.get(k) == like.get(k) for k in COMPARABLE) and promote(_value(v.tags, metric),
-                                                                             _value(best.tags, metric) if best else None):
+        if all(v.tags.get(k) == like.get(k) for k in COMPARABLE) and promote(
+            _value(v.tags, metric), _value(best.tags, metric) if best else None
+        ):
             best = v
     return best
 
@@ -335,8 +380,11 @@ def register_model(client, run_id: str, cfg: TrackingConfig, numbers: dict, comp
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    tags = {k: str(v) for k, v in numbers.items()
-            if k.rsplit(".", 1)[-1] in HEADLINE or k in (cfg.champion_metric, "operating_point.temperature")}
+    tags = {
+        k: str(v)
+        for k, v in numbers.items()
+        if k.rsplit(".", 1)[-1] in HEADLINE or k in (cfg.champion_metric, "operating_point.temperature")
+    }
     tags.update(comparable)
     version = mlflow.register_model(f"runs:/{run_id}/serving", cfg.registered_model, tags=tags)
 
@@ -352,17 +400,24 @@ def register_model(client, run_id: str, cfg: TrackingConfig, numbers: dict, comp
         reason = f"version {previous.version} holds @{cfg.champion_alias} but was validated on other data or classes"
     else:
         for _ in range(5):
-            best = best_comparable(client.search_model_versions(f"name = '{cfg.registered_model}'"), comparable,
-                                   cfg.champion_metric)
+            best = best_comparable(
+                client.search_model_versions(f"name = '{cfg.registered_model}'"), comparable, cfg.champion_metric
+            )
             current = holder()
             if best is None or (current is not None and current.version == best.version):
                 break
             client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, best.version)
     final = holder()
-    return {"name": cfg.registered_model, "version": int(version.version), "metric": cfg.champion_metric,
-            "value": numbers.get(cfg.champion_metric), "previous_champion": int(previous.version) if previous else None,
-            "previous_value": _value(previous.tags, cfg.champion_metric) if previous else None,
-            "champion": final is not None and final.version == version.version, "not_comparable": reason}
+    return {
+        "name": cfg.registered_model,
+        "version": int(version.version),
+        "metric": cfg.champion_metric,
+        "value": numbers.get(cfg.champion_metric),
+        "previous_champion": int(previous.version) if previous else None,
+        "previous_value": _value(previous.tags, cfg.champion_metric) if previous else None,
+        "champion": final is not None and final.version == version.version,
+        "not_comparable": reason,
+    }
 
 
 def load_logged_model(uri: str):
@@ -402,6 +457,14 @@ def model_versions(name: str) -> list[dict]:
     out = []
     for v in sorted(versions, key=lambda v: -int(v.version)):
         run_tags = client.get_run(v.run_id).data.tags if v.run_id else {}
-        out.append({"version": int(v.version), "aliases": list(v.aliases), "run_id": v.run_id, "tags": dict(v.tags),
-                    "data_fingerprint": run_tags.get("data.fingerprint"), "recipe": run_tags.get("recipe")})
+        out.append(
+            {
+                "version": int(v.version),
+                "aliases": list(v.aliases),
+                "run_id": v.run_id,
+                "tags": dict(v.tags),
+                "data_fingerprint": run_tags.get("data.fingerprint"),
+                "recipe": run_tags.get("recipe"),
+            }
+        )
     return out

@@ -1,4 +1,5 @@
 """Training loops for the head and fine-tuning phases, on images or on cached features."""
+
 from __future__ import annotations
 
 import tempfile
@@ -44,8 +45,9 @@ def learning_rate(phase: PhaseConfig, steps_per_epoch: int):
     )
 
 
-def fit_phase(model: keras.Model, train_ds, val_ds, phase: PhaseConfig, *, restore_best: bool,
-              first_epoch: int = 0, name: str = "phase") -> list[dict]:
+def fit_phase(
+    model: keras.Model, train_ds, val_ds, phase: PhaseConfig, *, restore_best: bool, first_epoch: int = 0, name: str = "phase"
+) -> list[dict]:
     """Compile and fit `model`; returns one row of metrics per epoch.
 
     The best epoch by validation AUC is checkpointed and restored when `restore_best`.
@@ -55,8 +57,11 @@ def fit_phase(model: keras.Model, train_ds, val_ds, phase: PhaseConfig, *, resto
         return []
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "best.weights.h5"
-        callbacks = [keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_auc", mode="max",
-                                                     save_best_only=True, save_weights_only=True)]
+        callbacks = [
+            keras.callbacks.ModelCheckpoint(
+                checkpoint, monitor="val_auc", mode="max", save_best_only=True, save_weights_only=True
+            )
+        ]
         if phase.patience is not None:
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=phase.patience))
         history = model.fit(train_ds, validation_data=val_ds, epochs=phase.epochs, callbacks=callbacks, verbose=2)
@@ -77,12 +82,16 @@ def datasets(cfg: Config, prepared_dir: Path, features_dir: Path):
     if cfg.train.cache_features:
         from skin_cancer.features import load_features
 
-        return (feature_dataset(load_features(features_dir, "train"), train.label_index, batch, shuffle_seed=seed),
-                feature_dataset(load_features(features_dir, "val"), val.label_index, batch))
+        return (
+            feature_dataset(load_features(features_dir, "train"), train.label_index, batch, shuffle_seed=seed),
+            feature_dataset(load_features(features_dir, "val"), val.label_index, batch),
+        )
     size = cfg.data.image_size
     aug = augmenter(cfg.train.augment, seed)
-    return (image_dataset(train.path, train.label_index, size, batch, shuffle_seed=seed, augment=aug),
-            image_dataset(val.path, val.label_index, size, batch))
+    return (
+        image_dataset(train.path, train.label_index, size, batch, shuffle_seed=seed, augment=aug),
+        image_dataset(val.path, val.label_index, size, batch),
+    )
 
 
 def trainable_model(cfg: Config, classifier: keras.Model) -> keras.Model:
@@ -93,5 +102,6 @@ def trainable_model(cfg: Config, classifier: keras.Model) -> keras.Model:
 
 
 def history_frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=None if rows else ["epoch", "phase", "loss", "accuracy", "auc",
-                                                          "val_loss", "val_accuracy", "val_auc"])
+    return pd.DataFrame(
+        rows, columns=None if rows else ["epoch", "phase", "loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"]
+    )

@@ -1,10 +1,11 @@
 """Thin DVC stage entry points: `python -m skin_cancer.stages.<name>` reads params.yaml, calls the
 library and writes the stage's declared outputs."""
+
 from __future__ import annotations
 
 import signal
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from skin_cancer.config import ConfigError, load_params
 from skin_cancer.data import BadImage, DataError

@@ -1,6 +1,7 @@
 """DVC stage `calibrate`: on the validation split, fit the temperature (temperature scaling) and
 choose the decision threshold by `evaluate.threshold_policy` -> models/operating_point.json, which
 every later prediction uses. No test image is looked at."""
+
 import hashlib
 
 import keras
@@ -23,19 +24,28 @@ def main(cfg: Config) -> None:
     prob = ev.apply_temperature(raw, temperature)
     threshold = ev.choose_threshold(val.label_index, prob, cfg.evaluate)
     validation = ev.binary_metrics(val.label_index, prob, threshold)
-    validation.update({f"uncalibrated_{k}": v for k, v in ev.calibration_metrics(val.label_index, raw, cfg.evaluate.calibration_bins).items()})
+    validation.update(
+        {f"uncalibrated_{k}": v for k, v in ev.calibration_metrics(val.label_index, raw, cfg.evaluate.calibration_bins).items()}
+    )
     validation.update(ev.calibration_metrics(val.label_index, prob, cfg.evaluate.calibration_bins))
     operating_point = {
-        "temperature": temperature, "threshold": threshold, "threshold_policy": cfg.evaluate.threshold_policy,
-        "tta_views": cfg.evaluate.tta_views, "runtime": cfg.evaluate.runtime, "image_size": cfg.data.image_size,
+        "temperature": temperature,
+        "threshold": threshold,
+        "threshold_policy": cfg.evaluate.threshold_policy,
+        "tta_views": cfg.evaluate.tta_views,
+        "runtime": cfg.evaluate.runtime,
+        "image_size": cfg.data.image_size,
         "class_names": [*report["negative_classes"], report["positive_class"]],
-        "positive_class": report["positive_class"], "validation": ev.json_safe(validation),
+        "positive_class": report["positive_class"],
+        "validation": ev.json_safe(validation),
         # Which images the validation metrics come from: only models validated alike are compared.
         "validation_fingerprint": hashlib.sha256("\n".join(sorted(val.sha256)).encode()).hexdigest()[:16],
     }
     write_json(paths.OPERATING_POINT, operating_point)
-    print(f"calibrate: temperature {temperature:.3f}, threshold {threshold:.4f} ({cfg.evaluate.threshold_policy}); "
-          f"validation ECE {validation['uncalibrated_ece']:.4f} -> {validation['ece']:.4f}, AUC {validation['roc_auc']:.4f}")
+    print(
+        f"calibrate: temperature {temperature:.3f}, threshold {threshold:.4f} ({cfg.evaluate.threshold_policy}); "
+        f"validation ECE {validation['uncalibrated_ece']:.4f} -> {validation['ece']:.4f}, AUC {validation['roc_auc']:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -2,15 +2,15 @@
 test split, on the clean test subset (no copy or same-lesion twin in train/val) and on every
 external set -> one metrics namespace, tables and figures per set, and Grad-CAM overlays of the most
 confident right and wrong test predictions."""
+
 import tempfile
 from pathlib import Path
 
 import keras
 import pandas as pd
 
-from skin_cancer import audit, explain, inference
+from skin_cancer import audit, explain, inference, paths
 from skin_cancer import evaluation as ev
-from skin_cancer import paths
 from skin_cancer.config import Config
 from skin_cancer.data import read_manifest
 from skin_cancer.external import external_set
@@ -42,9 +42,17 @@ def main(cfg: Config) -> None:
         training_prints = audit.fingerprint(list(training.path), cfg.audit.workers, "evaluate: hashing train/val")
         for name, spec in cfg.evaluate.external.items():
             with tempfile.TemporaryDirectory() as converted:
-                frame, found = external_set(name, spec, training_prints, class_names, Path(converted), seed=cfg.seed,
-                                            candidate_distance=cfg.audit.candidate_distance,
-                                            min_correlation=cfg.audit.min_correlation, workers=cfg.audit.workers)
+                frame, found = external_set(
+                    name,
+                    spec,
+                    training_prints,
+                    class_names,
+                    Path(converted),
+                    seed=cfg.seed,
+                    candidate_distance=cfg.audit.candidate_distance,
+                    min_correlation=cfg.audit.min_correlation,
+                    workers=cfg.audit.workers,
+                )
                 sets[name] = (frame, predict(frame, name))
             external_records[name] = found
 
@@ -59,8 +67,7 @@ def main(cfg: Config) -> None:
             write_json(out / name / "exclusions.json", found["record"])
             found["excluded"].to_csv(out / name / "excluded.csv", index=False)
             metrics[name]["excluded"] = sum(found["record"]["excluded"].values())
-        explain.gradcam_grid(model, test, test_prob, threshold, class_names, cfg.data.image_size,
-                             figures / "test_gradcam.png")
+        explain.gradcam_grid(model, test, test_prob, threshold, class_names, cfg.data.image_size, figures / "test_gradcam.png")
         history = pd.concat([pd.read_csv(paths.TRAIN_HISTORY), pd.read_csv(paths.FINETUNE_HISTORY)], ignore_index=True)
         ev.plot_history(history, figures / "training_curves.png")
     write_json(paths.METRICS, ev.json_safe(metrics))

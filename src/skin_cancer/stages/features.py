@@ -1,4 +1,5 @@
 """DVC stage `features`: the frozen part of the backbone computed once into data/features/."""
+
 from skin_cancer import paths
 from skin_cancer.config import Config
 from skin_cancer.features import compute_features

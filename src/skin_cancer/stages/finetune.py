@@ -1,5 +1,6 @@
 """DVC stage `finetune`: unfreeze the backbone above model.frozen_until, recompile, train ->
 models/model.keras (and models/model.h5 for `load_model` habits) + per-epoch history."""
+
 import keras
 import pandas as pd
 
@@ -8,8 +9,7 @@ from skin_cancer.config import Config
 from skin_cancer.io import atomic_path
 from skin_cancer.model import trainable_summary, unfreeze
 from skin_cancer.stages import run_stage
-from skin_cancer.training import (datasets, fit_phase, history_frame, seed_everything, trainable_model,
-                                  training_seed)
+from skin_cancer.training import datasets, fit_phase, history_frame, seed_everything, trainable_model, training_seed
 
 
 def main(cfg: Config) -> None:
@@ -19,8 +19,9 @@ def main(cfg: Config) -> None:
     model = trainable_model(cfg, classifier)
     train_ds, val_ds = datasets(cfg, paths.PREPARED, paths.FEATURES)
     head_epochs = len(pd.read_csv(paths.TRAIN_HISTORY))
-    rows = fit_phase(model, train_ds, val_ds, cfg.train.finetune, restore_best=cfg.train.restore_best,
-                     first_epoch=head_epochs, name="finetune")
+    rows = fit_phase(
+        model, train_ds, val_ds, cfg.train.finetune, restore_best=cfg.train.restore_best, first_epoch=head_epochs, name="finetune"
+    )
     print(f"finetune: {trainable_summary(model)}")
     for path in (paths.MODEL, paths.MODEL_H5):
         with atomic_path(path) as tmp:

@@ -1,4 +1,5 @@
 """DVC stage `prepare`: Kaggle-layout folder + the audit's groups -> data/prepared/{train,val,test}.csv + report.json."""
+
 from skin_cancer import paths
 from skin_cancer.audit import read_images
 from skin_cancer.config import Config, resolve_from_project
@@ -11,11 +12,17 @@ def main(cfg: Config) -> None:
     data = cfg.data
     with atomic_dir(paths.PREPARED) as out_dir:
         report = prepare(
-            resolve_from_project(data.root), out_dir, paths.PREPARED,
+            resolve_from_project(data.root),
+            out_dir,
+            paths.PREPARED,
             read_images(paths.AUDIT_IMAGES),
-            positive_class=data.positive_class, val_fraction=data.val_fraction, seed=cfg.seed,
+            positive_class=data.positive_class,
+            val_fraction=data.val_fraction,
+            seed=cfg.seed,
             drop_test_duplicates=data.drop_test_duplicates,
-            strict=data.strict, max_image_pixels=data.max_image_pixels, per_class_limit=data.per_class_limit,
+            strict=data.strict,
+            max_image_pixels=data.max_image_pixels,
+            per_class_limit=data.per_class_limit,
         )
         write_json(out_dir / "report.json", report)
     print(f"prepare: {report['counts']}")

@@ -5,6 +5,7 @@ Why not `${data.root}` as a dependency: DVC resolves a relative path outside the
 its temporary copy when it runs a queued experiment, and fails there. This stage always runs
 (`always_changed`), reads the folders from the project root, and the stages after it re-run only
 when a fingerprint changes."""
+
 from skin_cancer import paths
 from skin_cancer.config import Config, resolve_from_project
 from skin_cancer.io import folder_fingerprint, write_json

@@ -1,5 +1,6 @@
 """DVC stage `track`: one MLflow run for the pipeline's current outputs, its model registered (and
 made champion when it beats the current one) -> reports/mlflow_run.json."""
+
 from skin_cancer import paths
 from skin_cancer.config import Config
 from skin_cancer.io import write_json
@@ -13,8 +14,12 @@ def main(cfg: Config) -> None:
     print(f"track: MLflow run {run['run_id']} in {run['tracking_uri']}")
     if "registry" in run:
         r = run["registry"]
-        verdict = (f"now @{cfg.tracking.champion_alias}" if r["champion"] else r["not_comparable"] or
-                   f"@{cfg.tracking.champion_alias} stays on version {r['previous_champion']} ({r['previous_value']})")
+        verdict = (
+            f"now @{cfg.tracking.champion_alias}"
+            if r["champion"]
+            else r["not_comparable"]
+            or f"@{cfg.tracking.champion_alias} stays on version {r['previous_champion']} ({r['previous_value']})"
+        )
         print(f"track: registered {r['name']} version {r['version']} ({r['metric']} {r['value']}): {verdict}")
 
 

@@ -1,11 +1,11 @@
 """DVC stage `train`: the head phase (frozen backbone) -> models/head.keras + per-epoch history."""
+
 from skin_cancer import paths
 from skin_cancer.config import Config
 from skin_cancer.io import atomic_path
 from skin_cancer.model import build_classifier, trainable_summary
 from skin_cancer.stages import run_stage
-from skin_cancer.training import (datasets, fit_phase, history_frame, seed_everything, trainable_model,
-                                  training_seed)
+from skin_cancer.training import datasets, fit_phase, history_frame, seed_everything, trainable_model, training_seed
 
 
 def main(cfg: Config) -> None:
