@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skin_cancer.inference import RUNTIMES, compile_predictor, predict_files
+from skin_cancer.inference import RUNTIMES, compile_forward, compile_predictor, predict_files
 
 
 def corner_model():
@@ -39,3 +39,21 @@ def test_openvino_runs_the_same_graph_as_tensorflow(tiny_cfg):
 def test_unknown_runtime_is_named():
     with pytest.raises(ValueError, match="runtime='onnx'"):
         compile_predictor(corner_model(), 1, "onnx")
+
+
+def test_openvino_conversion_sends_no_telemetry(monkeypatch):
+    """OpenVINO's converter would fork a child to report usage; forked from a threaded process it can
+    hang for good without DNS (a `track` stage that never ended). Nothing may be sent."""
+    import openvino_telemetry.backend.backend_ga4 as ga4
+    import tensorflow as tf
+
+    sent = []
+    monkeypatch.setattr(ga4.GA4Backend, "send", lambda self, message: sent.append(message))
+
+    @tf.autograph.experimental.do_not_convert
+    def mean(images):
+        return tf.reduce_mean(images, axis=(1, 2))
+
+    forward = compile_forward(mean, (8, 8, 3), "openvino")
+    assert forward(np.ones((2, 8, 8, 3), dtype="float32")).shape == (2, 3)
+    assert sent == []

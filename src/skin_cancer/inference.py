@@ -17,6 +17,42 @@ RUNTIMES = ("openvino", "tensorflow")
 Forward = Callable[[np.ndarray], np.ndarray]
 
 
+def _import_openvino():
+    """`openvino`, with its usage telemetry switched off for this process.
+
+    OpenVINO reports usage to Google Analytics (on import and on every conversion, unless the user
+    opted out with `opt_in_out --opt_out`) from a child process it forks. Forked from a process that
+    already runs threads (TensorFlow, MLflow, Streamlit), that child can hang for good in
+    getaddrinfo on a machine without DNS, and the parent then waits for it at exit: a stage that
+    never ends. Its telemetry object is a singleton that is re-initialised only when another tool
+    name asks for it, so consent is switched off under the name `import openvino` uses, then under
+    the name conversion uses; the user's own setting is not touched."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        import openvino_telemetry
+
+        openvino_telemetry.Telemetry(
+            app_name="OpenVINO",
+            app_version=version("openvino"),
+            tid="",
+            backend="ga4",
+            enable_opt_in_dialog=False,
+            disable_in_ci=True,
+        ).consent = False
+    except (ImportError, PackageNotFoundError):  # a build without telemetry
+        pass
+    import openvino
+
+    try:
+        from openvino.tools.ovc.telemetry_utils import init_ovc_telemetry
+
+        init_ovc_telemetry().consent = False
+    except ImportError:
+        pass
+    return openvino
+
+
 def compile_forward(function, input_shape: tuple, runtime: str) -> Forward:
     """`function` (TensorFlow ops on a float32 batch of `input_shape` images) as a numpy function."""
     import tensorflow as tf
@@ -26,8 +62,7 @@ def compile_forward(function, input_shape: tuple, runtime: str) -> Forward:
     graph = tf.function(function).get_concrete_function(tf.TensorSpec((None, *input_shape), tf.float32))
     if runtime == "tensorflow":
         return lambda images: graph(tf.convert_to_tensor(images, tf.float32)).numpy()
-    import openvino as ov
-
+    ov = _import_openvino()
     # float32 explicitly: on CPUs with bfloat16 units OpenVINO would otherwise lower the precision.
     compiled = ov.Core().compile_model(
         ov.convert_model(graph), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
