@@ -125,8 +125,9 @@ def test_cosine_schedule_decays_to_zero_over_the_phase():
     from skin_cancer.config import PhaseConfig
     from skin_cancer.training import learning_rate
 
-    assert learning_rate(PhaseConfig(epochs=3, lr=0.1), 10) == 0.1
-    schedule = learning_rate(PhaseConfig(epochs=3, lr=0.1, schedule="cosine"), 10)
+    phase = {"epochs": 3, "lr": 0.1, "warmup_epochs": 0, "patience": None}
+    assert learning_rate(PhaseConfig(**phase, schedule="constant"), 10) == 0.1
+    schedule = learning_rate(PhaseConfig(**phase, schedule="cosine"), 10)
     assert float(schedule(0)) == pytest.approx(0.1) and float(schedule(30)) == pytest.approx(0.0, abs=1e-7)
 
 
@@ -135,7 +136,7 @@ def test_warmup_rises_linearly_then_follows_the_schedule(kind, at_end):
     from skin_cancer.config import PhaseConfig
     from skin_cancer.training import learning_rate
 
-    schedule = learning_rate(PhaseConfig(epochs=4, lr=0.1, schedule=kind, warmup_epochs=1), 10)
+    schedule = learning_rate(PhaseConfig(epochs=4, lr=0.1, schedule=kind, warmup_epochs=1, patience=None), 10)
     assert [round(float(schedule(s)), 6) for s in (0, 5, 10)] == [0.0, 0.05, 0.1]
     assert float(schedule(40)) == pytest.approx(at_end, abs=1e-7)
 
