@@ -3,6 +3,7 @@ time and peak memory of every stage, then the metrics of every evaluated set.
 
     python bench/pipeline.py                       # default recipe and experiment=notebook
     python bench/pipeline.py --recipe default --data /path/to/kaggle
+    python bench/pipeline.py --recipe default --repeat features --repeats 3   # spread of a noisy stage
 
 Each recipe runs in a fresh copy of the project (under --workdir), stage by stage in dvc.yaml's
 order, so both recipes are measured the same way on the same machine in one invocation.
@@ -15,6 +16,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -59,16 +61,29 @@ def compose(work: Path, overrides: list[str], env: dict) -> dict:
     return yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
 
 
-def bench(recipe: str, overrides: list[str], workdir: Path, env: dict) -> dict:
+def spread(values: list[float]) -> str:
+    """Median [min, max] of repeated timings."""
+    ordered = sorted(values)
+    return f"{statistics.median(ordered):.1f} s [{ordered[0]:.1f}, {ordered[-1]:.1f}] over {len(ordered)}"
+
+
+def bench(recipe: str, overrides: list[str], workdir: Path, env: dict, repeat: list[str], repeats: int) -> dict:
     work = fresh_workspace(workdir / recipe)
     stages = compose(work, overrides, env)
     rows = []
     for name, stage in stages.items():
-        wall, peak, code = run_stage(stage["cmd"], work, env)
-        rows.append({"stage": name, "wall_s": round(wall, 1), "peak_rss_mib": round(peak)})
-        print(f"{recipe:>9} {name:<9} {wall:8.1f} s {peak:8.0f} MiB", flush=True)
-        if code:
-            raise SystemExit(f"{recipe}: stage {name} failed with exit code {code}")
+        walls = []
+        for _ in range(repeats if name in repeat else 1):  # a stage re-run overwrites its own outputs
+            wall, peak, code = run_stage(stage["cmd"], work, env)
+            walls.append(wall)
+            print(f"{recipe:>9} {name:<9} {wall:8.1f} s {peak:8.0f} MiB", flush=True)
+            if code:
+                raise SystemExit(f"{recipe}: stage {name} failed with exit code {code}")
+        row = {"stage": name, "wall_s": round(statistics.median(walls), 1), "peak_rss_mib": round(peak)}
+        if len(walls) > 1:
+            row.update(runs_s=[round(w, 1) for w in walls])
+            print(f"{recipe:>9} {name:<9} {spread(walls)}", flush=True)
+        rows.append(row)
     metrics = json.loads((work / "reports" / "metrics.json").read_text())
     return {
         "recipe": recipe,
@@ -84,12 +99,14 @@ def main() -> None:
     parser.add_argument("--recipe", action="append", choices=sorted(RECIPES), help="repeatable; default: all")
     parser.add_argument("--data", help="Kaggle-layout folder (default: data.root of conf/)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--repeat", action="append", default=[], metavar="STAGE", help="stage to run --repeats times")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each --repeat stage; its median counts")
     args = parser.parse_args()
     env = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{args.workdir.resolve() / 'mlflow.db'}")
     results = []
     for recipe in args.recipe or ["default", "notebook"]:
         overrides = RECIPES[recipe] + ([f"data.root={Path(args.data).resolve()}"] if args.data else [])
-        results.append(bench(recipe, overrides, args.workdir.resolve(), env))
+        results.append(bench(recipe, overrides, args.workdir.resolve(), env, args.repeat, args.repeats))
     print(f"\n{'recipe':<9} {'total s':>8} {'set':<11} {'images':>6} {'accuracy':>8} {'roc_auc':>8} {'sens':>6} {'spec':>6}")
     for r in results:
         for name, m in r["metrics"].items():

@@ -104,8 +104,8 @@ def main() -> None:
     files = image_files([str(args.images)])
     one = files[0]
     clf = load_classifier(args.project / "models" / "model.keras")
-    views = clf.operating_point["tta_views"]
-    runtime = clf.operating_point["runtime"]
+    views = clf.operating_point.tta_views
+    runtime = clf.operating_point.runtime
     print(f"model {clf.source}, {views} test-time views, runtime {runtime}; image {one}")
     for name, c in (
         (f"API, {views} views (the model's own)", clf),

@@ -54,8 +54,8 @@ def local_card(model_path: Path) -> dict:
 
 def show_card(card: dict, classifier) -> None:
     st.markdown(
-        f"Threshold **{classifier.threshold:.3f}** ({classifier.operating_point.get('threshold_policy')}, "
-        f"chosen on validation); temperature {classifier.operating_point.get('temperature', 1.0):.2f}."
+        f"Threshold **{classifier.threshold:.3f}** ({classifier.operating_point.threshold_policy}, "
+        f"chosen on validation); temperature {classifier.operating_point.temperature:.2f}."
     )
     for key in ("MLflow run", "data fingerprint", "recipe"):
         if card.get(key):
@@ -74,7 +74,7 @@ def show_card(card: dict, classifier) -> None:
 
 def pick_model(args) -> tuple[str, dict]:
     """The sidebar's model picker: the local model and every registered version."""
-    from skin_cancer.tracking import model_versions
+    from skin_cancer.registry import model_versions
 
     versions = model_versions(args.registered_model) if args.registered_model else []
     options = {f"local: {args.model}": (args.model, None)}
@@ -90,12 +90,8 @@ def pick_model(args) -> tuple[str, dict]:
 
 
 def show_prediction(upload, clf) -> None:
-    """Predict one uploaded file; a file that cannot be used gets a clear message instead."""
-    import tensorflow as tf
-
+    """Predict and explain one uploaded file; a file that cannot be used gets a clear message instead."""
     from skin_cancer import explain
-    from skin_cancer.data import BadImage, decode
-    from skin_cancer.serving import MAX_IMAGE_PIXELS
 
     if upload.size > MAX_UPLOAD_MB * 1024 * 1024:
         st.error(f"{upload.name}: rejected: larger than {MAX_UPLOAD_MB} MB")
@@ -103,17 +99,10 @@ def show_prediction(upload, clf) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"upload{Path(upload.name).suffix.lower()}"
         path.write_bytes(upload.getvalue())
-        result = clf.predict([path])[0]
-        if "error" in result:
-            st.error(f"{upload.name}: rejected: {result['error']}")
-            return
-        try:
-            _, rgb = decode(path, MAX_IMAGE_PIXELS)
-        except BadImage as error:
-            st.error(f"{upload.name}: rejected: {error}")
-            return
-    image = tf.image.resize(np.asarray(rgb), (clf.image_size,) * 2).numpy()
-    heatmap, _ = explain.grad_cam(clf.model, image)
+        result, image, heatmap = explain.explain_file(clf, path)
+    if "error" in result:
+        st.error(f"{upload.name}: rejected: {result['error']}")
+        return
     st.subheader(upload.name)
     left, right = st.columns(2)
     left.image(image.astype(np.uint8), caption="as the model sees it", width="stretch")

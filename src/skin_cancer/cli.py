@@ -56,32 +56,20 @@ def run_predict(args) -> None:
 
 
 def run_explain(args) -> None:
-    import numpy as np
-    import tensorflow as tf
-
     from skin_cancer import explain
-    from skin_cancer.data import BadImage, decode
-    from skin_cancer.serving import MAX_IMAGE_PIXELS, image_files
+    from skin_cancer.serving import image_files
 
     classifier = _classifier(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in image_files(args.images):
-        try:
-            _, rgb = decode(Path(path), MAX_IMAGE_PIXELS)
-        except BadImage as error:
-            print(f"{path}: error: {error}", file=sys.stderr)
+        result, image, heatmap = explain.explain_file(classifier, path)
+        if "error" in result:
+            print(f"{path}: error: {result['error']}", file=sys.stderr)
             continue
-        image = tf.image.resize(np.asarray(rgb), (classifier.image_size,) * 2).numpy()
-        heatmap, _ = explain.grad_cam(classifier.model, image)
-        result = classifier.predict([image])[0]
         target = out / f"{Path(path).stem}_gradcam.png"
-        explain.save_overlay(
-            image,
-            heatmap,
-            f"{Path(path).name}: {result['label']} (p={result['probability']:.3f}, threshold {result['threshold']:.3f})",
-            target,
-        )
+        title = f"{Path(path).name}: {result['label']} (p={result['probability']:.3f}, threshold {result['threshold']:.3f})"
+        explain.save_overlay(image, heatmap, title, target)
         print(f"{path}: {result['label']} (p={result['probability']:.4f}) -> {target}")
 
 

@@ -1,15 +1,13 @@
-"""Test-set metrics (scikit-learn) and the figures declared as DVC plots."""
+"""Metrics of a scored set: threshold and ranking metrics, calibration, lesion-level bootstrap
+intervals, per-source subsets (scikit-learn and numpy; pure functions, no files)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
 from skin_cancer.config import EvaluateConfig
-from skin_cancer.io import atomic_path
 
 
 def choose_threshold(y_val, prob_val, cfg: EvaluateConfig) -> float:
@@ -239,46 +237,6 @@ def set_metrics(y_true, prob, threshold: float, cfg: EvaluateConfig, seed: int, 
     return metrics
 
 
-def write_set(
-    name: str,
-    frame: pd.DataFrame,
-    prob,
-    threshold: float,
-    metrics: dict,
-    class_names: list[str],
-    bins: int,
-    out: Path,
-    figures: Path,
-) -> None:
-    """Predictions, confusion matrix, classification report, ROC and reliability tables of one set
-    under `out/<name>/`, and its figures as `figures/<name>_*.png`."""
-    y_true = frame.label_index.to_numpy()
-    folder = out / name
-    folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(
-        {
-            "path": frame.source,
-            "actual": frame.label,
-            "probability": np.round(prob, 6),
-            "predicted": [class_names[int(p >= threshold)] for p in prob],
-        }
-    ).to_csv(folder / "predictions.csv", index=False)
-    conf = confusion(y_true, prob, threshold, class_names)
-    from skin_cancer.io import write_json
-
-    write_json(folder / "confusion_matrix.json", conf)
-    write_json(folder / "classification_report.json", report(y_true, prob, threshold, class_names))
-    table = reliability(y_true, prob, bins)
-    table.to_csv(folder / "reliability.csv", index=False)
-    plot_confusion(conf, figures / f"{name}_confusion_matrix.png", f"Confusion matrix ({name})")
-    plot_reliability(table, metrics, figures / f"{name}_reliability.png", name)
-    if metrics.get("roc_auc") is not None and not np.isnan(metrics["roc_auc"]):
-        points = roc_points(y_true, prob)
-        points.to_csv(folder / "roc.csv", index=False)
-        plot_roc(points, metrics["roc_auc"], figures / f"{name}_roc.png", name)
-        plot_pr(y_true, prob, metrics["pr_auc"], figures / f"{name}_pr.png", name)
-
-
 def json_safe(metrics: dict) -> dict:
     """NaN (undefined metric) as null, which JSON and DVC can read."""
     return {
@@ -305,114 +263,6 @@ def report(y_true, prob, threshold: float, class_names: list[str]) -> dict:
 def roc_points(y_true, prob) -> pd.DataFrame:
     fpr, tpr, thresholds = skm.roc_curve(np.asarray(y_true).astype(int), np.asarray(prob))
     return pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": np.minimum(thresholds, 1.0)})
-
-
-def save_figure(fig, path: Path) -> None:
-    """Write a matplotlib figure as PNG (atomically) and close it."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
-def pyplot():
-    """matplotlib.pyplot on the non-interactive Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_confusion(conf: dict, path: Path, title: str = "Confusion matrix (test)") -> None:
-    plt = pyplot()
-    matrix = np.asarray(conf["matrix"])
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    ax.imshow(matrix, cmap="Blues")
-    for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > matrix.max() / 2 else "black", fontsize=12)
-    ticks = range(len(conf["labels"]))
-    ax.set(
-        xticks=ticks,
-        yticks=ticks,
-        xticklabels=conf["labels"],
-        yticklabels=conf["labels"],
-        xlabel="predicted",
-        ylabel="true",
-        title=title,
-    )
-    save_figure(fig, path)
-
-
-def plot_roc(points: pd.DataFrame, auc: float, path: Path, name: str = "test") -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(4.2, 4))
-    ax.plot(points.fpr, points.tpr, label=f"ROC AUC = {auc:.3f}")
-    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
-    ax.set(
-        xlabel="1 - specificity (false positive rate)",
-        ylabel="sensitivity (true positive rate)",
-        title=f"ROC curve ({name})",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-    )
-    ax.legend(loc="lower right")
-    save_figure(fig, path)
-
-
-def plot_pr(y_true, prob, average_precision: float, path: Path, name: str) -> None:
-    plt = pyplot()
-    precision, recall, _ = skm.precision_recall_curve(np.asarray(y_true).astype(int), np.asarray(prob))
-    fig, ax = plt.subplots(figsize=(4.2, 4))
-    ax.plot(recall, precision, label=f"PR AUC (AP) = {average_precision:.3f}")
-    ax.axhline(np.mean(y_true), linestyle="--", color="grey", linewidth=0.8, label="prevalence")
-    ax.set(xlabel="recall (sensitivity)", ylabel="precision", title=f"Precision-recall ({name})", xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower left")
-    save_figure(fig, path)
-
-
-def plot_reliability(table: pd.DataFrame, metrics: dict, path: Path, name: str) -> None:
-    """Reliability diagram: observed fraction of the positive class against the mean predicted
-    probability per bin (marker area ~ images in the bin)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(4.2, 4))
-    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="perfect calibration")
-    ax.plot(table.mean_predicted, table.fraction_positive, "-", color="C0", linewidth=1)
-    ax.scatter(
-        table.mean_predicted,
-        table.fraction_positive,
-        s=10 + 200 * table["count"] / max(table["count"].max(), 1),
-        color="C0",
-        label=f"ECE {metrics['ece']:.3f}, Brier {metrics['brier']:.3f}",
-    )
-    ax.set(
-        xlabel="predicted probability of the positive class",
-        ylabel="observed fraction positive",
-        title=f"Reliability ({name})",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-    )
-    ax.legend(loc="upper left")
-    save_figure(fig, path)
-
-
-def plot_history(history: pd.DataFrame, path: Path) -> None:
-    """Loss and AUC per epoch for both phases, with the phase boundary marked."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, metric in zip(axes, ("loss", "auc")):
-        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
-            if key in history:
-                ax.plot(history.epoch, history[key], style, marker="o", markersize=3, label=key)
-        head_epochs = history[history.phase == "head"].epoch
-        if len(head_epochs) and len(head_epochs) < len(history):
-            ax.axvline(head_epochs.max() + 0.5, color="grey", linewidth=0.8, linestyle=":")
-        ax.set(xlabel="epoch", title=metric)
-        ax.legend()
-    fig.suptitle("Training curves (head, then fine-tuning)")
-    save_figure(fig, path)
 
 
 def summary_table(metrics: dict[str, float]) -> str:

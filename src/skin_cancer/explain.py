@@ -61,6 +61,17 @@ def grad_cam(model, image: np.ndarray) -> tuple[np.ndarray, float]:
     return np.clip(heatmap, 0, 1), probability
 
 
+def explain_file(classifier, path) -> tuple[dict, np.ndarray | None, np.ndarray | None]:
+    """(prediction, the image as the model sees it, Grad-CAM heatmap) of one image file, for the CLI
+    and the app alike; image and heatmap are None where the prediction carries an `error`."""
+    result = classifier.predict([path])[0]
+    if "error" in result:
+        return result, None, None
+    image = classifier.load_file(Path(path))
+    heatmap, _ = grad_cam(classifier.model, image)
+    return result, image, heatmap
+
+
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """The image with the heatmap blended on top (jet colour map), uint8 RGB."""
     import matplotlib
@@ -71,7 +82,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.n
 
 def save_overlay(image: np.ndarray, heatmap: np.ndarray, title: str, path: Path) -> None:
     """Image, heatmap overlay and title side by side as a PNG (written atomically)."""
-    from skin_cancer.evaluation import pyplot, save_figure
+    from skin_cancer.figures import pyplot, save_figure
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4))
@@ -85,7 +96,7 @@ def save_overlay(image: np.ndarray, heatmap: np.ndarray, title: str, path: Path)
 
 def save_grid(items: list[tuple[np.ndarray, np.ndarray, str]], path: Path, columns: int = 4) -> None:
     """Overlays of several images in one PNG, each titled (e.g. true label, probability)."""
-    from skin_cancer.evaluation import pyplot, save_figure
+    from skin_cancer.figures import pyplot, save_figure
 
     plt = pyplot()
     rows = max(1, -(-len(items) // columns))

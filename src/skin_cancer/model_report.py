@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from skin_cancer.operating_point import OperatingPoint
+
 LIMITATIONS = """\
 - **Research use only. This is not a medical device** and must not be used to diagnose, triage or
   reassure anyone about a skin lesion.
@@ -83,7 +85,7 @@ def build(
     params: dict,
     audit_report: dict,
     prepare_report: dict,
-    operating_point: dict,
+    operating_point: OperatingPoint,
     metrics: dict,
     exclusions: dict[str, dict],
     figures: list[str],
@@ -151,16 +153,16 @@ def build(
         "</details>",
     ]
 
-    validation = operating_point["validation"]
+    validation = operating_point.validation
     lines += [
         "",
         "## Operating point (chosen on validation, frozen for every test set)",
         "",
-        f"- Threshold policy `{operating_point['threshold_policy']}`: {positive} when the calibrated "
-        f"probability is at least **{operating_point['threshold']:.4f}**.",
-        f"- Temperature {operating_point['temperature']:.3f} (validation ECE "
+        f"- Threshold policy `{operating_point.threshold_policy}`: {positive} when the calibrated "
+        f"probability is at least **{operating_point.threshold:.4f}**.",
+        f"- Temperature {operating_point.temperature:.3f} (validation ECE "
         f"{_fmt(validation.get('uncalibrated_ece'))} before, {_fmt(validation.get('ece'))} after).",
-        f"- Test-time augmentation: mean over {operating_point['tta_views']} flips / rotations.",
+        f"- Test-time augmentation: mean over {operating_point.tta_views} flips / rotations.",
     ]
 
     lines += ["", "## Metrics", "", "95% percentile bootstrap intervals in brackets.", ""]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from skin_cancer.data import BadImage, DataError, read_image
-from skin_cancer.io import read_json
+from skin_cancer.operating_point import OperatingPoint
 
 OPERATING_POINT_FILE = "operating_point.json"
 MAX_IMAGE_PIXELS = 40_000_000
@@ -27,31 +27,31 @@ class Classifier:
     """A Keras model plus the operating point fitted on validation (see the calibrate stage)."""
 
     model: object
-    operating_point: dict
+    operating_point: OperatingPoint
     source: str = ""
     _forward: object = field(default=None, repr=False, compare=False)
 
     @property
     def image_size(self) -> int:
-        return int(self.operating_point["image_size"])
+        return self.operating_point.image_size
 
     @property
     def threshold(self) -> float:
-        return float(self.operating_point["threshold"])
+        return self.operating_point.threshold
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.operating_point["class_names"])
+        return list(self.operating_point.class_names)
 
     def with_views(self, tta_views: int) -> Classifier:
         """The same classifier averaging over `tta_views` dihedral views (1 = no test-time augmentation)."""
         if not 1 <= tta_views <= 8:
             raise ValueError(f"tta_views={tta_views} must be between 1 and 8")
-        return replace(self, operating_point={**self.operating_point, "tta_views": tta_views}, _forward=None)
+        return replace(self, operating_point=self.operating_point.replace(tta_views=tta_views), _forward=None)
 
     def with_runtime(self, runtime: str) -> Classifier:
         """The same classifier run by another runtime (see inference.py)."""
-        return replace(self, operating_point={**self.operating_point, "runtime": runtime}, _forward=None)
+        return replace(self, operating_point=self.operating_point.replace(runtime=runtime), _forward=None)
 
     def _probabilities(self, images) -> np.ndarray:
         """Calibrated probability per image of a (n, size, size, 3) float batch in [0, 255]: the mean
@@ -61,9 +61,7 @@ class Classifier:
         from skin_cancer.inference import compile_predictor, run_batches
 
         if self._forward is None:
-            self._forward = compile_predictor(
-                self.model, int(self.operating_point.get("tta_views", 1)), self.operating_point.get("runtime", "tensorflow")
-            )
+            self._forward = compile_predictor(self.model, self.operating_point.tta_views, self.operating_point.runtime)
         images = np.asarray(images, dtype="float32")
         if len(images) <= BATCH:  # one request's worth: no padding, no progress bar
             raw = self._forward(images)
@@ -71,7 +69,7 @@ class Classifier:
             raw = run_batches(
                 self._forward, (images[i : i + BATCH] for i in range(0, len(images), BATCH)), len(images), BATCH, "predicting"
             )
-        return apply_temperature(raw, float(self.operating_point.get("temperature", 1.0)))
+        return apply_temperature(raw, self.operating_point.temperature)
 
     def predict(self, images: list) -> list[dict]:
         """One result per input (a path or an RGB array): probability, label and threshold, or an
@@ -95,7 +93,7 @@ class Classifier:
         for i, item in enumerate(items):
             name = str(item) if isinstance(item, (str, Path)) else f"array {i}"
             try:
-                decoded.append(self._load_file(Path(item)) if isinstance(item, (str, Path)) else self._check_array(item))
+                decoded.append(self.load_file(Path(item)) if isinstance(item, (str, Path)) else self._check_array(item))
                 results.append({"image": name})
             except (BadImage, OSError, ValueError) as error:
                 results.append({"image": name, "error": str(error)})
@@ -105,7 +103,7 @@ class Classifier:
                 result.update(self._decide(probability))
         return results
 
-    def _load_file(self, path: Path) -> np.ndarray:
+    def load_file(self, path: Path) -> np.ndarray:
         """A file decoded and resized as the input pipeline does it; BadImage naming the problem,
         whether Pillow or TensorFlow's decoder refuses it."""
         import tensorflow as tf
@@ -152,11 +150,11 @@ def load_classifier(source: str | Path = "models/model.keras", *, run_id: str | 
     """A classifier from a `.keras` file (with `operating_point.json` beside it), a registered model
     `models:/NAME@ALIAS` (or `models:/NAME/VERSION`), or the model of an MLflow run (`run_id`).
     Raises DataError naming what is missing."""
-    from skin_cancer import tracking
+    from skin_cancer import registry
 
     if run_id is not None or str(source).startswith(("models:/", "runs:/")):
         uri = f"runs:/{run_id}/model" if run_id is not None else str(source)
-        model, operating_point = tracking.load_logged_model(uri)
+        model, operating_point = registry.load_logged_model(uri)
         return Classifier(model, operating_point, uri)
     import keras
 
@@ -166,7 +164,7 @@ def load_classifier(source: str | Path = "models/model.keras", *, run_id: str | 
     op_path = path.parent / OPERATING_POINT_FILE
     if not op_path.is_file():
         raise DataError(f"{op_path} not found: the model's temperature and threshold come from the calibrate stage")
-    return Classifier(keras.saving.load_model(path), read_json(op_path), str(path))
+    return Classifier(keras.saving.load_model(path), OperatingPoint.load(op_path), str(path))
 
 
 def image_files(inputs: list[str]) -> list[str]:
@@ -217,3 +215,41 @@ def predict_encoded(
             result.pop("image", None)
             results[i] = result
     return results
+
+
+def serving_model():
+    """An MLflow pyfunc model around `Classifier`: rows with a base64 `image` column in,
+    probability, label, threshold (or error) out; what the registry holds and `mlflow models serve`
+    serves. Built in a function so that importing this module does not import mlflow; cloudpickle
+    stores the class with the model, and the model carries this package as its code."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    class ImageClassifierModel(mlflow.pyfunc.PythonModel):
+        def load_context(self, context):
+            self.classifier = load_classifier(context.artifacts["model"])
+
+        def predict(self, context, model_input, params=None):
+            images = model_input["image"] if isinstance(model_input, pd.DataFrame) else model_input
+            results = predict_encoded(self.classifier, list(images))
+            return pd.DataFrame(results, columns=["probability", "label", "threshold", "error"])
+
+    return ImageClassifierModel()
+
+
+def serving_signature():
+    """Columns in and out of the serving model."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "image")]),
+        outputs=Schema(
+            [
+                ColSpec("double", "probability"),
+                ColSpec("string", "label"),
+                ColSpec("double", "threshold"),
+                ColSpec("string", "error"),
+            ]
+        ),
+    )

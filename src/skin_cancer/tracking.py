@@ -1,4 +1,4 @@
-"""MLflow tracking: the only module that imports mlflow.
+"""MLflow run logging: the only module that logs runs.
 
 One pipeline execution -> one MLflow run that holds the whole picture of the resulting model,
 assembled from the DVC outputs, so a run is complete even when DVC restored stages from cache.
@@ -7,7 +7,6 @@ assembled from the DVC outputs, so a run is complete even when DVC restored stag
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -16,58 +15,14 @@ from pathlib import Path
 import pandas as pd
 
 from skin_cancer import paths
-from skin_cancer.config import Config, TrackingConfig, flatten, project_params, project_root, to_dict
+from skin_cancer.config import Config, TrackingConfig, flatten, to_dict
 from skin_cancer.io import read_json
+from skin_cancer.operating_point import OperatingPoint
+from skin_cancer.registry import register_model
+from skin_cancer.serving import serving_model, serving_signature
+from skin_cancer.store import ensure_experiment, store_lock, tracking_uri
 
-DEFAULT_STORE = Path("mlruns")
 GROUP_TAG = "sweep.group"
-
-
-def tracking_uri(cfg: TrackingConfig | None = None) -> str:
-    """Config value (default: the project's composed params), else MLFLOW_TRACKING_URI, else the
-    project's embedded SQLite store."""
-    if cfg is None:
-        params = project_params()
-        cfg = params.tracking if params else None
-    if cfg is not None and cfg.uri:
-        return cfg.uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{project_root() / DEFAULT_STORE / 'mlflow.db'}"
-
-
-def sqlite_path(uri: str) -> Path | None:
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-
-
-@contextlib.contextmanager
-def store_lock(uri: str):
-    """Serialise writers of a local SQLite store (parallel queued DVC experiments share it)."""
-    db = sqlite_path(uri)
-    if db is None:
-        yield
-        return
-    from filelock import FileLock
-
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(db.parent / ".mlflow.lock"), timeout=600):
-        yield
-
-
-def ensure_experiment(client, name: str, uri: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    db = sqlite_path(uri)
-    # A SQLite store's default artifact root is relative to the working directory, which is a
-    # temporary copy in queued DVC experiments: keep artifacts beside the database instead.
-    location = (db.parent / "artifacts" / name).as_uri() if db else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:  # a concurrent writer created it first
-        return client.get_experiment_by_name(name).experiment_id
 
 
 def run_group(cfg: TrackingConfig) -> str | None:
@@ -159,45 +114,6 @@ def model_signature(image_size: int):
     )
 
 
-def serving_signature():
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
-
-    return ModelSignature(
-        inputs=Schema([ColSpec("string", "image")]),
-        outputs=Schema(
-            [
-                ColSpec("double", "probability"),
-                ColSpec("string", "label"),
-                ColSpec("double", "threshold"),
-                ColSpec("string", "error"),
-            ]
-        ),
-    )
-
-
-def serving_model():
-    """An MLflow pyfunc model around `serving.Classifier`: rows with a base64 `image` column in,
-    probability, label, threshold (or error) out. Defined here so that only this module imports
-    mlflow; cloudpickle stores the class with the model."""
-    import mlflow.pyfunc
-
-    class ImageClassifierModel(mlflow.pyfunc.PythonModel):
-        def load_context(self, context):
-            from skin_cancer.serving import load_classifier
-
-            self.classifier = load_classifier(context.artifacts["model"])
-
-        def predict(self, context, model_input, params=None):
-            from skin_cancer.serving import predict_encoded
-
-            images = model_input["image"] if isinstance(model_input, pd.DataFrame) else model_input
-            results = predict_encoded(self.classifier, list(images))
-            return pd.DataFrame(results, columns=["probability", "label", "threshold", "error"])
-
-    return ImageClassifierModel()
-
-
 def serving_example() -> pd.DataFrame:
     """One test image, base64-encoded as the REST endpoint takes it."""
     import base64
@@ -252,7 +168,7 @@ def log_pipeline_run(cfg: Config) -> dict:
     history = pd.concat([pd.read_csv(p) for p in (paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY)], ignore_index=True)
     metrics = read_json(paths.METRICS)
     audit_report = read_json(paths.AUDIT_REPORT)
-    operating_point = read_json(paths.OPERATING_POINT)
+    operating_point = OperatingPoint.load(paths.OPERATING_POINT)
     with store_lock(uri):
         mlflow.set_tracking_uri(uri)
         client = MlflowClient(uri)
@@ -274,8 +190,8 @@ def log_pipeline_run(cfg: Config) -> dict:
             numbers = {
                 **flatten(metrics),
                 **flatten(audit_report["summary"], "audit."),
-                "operating_point.threshold": operating_point["threshold"],
-                "operating_point.temperature": operating_point["temperature"],
+                "operating_point.threshold": operating_point.threshold,
+                "operating_point.temperature": operating_point.temperature,
             }
             mlflow.log_metrics({k: v for k, v in numbers.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
             mlflow.log_metrics(
@@ -303,7 +219,7 @@ def log_pipeline_run(cfg: Config) -> dict:
                     name="model",
                     signature=model_signature(cfg.data.image_size),
                     pip_requirements=pip_requirements(),
-                    metadata={"operating_point": operating_point},
+                    metadata={"operating_point": operating_point.to_dict()},
                 )
                 # The same model behind a pyfunc that takes base64 image files: what the registry
                 # holds and `mlflow models serve` serves.
@@ -316,155 +232,13 @@ def log_pipeline_run(cfg: Config) -> dict:
                     signature=serving_signature(),
                     pip_requirements=pip_requirements(),
                     input_example=serving_example(),
-                    metadata={"operating_point": operating_point},
+                    metadata={"operating_point": operating_point.to_dict()},
                 )
         logged = {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri, "group": group}
         if cfg.tracking.log_model and cfg.tracking.registered_model:
             comparable = {
-                "task.classes": ",".join(operating_point["class_names"]),
-                "validation.fingerprint": str(operating_point.get("validation_fingerprint")),
+                "task.classes": ",".join(operating_point.class_names),
+                "validation.fingerprint": str(operating_point.validation_fingerprint),
             }
             logged["registry"] = register_model(client, run.info.run_id, cfg.tracking, numbers, comparable)
         return logged
-
-
-HEADLINE = (
-    "accuracy",
-    "balanced_accuracy",
-    "sensitivity",
-    "specificity",
-    "roc_auc",
-    "roc_auc_ci_low",
-    "roc_auc_ci_high",
-    "ece",
-    "threshold",
-)
-# Version tags that say which versions may be compared for the champion alias.
-COMPARABLE = ("task.classes", "validation.fingerprint")
-
-
-def promote(new: float | None, current: float | None) -> bool:
-    """Whether a new model version takes the champion alias: it has the metric, and the alias is free
-    or held by a version with a lower (or no) value."""
-    if new is None or math.isnan(new):
-        return False
-    return current is None or math.isnan(current) or new > current
-
-
-def _value(tags: dict, metric: str) -> float | None:
-    try:
-        return float(tags[metric])
-    except (KeyError, ValueError):
-        return None
-
-
-def best_comparable(versions: list, like: dict, metric: str):
-    """The version with the highest `metric` tag among `versions` whose COMPARABLE tags equal `like`'s
-    (ties: the older version keeps it), or None."""
-    best = None
-    for v in sorted(versions, key=lambda v: int(v.version)):
-        if all(v.tags.get(k) == like.get(k) for k in COMPARABLE) and promote(
-            _value(v.tags, metric), _value(best.tags, metric) if best else None
-        ):
-            best = v
-    return best
-
-
-def register_model(client, run_id: str, cfg: TrackingConfig, numbers: dict, comparable: dict) -> dict:
-    """Register the run's model as a new version of `cfg.registered_model`, tagged with the headline
-    metrics and `comparable` (task, validation fingerprint), and point `cfg.champion_alias` at the best
-    version comparable with it, unless the alias is held by a version that is not comparable.
-
-    The alias is set to the best of all comparable versions, then read back and set again while
-    another writer's stale choice is found: concurrent sweep workers converge on the best."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    tags = {
-        k: str(v)
-        for k, v in numbers.items()
-        if k.rsplit(".", 1)[-1] in HEADLINE or k in (cfg.champion_metric, "operating_point.temperature")
-    }
-    tags.update(comparable)
-    version = mlflow.register_model(f"runs:/{run_id}/serving", cfg.registered_model, tags=tags)
-
-    def holder():
-        try:
-            return client.get_model_version_by_alias(cfg.registered_model, cfg.champion_alias)
-        except MlflowException:  # no version holds the alias yet
-            return None
-
-    previous = holder()
-    reason = None
-    if previous is not None and any(previous.tags.get(k) != comparable.get(k) for k in COMPARABLE):
-        reason = f"version {previous.version} holds @{cfg.champion_alias} but was validated on other data or classes"
-    else:
-        for _ in range(5):
-            best = best_comparable(
-                client.search_model_versions(f"name = '{cfg.registered_model}'"), comparable, cfg.champion_metric
-            )
-            current = holder()
-            if best is None or (current is not None and current.version == best.version):
-                break
-            client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, best.version)
-    final = holder()
-    return {
-        "name": cfg.registered_model,
-        "version": int(version.version),
-        "metric": cfg.champion_metric,
-        "value": numbers.get(cfg.champion_metric),
-        "previous_champion": int(previous.version) if previous else None,
-        "previous_value": _value(previous.tags, cfg.champion_metric) if previous else None,
-        "champion": final is not None and final.version == version.version,
-        "not_comparable": reason,
-    }
-
-
-def load_logged_model(uri: str):
-    """(Keras model, operating point) of an MLflow model URI: `runs:/<run>/model`,
-    `models:/<name>@<alias>` or `models:/<name>/<version>`; DataError naming a missing one."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from skin_cancer.data import DataError
-
-    mlflow.set_tracking_uri(tracking_uri())
-    try:
-        info = mlflow.models.get_model_info(uri)
-        if "keras" in info.flavors:
-            model = mlflow.keras.load_model(uri)
-        else:  # the registered serving pyfunc wraps the Keras model
-            model = mlflow.pyfunc.load_model(uri).unwrap_python_model().classifier.model
-    except (MlflowException, OSError, AttributeError) as error:
-        raise DataError(f"{uri}: {str(error).splitlines()[0]}") from None
-    operating_point = (info.metadata or {}).get("operating_point")
-    if not operating_point:
-        raise DataError(f"{uri}: the model carries no operating point (logged before the calibrate stage existed?)")
-    return model, operating_point
-
-
-def model_versions(name: str) -> list[dict]:
-    """Registered versions of `name`, newest first: version, aliases, run id, version tags (headline
-    metrics) and the run's data fingerprint; [] when the registry or the name does not exist."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri())
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        return []
-    out = []
-    for v in sorted(versions, key=lambda v: -int(v.version)):
-        run_tags = client.get_run(v.run_id).data.tags if v.run_id else {}
-        out.append(
-            {
-                "version": int(v.version),
-                "aliases": list(v.aliases),
-                "run_id": v.run_id,
-                "tags": dict(v.tags),
-                "data_fingerprint": run_tags.get("data.fingerprint"),
-                "recipe": run_tags.get("recipe"),
-            }
-        )
-    return out

@@ -10,7 +10,8 @@ from skin_cancer import evaluation as ev
 from skin_cancer import inference, paths
 from skin_cancer.config import Config
 from skin_cancer.data import read_manifest
-from skin_cancer.io import read_json, write_json
+from skin_cancer.io import read_json
+from skin_cancer.operating_point import OperatingPoint
 from skin_cancer.stages import run_stage
 
 
@@ -28,20 +29,20 @@ def main(cfg: Config) -> None:
         {f"uncalibrated_{k}": v for k, v in ev.calibration_metrics(val.label_index, raw, cfg.evaluate.calibration_bins).items()}
     )
     validation.update(ev.calibration_metrics(val.label_index, prob, cfg.evaluate.calibration_bins))
-    operating_point = {
-        "temperature": temperature,
-        "threshold": threshold,
-        "threshold_policy": cfg.evaluate.threshold_policy,
-        "tta_views": cfg.evaluate.tta_views,
-        "runtime": cfg.evaluate.runtime,
-        "image_size": cfg.data.image_size,
-        "class_names": [*report["negative_classes"], report["positive_class"]],
-        "positive_class": report["positive_class"],
-        "validation": ev.json_safe(validation),
+    operating_point = OperatingPoint(
+        temperature=temperature,
+        threshold=threshold,
+        threshold_policy=cfg.evaluate.threshold_policy,
+        tta_views=cfg.evaluate.tta_views,
+        runtime=cfg.evaluate.runtime,
+        image_size=cfg.data.image_size,
+        class_names=[*report["negative_classes"], report["positive_class"]],
+        positive_class=report["positive_class"],
+        validation=ev.json_safe(validation),
         # Which images the validation metrics come from: only models validated alike are compared.
-        "validation_fingerprint": hashlib.sha256("\n".join(sorted(val.sha256)).encode()).hexdigest()[:16],
-    }
-    write_json(paths.OPERATING_POINT, operating_point)
+        validation_fingerprint=hashlib.sha256("\n".join(sorted(val.sha256)).encode()).hexdigest()[:16],
+    )
+    operating_point.save(paths.OPERATING_POINT)
     print(
         f"calibrate: temperature {temperature:.3f}, threshold {threshold:.4f} ({cfg.evaluate.threshold_policy}); "
         f"validation ECE {validation['uncalibrated_ece']:.4f} -> {validation['ece']:.4f}, AUC {validation['roc_auc']:.4f}"

@@ -6,6 +6,7 @@ import yaml
 from skin_cancer import model_report, paths
 from skin_cancer.config import Config, to_dict
 from skin_cancer.io import atomic_write_text, read_json
+from skin_cancer.operating_point import OperatingPoint
 from skin_cancer.stages import run_stage
 
 
@@ -21,7 +22,7 @@ def main(cfg: Config) -> None:
         yaml.safe_load(yaml.safe_dump(to_dict(cfg))),
         read_json(paths.AUDIT_REPORT),
         read_json(paths.PREPARE_REPORT),
-        read_json(paths.OPERATING_POINT),
+        OperatingPoint.load(paths.OPERATING_POINT),
         metrics,
         exclusions,
         figures,

@@ -9,7 +9,7 @@ import pytest
 
 from skin_cancer import paths
 from skin_cancer.stages import audit, features, prepare, train
-from tests.conftest import run_all
+from tests.helpers import run_all
 
 
 @pytest.mark.parametrize(

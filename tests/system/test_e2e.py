@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, SHARED
+from tests.helpers import ROOT, SHARED
 
 KAGGLE = SHARED / "data" / "skin-cancer-mvb"
 # The default config's data roots (relative, ../shared/data/...) stay as they are: the project copy

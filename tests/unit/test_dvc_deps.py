@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SRC = ROOT / "src"
 PACKAGE = "skin_cancer"

@@ -4,6 +4,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from skin_cancer import evaluation as ev
+from skin_cancer import figures
 
 Y = [0, 0, 0, 0, 1, 1, 1]
 P = [0.1, 0.4, 0.6, 0.2, 0.9, 0.3, 0.7]
@@ -46,8 +47,8 @@ def test_classification_report_names_classes():
 
 
 def test_figures_are_written(tmp_path):
-    ev.plot_confusion(ev.confusion(Y, P, 0.5, ["benign", "malignant"]), tmp_path / "cm.png")
-    ev.plot_roc(ev.roc_points(Y, P), 0.75, tmp_path / "roc.png")
+    figures.plot_confusion(ev.confusion(Y, P, 0.5, ["benign", "malignant"]), tmp_path / "cm.png")
+    figures.plot_roc(ev.roc_points(Y, P), 0.75, tmp_path / "roc.png")
     history = pd.DataFrame(
         {
             "epoch": [1, 2, 3],
@@ -58,7 +59,7 @@ def test_figures_are_written(tmp_path):
             "val_auc": [0.6, 0.7, 0.75],
         }
     )
-    ev.plot_history(history, tmp_path / "curves.png")
+    figures.plot_history(history, tmp_path / "curves.png")
     for name in ("cm.png", "roc.png", "curves.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from skin_cancer import paths
-from tests.conftest import free_port, run_all, server
+from tests.helpers import free_port, run_all, server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # As this machine needs them: no sandbox as root, no background connections to a closed network.

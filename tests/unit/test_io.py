@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from skin_cancer.io import atomic_dir, atomic_path
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 # A stage that replaces `out` with 50 files, slowly, and says when it has begun.
 SLOW_STAGE = """

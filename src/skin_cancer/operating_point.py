@@ -1,0 +1,53 @@
+"""The operating point: what turns the model's output into a decision, fitted on validation by the
+calibrate stage and used unchanged by evaluate, serving, the report and tracking."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from skin_cancer.data import DataError
+from skin_cancer.io import read_json, write_json
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    temperature: float  # divides the logit (temperature scaling)
+    threshold: float  # positive class when the calibrated probability is at least this
+    threshold_policy: str  # how the threshold was chosen on validation
+    tta_views: int  # dihedral views averaged per image
+    runtime: str  # what runs the forward pass: openvino or tensorflow
+    image_size: int
+    class_names: list[str]  # the last one is the positive class
+    positive_class: str
+    validation: dict = field(default_factory=dict)  # validation metrics at this operating point
+    validation_fingerprint: str | None = None  # which validation images: comparable models share it
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "operating point") -> OperatingPoint:
+        """From its JSON form; DataError naming `source` and the missing keys (unknown keys from
+        newer versions are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        missing = sorted(required - set(data))
+        if missing:
+            raise DataError(f"{source}: the operating point lacks {', '.join(missing)} (re-run the calibrate stage)")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> OperatingPoint:
+        return dataclasses.replace(self, **changes)
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> OperatingPoint:
+        return cls.from_dict(read_json(path), str(path))

@@ -1,0 +1,152 @@
+"""The model registry: every tracked run's serving model becomes a version, tagged with its headline
+metrics and what makes versions comparable; the champion alias points at the best comparable one.
+Loading a model (or its Keras model and operating point) back by URI."""
+
+from __future__ import annotations
+
+import math
+
+from skin_cancer.config import TrackingConfig
+from skin_cancer.operating_point import OperatingPoint
+from skin_cancer.store import tracking_uri
+
+HEADLINE = (
+    "accuracy",
+    "balanced_accuracy",
+    "sensitivity",
+    "specificity",
+    "roc_auc",
+    "roc_auc_ci_low",
+    "roc_auc_ci_high",
+    "ece",
+    "threshold",
+)
+# Version tags that say which versions may be compared for the champion alias.
+COMPARABLE = ("task.classes", "validation.fingerprint")
+
+
+def promote(new: float | None, current: float | None) -> bool:
+    """Whether a new model version takes the champion alias: it has the metric, and the alias is free
+    or held by a version with a lower (or no) value."""
+    if new is None or math.isnan(new):
+        return False
+    return current is None or math.isnan(current) or new > current
+
+
+def _value(tags: dict, metric: str) -> float | None:
+    try:
+        return float(tags[metric])
+    except (KeyError, ValueError):
+        return None
+
+
+def best_comparable(versions: list, like: dict, metric: str):
+    """The version with the highest `metric` tag among `versions` whose COMPARABLE tags equal `like`'s
+    (ties: the older version keeps it), or None."""
+    best = None
+    for v in sorted(versions, key=lambda v: int(v.version)):
+        if all(v.tags.get(k) == like.get(k) for k in COMPARABLE) and promote(
+            _value(v.tags, metric), _value(best.tags, metric) if best else None
+        ):
+            best = v
+    return best
+
+
+def register_model(client, run_id: str, cfg: TrackingConfig, numbers: dict, comparable: dict) -> dict:
+    """Register the run's model as a new version of `cfg.registered_model`, tagged with the headline
+    metrics and `comparable` (task, validation fingerprint), and point `cfg.champion_alias` at the best
+    version comparable with it, unless the alias is held by a version that is not comparable.
+
+    The alias is set to the best of all comparable versions, then read back and set again while
+    another writer's stale choice is found: concurrent sweep workers converge on the best."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    tags = {
+        k: str(v)
+        for k, v in numbers.items()
+        if k.rsplit(".", 1)[-1] in HEADLINE or k in (cfg.champion_metric, "operating_point.temperature")
+    }
+    tags.update(comparable)
+    version = mlflow.register_model(f"runs:/{run_id}/serving", cfg.registered_model, tags=tags)
+
+    def holder():
+        try:
+            return client.get_model_version_by_alias(cfg.registered_model, cfg.champion_alias)
+        except MlflowException:  # no version holds the alias yet
+            return None
+
+    previous = holder()
+    reason = None
+    if previous is not None and any(previous.tags.get(k) != comparable.get(k) for k in COMPARABLE):
+        reason = f"version {previous.version} holds @{cfg.champion_alias} but was validated on other data or classes"
+    else:
+        for _ in range(5):
+            best = best_comparable(
+                client.search_model_versions(f"name = '{cfg.registered_model}'"), comparable, cfg.champion_metric
+            )
+            current = holder()
+            if best is None or (current is not None and current.version == best.version):
+                break
+            client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, best.version)
+    final = holder()
+    return {
+        "name": cfg.registered_model,
+        "version": int(version.version),
+        "metric": cfg.champion_metric,
+        "value": numbers.get(cfg.champion_metric),
+        "previous_champion": int(previous.version) if previous else None,
+        "previous_value": _value(previous.tags, cfg.champion_metric) if previous else None,
+        "champion": final is not None and final.version == version.version,
+        "not_comparable": reason,
+    }
+
+
+def load_logged_model(uri: str):
+    """(Keras model, operating point) of an MLflow model URI: `runs:/<run>/model`,
+    `models:/<name>@<alias>` or `models:/<name>/<version>`; DataError naming a missing one."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from skin_cancer.data import DataError
+
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        info = mlflow.models.get_model_info(uri)
+        if "keras" in info.flavors:
+            model = mlflow.keras.load_model(uri)
+        else:  # the registered serving pyfunc wraps the Keras model
+            model = mlflow.pyfunc.load_model(uri).unwrap_python_model().classifier.model
+    except (MlflowException, OSError, AttributeError) as error:
+        raise DataError(f"{uri}: {str(error).splitlines()[0]}") from None
+    operating_point = (info.metadata or {}).get("operating_point")
+    if not operating_point:
+        raise DataError(f"{uri}: the model carries no operating point (logged before the calibrate stage existed?)")
+    return model, OperatingPoint.from_dict(operating_point, uri)
+
+
+def model_versions(name: str) -> list[dict]:
+    """Registered versions of `name`, newest first: version, aliases, run id, version tags (headline
+    metrics) and the run's data fingerprint; [] when the registry or the name does not exist."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri())
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return []
+    out = []
+    for v in sorted(versions, key=lambda v: -int(v.version)):
+        run_tags = client.get_run(v.run_id).data.tags if v.run_id else {}
+        out.append(
+            {
+                "version": int(v.version),
+                "aliases": list(v.aliases),
+                "run_id": v.run_id,
+                "tags": dict(v.tags),
+                "data_fingerprint": run_tags.get("data.fingerprint"),
+                "recipe": run_tags.get("recipe"),
+            }
+        )
+    return out

@@ -1,0 +1,117 @@
+"""Scoring the final model: the test split, its clean subset, its per-source subsets and every
+external set, each with its metrics, tables and figures (what the `evaluate` stage writes)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from skin_cancer import audit, explain, inference, paths
+from skin_cancer import evaluation as ev
+from skin_cancer import figures as figures_
+from skin_cancer.config import Config
+from skin_cancer.data import read_manifest
+from skin_cancer.external import external_set
+from skin_cancer.io import write_json
+from skin_cancer.operating_point import OperatingPoint
+
+
+def scored_sets(cfg: Config, model, op: OperatingPoint) -> tuple[dict[str, tuple[pd.DataFrame, np.ndarray]], dict]:
+    """{set name: (frame, calibrated probability)} for test, clean test, the per-source subsets and
+    each external set (training copies removed), and each external set's exclusion record."""
+    predictor = inference.compile_predictor(model, op.tta_views, op.runtime)
+
+    def predict(frame, name):
+        raw = inference.predict_files(predictor, frame.path, cfg.data.image_size, cfg.evaluate.batch_size, f"evaluate: {name}")
+        return ev.apply_temperature(raw, op.temperature)
+
+    test = read_manifest(paths.PREPARED / "test.csv")
+    test_prob = predict(test, "test")
+    clean = (test.leak == "").to_numpy()
+    sets = {"test": (test, test_prob), "clean_test": (test[clean].reset_index(drop=True), test_prob[clean])}
+    for base, (frame, prob) in list(sets.items()):
+        for name, mask in ev.source_subsets(frame, cfg.audit.against, base).items():
+            sets[name] = (frame[mask].reset_index(drop=True), prob[mask])
+    records = {}
+    if cfg.evaluate.external:
+        training = pd.concat([read_manifest(paths.PREPARED / f"{s}.csv") for s in ("train", "val")])
+        training_prints = audit.fingerprint(list(training.path), cfg.audit.workers, "evaluate: hashing train/val")
+        for name, spec in cfg.evaluate.external.items():
+            with tempfile.TemporaryDirectory() as converted:
+                frame, found = external_set(
+                    name,
+                    spec,
+                    training_prints,
+                    op.class_names,
+                    Path(converted),
+                    seed=cfg.seed,
+                    candidate_distance=cfg.audit.candidate_distance,
+                    min_correlation=cfg.audit.min_correlation,
+                    workers=cfg.audit.workers,
+                )
+                sets[name] = (frame, predict(frame, name))
+            records[name] = found
+    return sets, records
+
+
+def score(cfg: Config, model, op: OperatingPoint, out: Path, figures: Path) -> dict:
+    """Metrics of every scored set (one namespace each, validation's from the operating point), with
+    tables under `out/<set>/` and figures under `figures/`; returns the metrics."""
+    class_names, threshold = op.class_names, op.threshold
+    sets, records = scored_sets(cfg, model, op)
+    metrics = {"validation": op.validation}
+    for name, (frame, prob) in sets.items():
+        # Intervals resample lesions / copy clusters (the audit's groups), not images.
+        metrics[name] = ev.set_metrics(frame.label_index, prob, threshold, cfg.evaluate, cfg.seed, groups=frame.group)
+        metrics[name].update(threshold_policy=op.threshold_policy, temperature=op.temperature)
+        write_set(name, frame, prob, threshold, metrics[name], class_names, cfg.evaluate.calibration_bins, out, figures)
+    for name, found in records.items():
+        write_json(out / name / "exclusions.json", found["record"])
+        found["excluded"].to_csv(out / name / "excluded.csv", index=False)
+        metrics[name]["excluded"] = sum(found["record"]["excluded"].values())
+    test, test_prob = sets["test"]
+    explain.gradcam_grid(model, test, test_prob, threshold, class_names, cfg.data.image_size, figures / "test_gradcam.png")
+    history = pd.concat([pd.read_csv(paths.TRAIN_HISTORY), pd.read_csv(paths.FINETUNE_HISTORY)], ignore_index=True)
+    figures_.plot_history(history, figures / "training_curves.png")
+    return ev.json_safe(metrics)
+
+
+def write_set(
+    name: str,
+    frame: pd.DataFrame,
+    prob,
+    threshold: float,
+    metrics: dict,
+    class_names: list[str],
+    bins: int,
+    out: Path,
+    figures: Path,
+) -> None:
+    """Predictions, confusion matrix, classification report, ROC and reliability tables of one set
+    under `out/<name>/`, and its figures as `figures/<name>_*.png`."""
+    y_true = frame.label_index.to_numpy()
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(
+        {
+            "path": frame.source,
+            "actual": frame.label,
+            "probability": np.round(prob, 6),
+            "predicted": [class_names[int(p >= threshold)] for p in prob],
+        }
+    ).to_csv(folder / "predictions.csv", index=False)
+    conf = ev.confusion(y_true, prob, threshold, class_names)
+    write_json(folder / "confusion_matrix.json", conf)
+    write_json(folder / "classification_report.json", ev.report(y_true, prob, threshold, class_names))
+    table = ev.reliability(y_true, prob, bins)
+    table.to_csv(folder / "reliability.csv", index=False)
+    figures_.plot_confusion(conf, figures / f"{name}_confusion_matrix.png", f"Confusion matrix ({name})")
+    figures_.plot_reliability(table, metrics, figures / f"{name}_reliability.png", name)
+    if metrics.get("roc_auc") is not None and not np.isnan(metrics["roc_auc"]):
+        points = ev.roc_points(y_true, prob)
+        points.to_csv(folder / "roc.csv", index=False)
+        figures_.plot_roc(points, metrics["roc_auc"], figures / f"{name}_roc.png", name)
+        figures_.plot_pr(y_true, prob, metrics["pr_auc"], figures / f"{name}_pr.png", name)

@@ -1,0 +1,59 @@
+"""Where MLflow runs and models live: the tracking URI (config, environment, or the project's
+embedded SQLite store), a lock for local SQLite writers, and the experiment."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from skin_cancer.config import TrackingConfig, project_params, project_root
+
+DEFAULT_STORE = Path("mlruns")
+
+
+def tracking_uri(cfg: TrackingConfig | None = None) -> str:
+    """Config value (default: the project's composed params), else MLFLOW_TRACKING_URI, else the
+    project's embedded SQLite store."""
+    if cfg is None:
+        params = project_params()
+        cfg = params.tracking if params else None
+    if cfg is not None and cfg.uri:
+        return cfg.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{project_root() / DEFAULT_STORE / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Serialise writers of a local SQLite store (parallel queued DVC experiments share it)."""
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    from filelock import FileLock
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(db.parent / ".mlflow.lock"), timeout=600):
+        yield
+
+
+def ensure_experiment(client, name: str, uri: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    db = sqlite_path(uri)
+    # A SQLite store's default artifact root is relative to the working directory, which is a
+    # temporary copy in queued DVC experiments: keep artifacts beside the database instead.
+    location = (db.parent / "artifacts" / name).as_uri() if db else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # a concurrent writer created it first
+        return client.get_experiment_by_name(name).experiment_id

@@ -1,0 +1,47 @@
+"""Regression numbers on the real data in ../shared: known copies and look-alikes of the Kaggle set,
+and its provenance in HAM10000."""
+
+import pytest
+
+from skin_cancer import audit as au
+from skin_cancer.datasets import load_dataset
+from tests.helpers import SHARED
+
+KAGGLE = SHARED / "data" / "skin-cancer-mvb"
+HAM = SHARED / "data" / "ham10000"
+
+
+@pytest.mark.parametrize(
+    "a, b, same",
+    [
+        ("train/malignant/768.jpg", "train/malignant/769.jpg", True),  # byte-identical
+        ("train/malignant/439.jpg", "test/malignant/507.jpg", True),  # near-identical copy
+        ("train/benign/286.jpg", "test/benign/1180.jpg", True),
+        ("train/malignant/311.jpg", "test/malignant/322.jpg", True),  # same lesion, slightly shifted
+        ("train/benign/513.jpg", "test/malignant/1280.jpg", False),  # different lesions, near-equal DCT hash
+        ("train/malignant/918.jpg", "test/benign/1648.jpg", False),
+    ],
+)
+def test_real_kaggle_pairs(a, b, same):
+    """Known copies in the Kaggle data are found; look-alike small lesions are not merged."""
+    if not KAGGLE.is_dir():
+        pytest.fail(f"{KAGGLE} not found")
+    pairs = au.find_copies(au.fingerprint([str(KAGGLE / a), str(KAGGLE / b)], 2))
+    assert (len(pairs) == 1) == same
+
+
+@pytest.mark.slow
+def test_real_kaggle_against_ham10000():
+    """The acceptance numbers: every benign Kaggle image is a HAM10000 nevus, 688 malignant ones are
+    HAM10000 melanomas; 26 test images have a copy in train and 89 more share a HAM lesion with one."""
+    if not (KAGGLE.is_dir() and HAM.is_dir()):
+        pytest.fail("../shared/data/skin-cancer-mvb and ../shared/data/ham10000 are needed")
+    result = au.audit(load_dataset("kaggle", KAGGLE), [load_dataset("ham10000", HAM)], workers=2)
+    per_class = result.report["provenance"]["ham10000"]["per_class"]
+    assert per_class["benign"] == {"images": 1800, "copies_in_other": 1800, "by_other_label": {"nv": 1800}}
+    assert per_class["malignant"]["copies_in_other"] == 688 and per_class["malignant"]["by_other_label"] == {"mel": 688}
+    summary = result.report["summary"]
+    assert (summary["test_with_train_copy"], summary["test_with_train_group_twin"], summary["clean_test_images"]) == (26, 89, 545)
+    assert ["train/malignant/768.jpg", "train/malignant/769.jpg"] in [
+        c["images"] for c in result.report["duplicate_clusters"] if c["exact"]
+    ]
