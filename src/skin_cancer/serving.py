@@ -79,18 +79,19 @@ class Classifier:
     def predict_iter(self, images, batch_size: int = BATCH):
         """`predict` as a stream: inputs are decoded and scored `batch_size` at a time, so memory
         stays flat however many images a folder holds."""
-        batch = []
+        batch, start = [], 0
         for item in images:
             batch.append(item)
             if len(batch) == batch_size:
-                yield from self._predict_batch(batch)
-                batch = []
+                yield from self._predict_batch(batch, start)
+                batch, start = [], start + batch_size
         if batch:
-            yield from self._predict_batch(batch)
+            yield from self._predict_batch(batch, start)
 
-    def _predict_batch(self, items: list) -> list[dict]:
+    def _predict_batch(self, items: list, start: int) -> list[dict]:
+        """Results of one batch; `start` is its first item's position among all inputs."""
         results, decoded = [], []
-        for i, item in enumerate(items):
+        for i, item in enumerate(items, start):
             name = str(item) if isinstance(item, (str, Path)) else f"array {i}"
             try:
                 decoded.append(self.load_file(Path(item)) if isinstance(item, (str, Path)) else self._check_array(item))

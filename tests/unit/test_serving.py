@@ -110,6 +110,9 @@ def test_predictions_stream_in_bounded_batches(trained):
     first = next(stream)
     assert len(pulled) == 8 and 0 <= first["probability"] <= 1
     assert len([first, *stream]) == 25 and len(pulled) == 25
+    arrays = [np.full((8, 8, 3), 100, dtype="uint8")] * 10
+    names = [r["image"] for r in load_classifier("models/model.keras").predict_iter(arrays, batch_size=4)]
+    assert names == [f"array {i}" for i in range(10)]  # positions among all inputs, not within a batch
 
 
 def test_cli_predict_folder_writes_a_csv_agreeing_with_evaluate(trained, capsys):
