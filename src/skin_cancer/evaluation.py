@@ -112,17 +112,22 @@ def specificity_at_sensitivity(y_true, prob, target: float) -> float:
     return float((1 - fpr[tpr >= target]).max())
 
 
-def resample_indices(groups, rng: np.random.Generator) -> np.ndarray:
-    """Indices of one bootstrap resample that draws whole groups with replacement (all images of a
-    drawn group, once per draw): images of one lesion or copy cluster are not independent."""
+def group_sampler(groups):
+    """A function rng -> indices of one bootstrap resample that draws whole groups with replacement
+    (all images of a drawn group, once per draw): images of one lesion or copy cluster are not
+    independent. The groups' layout is worked out once, not once per resample."""
     codes = pd.factorize(pd.Series(groups), sort=False)[0]
     order = np.argsort(codes, kind="stable")
     sizes = np.bincount(codes)
     starts = np.cumsum(sizes) - sizes
-    pick = rng.integers(0, len(sizes), len(sizes))
-    lengths = sizes[pick]
-    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return order[np.repeat(starts[pick], lengths) + within]
+
+    def draw(rng: np.random.Generator) -> np.ndarray:
+        pick = rng.integers(0, len(sizes), len(sizes))
+        lengths = sizes[pick]
+        within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return order[np.repeat(starts[pick], lengths) + within]
+
+    return draw
 
 
 def bootstrap_ci(
@@ -133,11 +138,11 @@ def bootstrap_ci(
     lack a class are redrawn."""
     y_true = np.asarray(y_true).astype(int)
     prob = np.asarray(prob, dtype=float)
-    groups = np.arange(len(y_true)) if groups is None else np.asarray(groups)
+    draw = group_sampler(np.arange(len(y_true)) if groups is None else np.asarray(groups))
     rng = np.random.default_rng(seed)
     values = []
     while len(values) < n_resamples:
-        idx = resample_indices(groups, rng)
+        idx = draw(rng)
         if 0 < y_true[idx].sum() < len(idx):
             values.append(statistic(y_true[idx], prob[idx]))
     low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])

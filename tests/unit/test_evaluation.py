@@ -168,8 +168,9 @@ def test_set_metrics_bracket_the_operating_point():
 def test_group_resample_draws_whole_groups():
     groups = np.array(["a", "b", "a", "c", "b", "a"])
     rng = np.random.default_rng(0)
+    draw = ev.group_sampler(groups)
     for _ in range(50):
-        idx = ev.resample_indices(groups, rng)
+        idx = draw(rng)
         drawn = pd.Series(groups[idx]).value_counts()
         sizes = pd.Series(groups).value_counts()
         # each group appears a whole number of times, and 3 groups are drawn
