@@ -4,6 +4,7 @@ time and peak memory of every stage, then the metrics of every evaluated set.
     python bench/pipeline.py                       # default recipe and experiment=notebook
     python bench/pipeline.py --recipe default --data /path/to/kaggle
     python bench/pipeline.py --recipe default --repeat features --repeats 3   # spread of a noisy stage
+    python bench/pipeline.py --variant sog model.color_constancy=shades_of_gray   # a candidate recipe
 
 Each recipe runs in a fresh copy of the project (under --workdir), stage by stage in dvc.yaml's
 order, so both recipes are measured the same way on the same machine in one invocation.
@@ -69,6 +70,7 @@ def spread(values: list[float]) -> str:
 
 def bench(recipe: str, overrides: list[str], workdir: Path, env: dict, repeat: list[str], repeats: int) -> dict:
     work = fresh_workspace(workdir / recipe)
+    env = {**env, "PYTHONPATH": str(work / "src")}  # the copied code, whatever happens to the checkout meanwhile
     stages = compose(work, overrides, env)
     rows = []
     for name, stage in stages.items():
@@ -97,6 +99,9 @@ def bench(recipe: str, overrides: list[str], workdir: Path, env: dict, repeat: l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", action="append", choices=sorted(RECIPES), help="repeatable; default: all")
+    parser.add_argument(
+        "--variant", nargs="+", action="append", default=[], metavar="NAME OVERRIDE", help="repeatable: a named recipe"
+    )
     parser.add_argument("--data", help="Kaggle-layout folder (default: data.root of conf/)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--repeat", action="append", default=[], metavar="STAGE", help="stage to run --repeats times")
@@ -104,8 +109,10 @@ def main() -> None:
     args = parser.parse_args()
     env = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{args.workdir.resolve() / 'mlflow.db'}")
     results = []
-    for recipe in args.recipe or ["default", "notebook"]:
-        overrides = RECIPES[recipe] + ([f"data.root={Path(args.data).resolve()}"] if args.data else [])
+    recipes = {name: RECIPES[name] for name in args.recipe or ([] if args.variant else ["default", "notebook"])}
+    recipes.update({name: overrides for name, *overrides in args.variant})
+    for recipe, overrides in recipes.items():
+        overrides = overrides + ([f"data.root={Path(args.data).resolve()}"] if args.data else [])
         results.append(bench(recipe, overrides, args.workdir.resolve(), env, args.repeat, args.repeats))
     print(f"\n{'recipe':<9} {'total s':>8} {'set':<11} {'images':>6} {'accuracy':>8} {'roc_auc':>8} {'sens':>6} {'spec':>6}")
     for r in results:
@@ -117,7 +124,7 @@ def main() -> None:
                 )
     if len(results) == 2 and results[1]["total_s"]:
         print(f"\n{results[0]['recipe']} / {results[1]['recipe']} wall time: {results[0]['total_s'] / results[1]['total_s']:.2f}")
-    out = args.workdir / "pipeline.json"
+    out = args.workdir / f"pipeline_{'_'.join(recipes)}.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
 

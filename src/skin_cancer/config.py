@@ -63,6 +63,8 @@ class ModelConfig:
     dropout: float = MISSING
     freeze_batchnorm: bool = MISSING
     frozen_until: str = MISSING
+    color_constancy: str = MISSING
+    minkowski_norm: float = MISSING
 
 
 @dataclass
@@ -70,6 +72,17 @@ class AugmentConfig:
     rotation: float = MISSING
     flip: str = MISSING
     zoom: float = MISSING
+
+
+@dataclass
+class JitterConfig:
+    min_crop_area: float = MISSING
+    min_scale: float = MISSING
+    min_jpeg_quality: int = MISSING
+    brightness: float = MISSING
+    contrast: float = MISSING
+    saturation: float = MISSING
+    hue: float = MISSING
 
 
 @dataclass
@@ -87,6 +100,7 @@ class TrainConfig:
     cache_features: bool = MISSING
     feature_views: int = MISSING
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    jitter: JitterConfig = field(default_factory=JitterConfig)
     head: PhaseConfig = field(default_factory=PhaseConfig)
     finetune: PhaseConfig = field(default_factory=PhaseConfig)
     restore_best: bool = MISSING
@@ -137,6 +151,7 @@ class ConfigError(ValueError):
 
 _CHOICES = {
     "model.input_scaling": ("backbone", "unit"),
+    "model.color_constancy": ("none", "shades_of_gray"),
     "train.augment.flip": ("horizontal", "vertical", "horizontal_and_vertical", "none"),
     "evaluate.threshold_policy": ("fixed", "youden", "target_sensitivity"),
     "evaluate.runtime": ("openvino", "tensorflow"),
@@ -174,6 +189,14 @@ _RANGES = {
     "train.feature_views": _between(1, 8),
     "train.augment.rotation": _between(0, 1),
     "train.augment.zoom": _between(0, 1, open_high=True),
+    "model.minkowski_norm": _at_least(1),
+    "train.jitter.min_crop_area": _between(0, 1, open_low=True),
+    "train.jitter.min_scale": _between(0, 1, open_low=True),
+    "train.jitter.min_jpeg_quality": _between(1, 100),
+    "train.jitter.brightness": _between(0, 1),
+    "train.jitter.contrast": _between(0, 1, open_high=True),
+    "train.jitter.saturation": _between(0, 1, open_high=True),
+    "train.jitter.hue": _between(0, 0.5),
     "train.seed": _at_least_or_null(0),
     "audit.candidate_distance": _between(0, 32),
     "audit.min_correlation": _between(-1, 1),

@@ -15,7 +15,8 @@ from skin_cancer.pipeline import image_dataset
 def compute_features(cfg: Config, prepared_dir: Path, out_dir: Path) -> dict:
     """Write `<split>.npy` (float16, shape (N, views, ...)) for train and val into `out_dir`.
 
-    Training images get `train.feature_views` dihedral views; validation images one.
+    Training images get `train.feature_views` dihedral views, each with its own `train.jitter` draw
+    (seeded by `seed`); validation images one view as they are.
     """
     from skin_cancer.inference import compile_model, run_batches
     from skin_cancer.model import build_classifier, feature_extractor
@@ -29,7 +30,10 @@ def compute_features(cfg: Config, prepared_dir: Path, out_dir: Path) -> dict:
         frame = read_manifest(prepared_dir / f"{split}.csv")
         views = tuple(range(n_views))
         batch = cfg.evaluate.batch_size
-        ds = image_dataset(frame.path, frame.label_index, cfg.data.image_size, batch, views=views).map(lambda x, y: x)
+        jitter_cfg = cfg.train.jitter if split == "train" else None
+        ds = image_dataset(
+            frame.path, frame.label_index, cfg.data.image_size, batch, views=views, jitter_cfg=jitter_cfg, jitter_seed=cfg.seed
+        ).map(lambda x, y: x)
         flat = run_batches(forward, ds.as_numpy_iterator(), len(frame) * n_views, batch, f"features: {split}").astype(np.float16)
         features = flat.reshape(len(frame), n_views, *flat.shape[1:])
         np.save(out_dir / f"{split}.npy", features)

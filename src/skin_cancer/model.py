@@ -22,6 +22,27 @@ def _mobilenet_v2(**kwargs) -> keras.Model:
     return keras.applications.MobileNetV2(**kwargs)
 
 
+@keras.saving.register_keras_serializable(package="skin_cancer")
+class ShadesOfGray(keras.layers.Layer):
+    """Shades of Gray colour constancy (Finlayson & Trezzi 2004) on images in [0, 255]: each image's
+    illuminant is estimated per channel as the Minkowski `p`-norm mean of its pixels, and each
+    channel is scaled so that the illuminant becomes neutral grey of the same brightness."""
+
+    def __init__(self, p: float = 6.0, **kwargs):
+        super().__init__(**kwargs)
+        self.p = float(p)
+
+    def call(self, images):
+        ops = keras.ops
+        x = ops.maximum(images, 0.0) / 255.0
+        illuminant = ops.power(ops.mean(ops.power(x, self.p), axis=(1, 2), keepdims=True) + 1e-12, 1.0 / self.p)
+        unit = illuminant / (ops.sqrt(ops.sum(ops.square(illuminant), axis=-1, keepdims=True)) + 1e-12)
+        return ops.clip(images / (unit * 3**0.5), 0.0, 255.0)
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p}
+
+
 BACKBONES = {"mobilenet_v2": Backbone(_mobilenet_v2, scale=1 / 127.5, offset=-1.0)}
 
 
@@ -32,14 +53,16 @@ def backbone_spec(name: str) -> Backbone:
 
 
 def build_classifier(cfg: ModelConfig, image_size: int) -> keras.Model:
-    """Image in [0, 255] -> scaling -> frozen backbone -> global average pooling -> dropout -> sigmoid.
+    """Image in [0, 255] -> [colour constancy] -> scaling -> frozen backbone -> global average pooling
+    -> dropout -> sigmoid.
 
-    The input scaling is part of the model, so a saved model takes raw RGB images.
+    Colour constancy and input scaling are part of the model, so a saved model takes raw RGB images.
     """
     spec = backbone_spec(cfg.backbone)
     scale, offset = (spec.scale, spec.offset) if cfg.input_scaling == "backbone" else (1 / 255.0, 0.0)
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = keras.layers.Rescaling(scale, offset, name="preprocess")(inputs)
+    x = ShadesOfGray(cfg.minkowski_norm, name="color_constancy")(inputs) if cfg.color_constancy == "shades_of_gray" else inputs
+    x = keras.layers.Rescaling(scale, offset, name="preprocess")(x)
     backbone = spec.constructor(include_top=False, weights=cfg.weights, input_shape=(image_size, image_size, 3), alpha=cfg.width)
     backbone.trainable = False
     # training=False keeps BatchNorm in inference mode even once the backbone is unfrozen.
@@ -48,6 +71,12 @@ def build_classifier(cfg: ModelConfig, image_size: int) -> keras.Model:
     x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", name="classifier")(x)
     return keras.Model(inputs, outputs, name=f"{cfg.backbone}_classifier")
+
+
+def load_model(path, compile: bool = True) -> keras.Model:
+    """A saved classifier; use this rather than keras.saving.load_model, which does not know our
+    preprocessing layers unless this module has been imported."""
+    return keras.saving.load_model(path, compile=compile)
 
 
 def get_backbone(model: keras.Model) -> keras.Model:
@@ -83,8 +112,10 @@ def feature_extractor(model: keras.Model, cut_layer: str) -> keras.Model:
     backbone = get_backbone(model)
     layer_index(backbone, cut_layer)
     bottom = keras.Model(backbone.input, backbone.get_layer(cut_layer).output, name="frozen_part")
-    inputs = keras.Input(model.input.shape[1:], name="image")
-    outputs = bottom(model.get_layer("preprocess")(inputs), training=False)
+    inputs = x = keras.Input(model.input.shape[1:], name="image")
+    for layer in model.layers[1 : model.layers.index(backbone)]:  # preprocessing inside the model
+        x = layer(x)
+    outputs = bottom(x, training=False)
     return keras.Model(inputs, outputs, name="feature_extractor")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from skin_cancer.config import AugmentConfig
+from skin_cancer.config import AugmentConfig, JitterConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -63,6 +63,46 @@ def augmenter(cfg: AugmentConfig, seed: int):
     return keras.Sequential(layers, name="augment") if layers else None
 
 
+def jitter_enabled(cfg: JitterConfig) -> bool:
+    return (
+        cfg.min_crop_area < 1
+        or cfg.min_scale < 1
+        or cfg.min_jpeg_quality < 100
+        or any(v > 0 for v in (cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue))
+    )
+
+
+def jitter(image: tf.Tensor, seed: tf.Tensor, cfg: JitterConfig) -> tf.Tensor:
+    """One random shift of an (size, size, 3) image in [0, 255], drawn from `seed` (shape [2]) with
+    stateless ops, so a seed gives the same image on every run: a random square crop resized back,
+    independent downscaling of height and width and back (the sharpness of a lower-resolution
+    collection), JPEG re-encoding, then brightness, contrast, saturation and hue."""
+    size = image.shape[0]
+    seeds = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 9))
+    uniform = lambda i, low: tf.random.stateless_uniform((), seeds[i], low, 1.0)  # noqa: E731
+    x = image
+    if cfg.min_crop_area < 1:
+        side = tf.cast(tf.round(tf.sqrt(uniform(0, cfg.min_crop_area)) * size), tf.int32)
+        x = tf.image.resize(tf.image.stateless_random_crop(x, tf.stack([side, side, 3]), seeds[1]), (size, size))
+    if cfg.min_scale < 1:
+        small = tf.cast(tf.round(tf.stack([uniform(2, cfg.min_scale), uniform(3, cfg.min_scale)]) * size), tf.int32)
+        x = tf.image.resize(tf.image.resize(x, tf.maximum(small, 1), antialias=True), (size, size))
+    x = tf.clip_by_value(x / 255.0, 0.0, 1.0)
+    if cfg.min_jpeg_quality < 100:
+        x = tf.image.stateless_random_jpeg_quality(x, cfg.min_jpeg_quality, 100, seeds[4])
+    if cfg.brightness > 0:
+        x = tf.image.stateless_random_brightness(x, cfg.brightness, seeds[5])
+    if cfg.contrast > 0:
+        x = tf.image.stateless_random_contrast(x, 1 - cfg.contrast, 1 + cfg.contrast, seeds[6])
+    if cfg.saturation > 0:
+        x = tf.image.stateless_random_saturation(tf.clip_by_value(x, 0.0, 1.0), 1 - cfg.saturation, 1 + cfg.saturation, seeds[7])
+    if cfg.hue > 0:
+        x = tf.image.stateless_random_hue(tf.clip_by_value(x, 0.0, 1.0), cfg.hue, seeds[8])
+    x = tf.clip_by_value(x, 0.0, 1.0) * 255.0
+    x.set_shape(image.shape)
+    return x
+
+
 def image_dataset(
     paths,
     labels,
@@ -72,9 +112,14 @@ def image_dataset(
     shuffle_seed: int | None = None,
     augment=None,
     views: tuple[int, ...] = (0,),
+    jitter_cfg: JitterConfig | None = None,
+    jitter_seed: int = 0,
 ) -> tf.data.Dataset:
     """Batched (image, label) pairs: parallel decode and resize, in-memory cache, optional shuffle and
-    augmentation on the graph, prefetch. `views` repeats every image in the given dihedral views."""
+    augmentation on the graph, prefetch. `views` repeats every image in the given dihedral views.
+
+    With `jitter_cfg`, every image (every view) gets its own `jitter` draw: the same draws on every
+    run from `jitter_seed`, fresh ones in every epoch."""
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), np.asarray(labels, dtype="float32")))
     ds = ds.map(lambda p, y: (load_image(p, image_size), y), num_parallel_calls=AUTOTUNE)
     if views != (0,):
@@ -83,6 +128,9 @@ def image_dataset(
         ).unbatch()
     else:
         ds = ds.cache()
+    if jitter_cfg is not None and jitter_enabled(jitter_cfg):
+        draws = tf.data.Dataset.random(seed=jitter_seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, draws).map(lambda xy, s: (jitter(xy[0], s, jitter_cfg), xy[1]), num_parallel_calls=AUTOTUNE)
     if shuffle_seed is not None:
         ds = ds.shuffle(len(paths) * len(views), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)

@@ -108,6 +108,7 @@ def load_logged_model(uri: str):
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    import skin_cancer.model  # noqa: F401  registers the model's own layers with Keras
     from skin_cancer.data import DataError
 
     mlflow.set_tracking_uri(tracking_uri())

@@ -157,7 +157,7 @@ def load_classifier(source: str | Path = "models/model.keras", *, run_id: str | 
         uri = f"runs:/{run_id}/model" if run_id is not None else str(source)
         model, operating_point = registry.load_logged_model(uri)
         return Classifier(model, operating_point, uri)
-    import keras
+    from skin_cancer.model import load_model
 
     path = Path(source)
     if not path.is_file():
@@ -165,7 +165,7 @@ def load_classifier(source: str | Path = "models/model.keras", *, run_id: str | 
     op_path = path.parent / OPERATING_POINT_FILE
     if not op_path.is_file():
         raise DataError(f"{op_path} not found: the model's temperature and threshold come from the calibrate stage")
-    return Classifier(keras.saving.load_model(path), OperatingPoint.load(op_path), str(path))
+    return Classifier(load_model(path), OperatingPoint.load(op_path), str(path))
 
 
 def image_files(inputs: list[str]) -> list[str]:

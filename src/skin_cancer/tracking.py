@@ -212,10 +212,10 @@ def log_pipeline_run(cfg: Config) -> dict:
             ):
                 mlflow.log_artifact(str(path), artifact_path="pipeline")
             if cfg.tracking.log_model:
-                import keras
+                from skin_cancer.model import load_model
 
                 mlflow.keras.log_model(
-                    keras.saving.load_model(paths.MODEL),
+                    load_model(paths.MODEL),
                     name="model",
                     signature=model_signature(cfg.data.image_size),
                     pip_requirements=pip_requirements(),

@@ -75,7 +75,7 @@ def fit_phase(
 
 def datasets(cfg: Config, prepared_dir: Path, features_dir: Path):
     """(train, validation) datasets: cached features (augmented by their views) when
-    train.cache_features, else images with train.augment's random augmentation."""
+    train.cache_features, else images with train.augment's and train.jitter's random augmentation."""
     train = read_manifest(prepared_dir / "train.csv")
     val = read_manifest(prepared_dir / "val.csv")
     batch, seed = cfg.train.batch_size, training_seed(cfg)
@@ -89,7 +89,16 @@ def datasets(cfg: Config, prepared_dir: Path, features_dir: Path):
     size = cfg.data.image_size
     aug = augmenter(cfg.train.augment, seed)
     return (
-        image_dataset(train.path, train.label_index, size, batch, shuffle_seed=seed, augment=aug),
+        image_dataset(
+            train.path,
+            train.label_index,
+            size,
+            batch,
+            shuffle_seed=seed,
+            augment=aug,
+            jitter_cfg=cfg.train.jitter,
+            jitter_seed=seed,
+        ),
         image_dataset(val.path, val.label_index, size, batch),
     )
 

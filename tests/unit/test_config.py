@@ -67,6 +67,13 @@ def test_unknown_key_or_wrong_type_names_the_key(raw, key):
         ({"model": {"input_scaling": "imagenet"}}, "model.input_scaling"),
         ({"data": {"val_fraction": 1.5}}, "data.val_fraction"),
         ({"train": {"feature_views": 9}}, "train.feature_views"),
+        ({"model": {"color_constancy": "grey_world"}}, "model.color_constancy"),
+        ({"model": {"minkowski_norm": 0.5}}, "model.minkowski_norm"),
+        ({"train": {"jitter": {"min_scale": 0.0}}}, "train.jitter.min_scale"),
+        ({"train": {"jitter": {"min_crop_area": 1.5}}}, "train.jitter.min_crop_area"),
+        ({"train": {"jitter": {"min_jpeg_quality": 0}}}, "train.jitter.min_jpeg_quality"),
+        ({"train": {"jitter": {"contrast": 1.0}}}, "train.jitter.contrast"),
+        ({"train": {"jitter": {"hue": 0.6}}}, "train.jitter.hue"),
     ],
 )
 def test_out_of_range_values_name_the_key(raw, key):

@@ -3,7 +3,16 @@ import numpy as np
 import pytest
 
 from skin_cancer.config import ConfigError
-from skin_cancer.model import build_classifier, compile_classifier, feature_extractor, feature_head, get_backbone, unfreeze
+from skin_cancer.model import (
+    ShadesOfGray,
+    build_classifier,
+    compile_classifier,
+    feature_extractor,
+    feature_head,
+    get_backbone,
+    load_model,
+    unfreeze,
+)
 
 
 @pytest.fixture
@@ -87,3 +96,32 @@ def test_saved_model_round_trips_with_frozen_batchnorm_calls(classifier, tmp_pat
     classifier.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), classifier.predict(x, verbose=0), atol=1e-6)
+
+
+def test_shades_of_gray_neutralises_a_colour_cast():
+    rng = np.random.default_rng(0)
+    scene = rng.uniform(20, 200, (1, 16, 16, 3)).astype("float32")
+    cast = scene * np.array([1.0, 0.8, 0.6], dtype="float32")
+    layer = ShadesOfGray(6.0)
+    corrected, from_cast = layer(scene).numpy(), layer(cast).numpy()
+    # A per-channel gain (illuminant, camera) is removed: the image and its cast give the same colours,
+    # differing only by one brightness factor.
+    ratio = from_cast / corrected
+    np.testing.assert_allclose(ratio, ratio.mean(), rtol=1e-4)
+    norms = np.power(np.mean(np.power(from_cast / 255, 6), axis=(1, 2)), 1 / 6)
+    np.testing.assert_allclose(norms / norms.mean(), 1.0, atol=1e-4)  # the illuminant is now grey
+    grey = np.full((1, 4, 4, 3), 90.0, dtype="float32")
+    np.testing.assert_allclose(layer(grey).numpy(), grey, atol=1e-3)
+
+
+def test_colour_constancy_is_inside_the_saved_model_and_the_cached_part(compose, tiny, tmp_path):
+    cfg = compose(*tiny, "model.color_constancy=shades_of_gray")
+    keras.utils.set_random_seed(0)
+    model = build_classifier(cfg.model, cfg.data.image_size)
+    assert model.get_layer("color_constancy").p == cfg.model.minkowski_norm
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32") * np.array([1.0, 0.7, 0.5], "float32")
+    cut = cfg.model.frozen_until
+    head = feature_head(model, cut, cfg.model.freeze_batchnorm)
+    np.testing.assert_allclose(head(feature_extractor(model, cut)(x)), model(x), atol=1e-5)
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_allclose(load_model(tmp_path / "m.keras")(x), model(x), atol=1e-6)

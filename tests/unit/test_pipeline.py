@@ -1,10 +1,12 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from skin_cancer.config import AugmentConfig
-from skin_cancer.pipeline import augmenter, dihedral_view, feature_dataset, image_dataset
+from skin_cancer.config import AugmentConfig, JitterConfig
+from skin_cancer.pipeline import augmenter, dihedral_view, feature_dataset, image_dataset, jitter, jitter_enabled
 
 
 @pytest.fixture
@@ -66,3 +68,75 @@ def test_feature_dataset_draws_one_view_per_image():
     assert set(np.unique(x.numpy())) <= {0.0, 1.0, 2.0}
     single = next(iter(feature_dataset(features[:, :1], np.arange(5), batch_size=5)))[0]
     assert not single.numpy().any()
+
+
+JITTER_OFF = JitterConfig(
+    min_crop_area=1.0, min_scale=1.0, min_jpeg_quality=100, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0
+)
+JITTER_ALL = JitterConfig(
+    min_crop_area=0.5, min_scale=0.25, min_jpeg_quality=30, brightness=0.1, contrast=0.2, saturation=0.2, hue=0.02
+)
+
+
+def textured(seed=0, size=64):
+    return tf.constant(np.random.default_rng(seed).uniform(0, 255, (size, size, 3)), tf.float32)
+
+
+def test_jitter_is_a_function_of_its_seed_and_keeps_shape_and_range():
+    image = textured()
+    a, b = (jitter(image, tf.constant([3, 4]), JITTER_ALL).numpy() for _ in range(2))
+    other = jitter(image, tf.constant([3, 5]), JITTER_ALL).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - other).mean() > 1.0
+    assert a.shape == (64, 64, 3) and a.min() >= 0 and a.max() <= 255
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("min_crop_area", 0.5),
+        ("min_scale", 0.25),
+        ("min_jpeg_quality", 20),
+        ("brightness", 0.2),
+        ("contrast", 0.5),
+        ("saturation", 0.5),
+        ("hue", 0.1),
+    ],
+)
+def test_each_jitter_switch_changes_the_image_alone(key, value):
+    cfg = replace(JITTER_OFF, **{key: value})
+    assert jitter_enabled(cfg) and not jitter_enabled(JITTER_OFF)
+    image = textured()
+    np.testing.assert_allclose(jitter(image, tf.constant([0, 1]), JITTER_OFF).numpy(), image.numpy(), atol=1e-3)
+    changed = [np.abs(jitter(image, tf.constant([0, s]), cfg).numpy() - image.numpy()).mean() for s in range(4)]
+    assert max(changed) > 0.5, changed
+
+
+def test_downscale_jitter_blurs():
+    """Downscaling and back removes fine detail: the sharpness cue that tells collections apart."""
+    image = textured()
+    cfg = replace(JITTER_OFF, min_scale=0.25)
+    detail = lambda x: float(tf.reduce_mean(tf.abs(x[1:] - x[:-1])))  # noqa: E731
+    blurred = [detail(jitter(image, tf.constant([0, s]), cfg)) for s in range(8)]
+    assert max(blurred) < detail(image) and min(blurred) < 0.6 * detail(image)
+
+
+def test_jittered_views_are_seeded_and_unjittered_without_config(image_files):
+    def views(**kwargs):
+        ds = image_dataset(image_files, [0, 1, 1], 32, 16, views=(0, 1), **kwargs)
+        return np.concatenate([x.numpy() for x, _ in ds])
+
+    plain = views()
+    np.testing.assert_array_equal(views(jitter_cfg=JITTER_OFF, jitter_seed=1), plain)
+    first = views(jitter_cfg=JITTER_ALL, jitter_seed=1)
+    np.testing.assert_array_equal(views(jitter_cfg=JITTER_ALL, jitter_seed=1), first)
+    assert np.abs(first - plain).mean() > 1.0
+    assert np.abs(views(jitter_cfg=JITTER_ALL, jitter_seed=2) - first).mean() > 1.0
+    # every view of every image gets its own draw
+    assert len({first[i].tobytes() for i in range(len(first))}) == len(first)
+
+
+def test_image_training_draws_new_jitter_every_epoch(image_files):
+    ds = image_dataset(image_files, [0, 1, 1], 32, 16, jitter_cfg=JITTER_ALL, jitter_seed=1)
+    first, second = (np.concatenate([x.numpy() for x, _ in ds]) for _ in range(2))
+    assert np.abs(first - second).mean() > 1.0

@@ -69,6 +69,17 @@ def test_features_stage_caches_views(workspace):
     assert json.loads((paths.FEATURES / "info.json").read_text())["cut_layer"] == cfg.model.frozen_until
 
 
+def test_jitter_changes_the_cached_training_views_only(workspace):
+    plain = workspace()
+    audit.main(plain)
+    prepare.main(plain)
+    features.main(plain)
+    before = {split: np.load(paths.FEATURES / f"{split}.npy") for split in ("train", "val")}
+    features.main(workspace("train.jitter.min_scale=0.25", "train.jitter.contrast=0.3"))
+    np.testing.assert_array_equal(np.load(paths.FEATURES / "val.npy"), before["val"])
+    assert np.abs(np.load(paths.FEATURES / "train.npy").astype(float) - before["train"]).mean() > 1e-3
+
+
 def test_same_seed_and_data_give_the_same_metrics(workspace):
     cfg = workspace()
     run_all(cfg)

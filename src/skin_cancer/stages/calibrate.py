@@ -4,13 +4,12 @@ every later prediction uses. No test image is looked at."""
 
 import hashlib
 
-import keras
-
 from skin_cancer import evaluation as ev
 from skin_cancer import inference, paths
 from skin_cancer.config import Config
 from skin_cancer.data import read_manifest
 from skin_cancer.io import read_json
+from skin_cancer.model import load_model
 from skin_cancer.operating_point import OperatingPoint
 from skin_cancer.stages import run_stage
 
@@ -18,7 +17,7 @@ from skin_cancer.stages import run_stage
 def main(cfg: Config) -> None:
     report = read_json(paths.PREPARE_REPORT)
     val = read_manifest(paths.PREPARED / "val.csv")
-    model = keras.saving.load_model(paths.MODEL)
+    model = load_model(paths.MODEL)
     predictor = inference.compile_predictor(model, cfg.evaluate.tta_views, cfg.evaluate.runtime)
     raw = inference.predict_files(predictor, val.path, cfg.data.image_size, cfg.evaluate.batch_size, "calibrate: validation")
     temperature = ev.fit_temperature(val.label_index, raw) if cfg.evaluate.temperature_scaling else 1.0

@@ -3,19 +3,18 @@ test split, its clean and per-source subsets and every external set -> reports/m
 namespace per set), tables and figures per set, Grad-CAM overlays of confident right and wrong
 test predictions."""
 
-import keras
-
 from skin_cancer import evaluation as ev
 from skin_cancer import paths, scoring
 from skin_cancer.config import Config
 from skin_cancer.io import atomic_dir, write_json
+from skin_cancer.model import load_model
 from skin_cancer.operating_point import OperatingPoint
 from skin_cancer.stages import run_stage
 
 
 def main(cfg: Config) -> None:
     op = OperatingPoint.load(paths.OPERATING_POINT)
-    model = keras.saving.load_model(paths.MODEL)
+    model = load_model(paths.MODEL)
     with atomic_dir(paths.EVALUATION) as out, atomic_dir(paths.FIGURES) as figures:
         metrics = scoring.score(cfg, model, op, out, figures)
     write_json(paths.METRICS, metrics)

@@ -1,20 +1,19 @@
 """DVC stage `finetune`: unfreeze the backbone above model.frozen_until, recompile, train ->
 models/model.keras (and models/model.h5 for `load_model` habits) + per-epoch history."""
 
-import keras
 import pandas as pd
 
 from skin_cancer import paths
 from skin_cancer.config import Config
 from skin_cancer.io import atomic_path
-from skin_cancer.model import trainable_summary, unfreeze
+from skin_cancer.model import load_model, trainable_summary, unfreeze
 from skin_cancer.stages import run_stage
 from skin_cancer.training import datasets, fit_phase, history_frame, seed_everything, trainable_model, training_seed
 
 
 def main(cfg: Config) -> None:
     seed_everything(training_seed(cfg))
-    classifier = keras.saving.load_model(paths.HEAD_MODEL)
+    classifier = load_model(paths.HEAD_MODEL)
     unfreeze(classifier, cfg.model.frozen_until, cfg.model.freeze_batchnorm)
     model = trainable_model(cfg, classifier)
     train_ds, val_ds = datasets(cfg, paths.PREPARED, paths.FEATURES)

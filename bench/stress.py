@@ -1,0 +1,160 @@
+"""Stress test: how far do a model's ranking (ROC AUC) and its specificity at its own frozen threshold
+move when the images change the way they change between collections: lower resolution, stronger
+JPEG compression, boosted contrast and saturation, a colour cast, or a copy made like the shared
+HAM10000 one (200x150 JPEG)?
+
+    python bench/stress.py PROJECT [PROJECT ...] [--split val|test]
+
+PROJECT is a finished pipeline (models/model.keras, models/operating_point.json and
+data/prepared/<split>.csv), e.g. the folders bench/pipeline.py leaves under bench/results/. Run it
+on `val` to choose between recipes (no test image is looked at) and on `test` to report. Writes
+bench/results/stress_<split>.json and a figure beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def downscale(factor: float):
+    def shift(image: Image.Image) -> Image.Image:
+        size = (max(1, round(image.width / factor)), max(1, round(image.height / factor)))
+        return image.resize(size, Image.Resampling.LANCZOS)
+
+    return shift
+
+
+def boost(image: Image.Image) -> Image.Image:
+    return ImageEnhance.Color(ImageEnhance.Contrast(image).enhance(1.5)).enhance(1.5)
+
+
+def colour_cast(image: Image.Image) -> Image.Image:
+    pixels = np.asarray(image, dtype=np.float32) * np.array([1.12, 1.0, 0.85], dtype=np.float32)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def as_ham10000_copy(image: Image.Image) -> Image.Image:
+    return image.resize((200, 150), Image.Resampling.LANCZOS)
+
+
+# name -> (image change, JPEG quality of the saved file or None for lossless PNG)
+SHIFTS = {
+    "none": (None, None),
+    "downscale_2x": (downscale(2), None),
+    "downscale_3x": (downscale(3), None),
+    "jpeg_90": (None, 90),
+    "jpeg_50": (None, 50),
+    "contrast_saturation_1.5x": (boost, None),
+    "colour_cast": (colour_cast, None),
+    "ham10000_copy": (as_ham10000_copy, 90),
+}
+
+
+def shifted_files(paths: list[str], folder: Path) -> dict[str, list[str]]:
+    """Every image under every shift, written once and shared by all models."""
+    out = {}
+    for name, (change, quality) in SHIFTS.items():
+        if change is None and quality is None:
+            out[name] = list(paths)
+            continue
+        (folder / name).mkdir()
+        out[name] = []
+        for i, path in enumerate(paths):
+            image = Image.open(path).convert("RGB")
+            image = change(image) if change else image
+            target = folder / name / (f"{i}.jpg" if quality else f"{i}.png")
+            image.save(target, **({"quality": quality} if quality else {}))
+            out[name].append(str(target))
+    return out
+
+
+def stress(project: Path, files: dict[str, list[str]], labels: np.ndarray, groups: np.ndarray, seed: int = 0) -> dict:
+    """Metrics of one project's model under every shift, with the change from no shift."""
+    from sklearn.metrics import roc_auc_score
+
+    from skin_cancer import evaluation as ev
+    from skin_cancer.serving import load_classifier
+
+    classifier = load_classifier(project / "models" / "model.keras")
+    rows = {}
+    for name, paths in files.items():
+        prob = np.array([r["probability"] for r in classifier.predict(paths)])
+        m = ev.binary_metrics(labels, prob, classifier.threshold)
+        low, high = ev.bootstrap_ci(labels, prob, roc_auc_score, n_resamples=500, seed=seed, groups=groups)
+        rows[name] = {
+            "roc_auc": m["roc_auc"],
+            "roc_auc_ci": [low, high],
+            "sensitivity": m["sensitivity"],
+            "specificity": m["specificity"],
+            "mean_p_benign": float(prob[labels == 0].mean()),
+        }
+    for row in rows.values():
+        row["specificity_change"] = row["specificity"] - rows["none"]["specificity"]
+        row["roc_auc_change"] = row["roc_auc"] - rows["none"]["roc_auc"]
+    return {"threshold": classifier.threshold, "shifts": rows}
+
+
+def plot(results: dict, split: str, path: Path) -> None:
+    from skin_cancer.figures import pyplot, save_figure
+
+    plt = pyplot()
+    names = list(SHIFTS)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=False)
+    width = 0.8 / max(len(results), 1)
+    for k, (model, result) in enumerate(results.items()):
+        x = np.arange(len(names)) + k * width
+        axes[0].bar(x, [result["shifts"][n]["roc_auc"] for n in names], width, label=model)
+        axes[1].bar(x, [result["shifts"][n]["specificity"] for n in names], width, label=model)
+    for ax, title in zip(axes, ("ROC AUC", "specificity at the frozen threshold")):
+        ax.set_xticks(np.arange(len(names)) + width * (len(results) - 1) / 2, names, rotation=35, ha="right")
+        ax.set_title(f"{title} ({split})")
+        ax.set_ylim(0, 1)
+    axes[1].legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("projects", nargs="+", type=Path)
+    parser.add_argument("--split", choices=("val", "test"), default="val")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    from skin_cancer.data import read_manifest
+
+    frame = read_manifest(args.projects[0] / "data" / "prepared" / f"{args.split}.csv")
+    for project in args.projects[1:]:
+        other = read_manifest(project / "data" / "prepared" / f"{args.split}.csv")
+        if list(other.sha256) != list(frame.sha256):
+            raise SystemExit(f"{project}: its {args.split} split differs from {args.projects[0]}'s; compare on one split")
+    labels, groups = frame.label_index.to_numpy(), frame.group.to_numpy()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = shifted_files(list(frame.path), Path(tmp))
+        for project in args.projects:
+            results[project.name] = stress(project, files, labels, groups)
+    print(f"{args.split}: {len(frame)} images, {int(labels.sum())} malignant")
+    print(f"{'model':<22} {'shift':<26} {'AUC':>6} {'AUC 95% CI':>14} {'sens':>6} {'spec':>6} {'d spec':>7}")
+    for model, result in results.items():
+        for name, row in result["shifts"].items():
+            low, high = row["roc_auc_ci"]
+            print(
+                f"{model:<22} {name:<26} {row['roc_auc']:6.3f} [{low:.3f}, {high:.3f}] {row['sensitivity']:6.3f} "
+                f"{row['specificity']:6.3f} {row['specificity_change']:+7.3f}"
+            )
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"stress_{args.split}.json"
+    out.write_text(json.dumps(results, indent=2))
+    plot(results, args.split, args.out / f"stress_{args.split}.png")
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
