@@ -44,6 +44,9 @@ class DatasetSpec:
     # Dataset label -> our class name; null leaves the label's images out. Every label must appear.
     label_map: Optional[Dict[str, Optional[str]]] = None
     per_class_limit: Optional[int] = None
+    # evaluate.external only: re-fit temperature and threshold on a seeded labelled sample of about
+    # this many images (whole lesions), then score the rest both ways (`<name>_recalibrated`).
+    recalibration_sample: Optional[int] = None
 
 
 @dataclass
@@ -225,6 +228,7 @@ def _range_errors(cfg: Config) -> list[str]:
     for group, specs in (("audit.against", cfg.audit.against), ("evaluate.external", cfg.evaluate.external)):
         for name in specs:
             ranges[f"{group}.{name}.per_class_limit"] = _at_least_or_null(1)
+            ranges[f"{group}.{name}.recalibration_sample"] = _at_least_or_null(4)
     structured = OmegaConf.structured(cfg)
     errors = []
     for key, (ok, expected) in ranges.items():

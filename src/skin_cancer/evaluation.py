@@ -242,6 +242,28 @@ def set_metrics(y_true, prob, threshold: float, cfg: EvaluateConfig, seed: int, 
     return metrics
 
 
+def recalibration_sample(y_true, groups, size: int, seed: int) -> np.ndarray:
+    """Mask of a seeded labelled sample of about `size` images, half per class, drawn as whole groups
+    (lesions), for re-fitting temperature and threshold on a new collection; the rest is scored."""
+    y_true, groups = np.asarray(y_true).astype(int), pd.Series(np.asarray(groups)).astype(str)
+    rng = np.random.default_rng(seed)
+    chosen = np.zeros(len(y_true), dtype=bool)
+    for label in (0, 1):
+        lesions = groups[y_true == label].unique()
+        for lesion in rng.permutation(lesions):
+            if chosen[y_true == label].sum() >= size // 2:
+                break
+            chosen |= (groups == lesion).to_numpy()
+    return chosen
+
+
+def recalibrate(y_sample, prob_sample, cfg: EvaluateConfig) -> tuple[float, float]:
+    """(temperature, threshold) re-fitted on a labelled sample of a new collection, on top of the
+    model's calibrated probabilities, with the validation split's threshold policy."""
+    temperature = fit_temperature(y_sample, prob_sample) if cfg.temperature_scaling else 1.0
+    return temperature, choose_threshold(y_sample, apply_temperature(prob_sample, temperature), cfg)
+
+
 def json_safe(metrics: dict) -> dict:
     """NaN (undefined metric) as null, which JSON and DVC can read."""
     return {

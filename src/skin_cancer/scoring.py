@@ -72,11 +72,39 @@ def score(cfg: Config, model, op: OperatingPoint, out: Path, figures: Path) -> d
         write_json(out / name / "exclusions.json", found["record"])
         found["excluded"].to_csv(out / name / "excluded.csv", index=False)
         metrics[name]["excluded"] = sum(found["record"]["excluded"].values())
+        # Threshold transfer: how far the validation-frozen operating point moves on a new collection.
+        for key in ("sensitivity", "specificity"):
+            metrics[name][f"{key}_shift_from_validation"] = metrics[name][key] - op.validation[key]
+        size = cfg.evaluate.external[name].recalibration_sample
+        if size:
+            frame, prob = sets[name]
+            new, rest, rest_prob = recalibrated_set(frame, prob, size, cfg, threshold)
+            metrics[f"{name}_recalibrated"] = new
+            bins = cfg.evaluate.calibration_bins
+            write_set(f"{name}_recalibrated", rest, rest_prob, new["threshold"], new, class_names, bins, out, figures)
     test, test_prob = sets["test"]
     explain.gradcam_grid(model, test, test_prob, threshold, class_names, cfg.data.image_size, figures / "test_gradcam.png")
     history = pd.concat([pd.read_csv(paths.TRAIN_HISTORY), pd.read_csv(paths.FINETUNE_HISTORY)], ignore_index=True)
     figures_.plot_history(history, figures / "training_curves.png")
     return ev.json_safe(metrics)
+
+
+def recalibrated_set(frame: pd.DataFrame, prob, size: int, cfg: Config, frozen_threshold: float):
+    """(metrics, frame, probabilities) of an external set's images outside a labelled recalibration
+    sample, at a temperature and threshold re-fitted on that sample; the metrics carry the frozen
+    operating point's numbers on the same images (`frozen_*`) and the gain."""
+    y, groups = frame.label_index.to_numpy(), frame.group.to_numpy()
+    sample = ev.recalibration_sample(y, groups, size, cfg.seed)
+    temperature, threshold = ev.recalibrate(y[sample], prob[sample], cfg.evaluate)
+    rest_prob = ev.apply_temperature(prob[~sample], temperature)
+    metrics = ev.set_metrics(y[~sample], rest_prob, threshold, cfg.evaluate, cfg.seed, groups=groups[~sample])
+    frozen = ev.binary_metrics(y[~sample], prob[~sample], frozen_threshold)
+    frozen.update(ev.calibration_metrics(y[~sample], prob[~sample], cfg.evaluate.calibration_bins))
+    metrics.update(temperature=temperature, sample_images=int(sample.sum()), sample_lesions=len(set(groups[sample])))
+    for key in ("accuracy", "sensitivity", "specificity", "balanced_accuracy", "ece"):
+        metrics[f"frozen_{key}"] = frozen[key]
+        metrics[f"{key}_gain"] = metrics[key] - frozen[key]
+    return metrics, frame[~sample].reset_index(drop=True), rest_prob
 
 
 def write_set(

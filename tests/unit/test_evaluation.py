@@ -5,6 +5,7 @@ from sklearn.metrics import roc_auc_score
 
 from skin_cancer import evaluation as ev
 from skin_cancer import figures
+from skin_cancer.config import EvaluateConfig
 
 Y = [0, 0, 0, 0, 1, 1, 1]
 P = [0.1, 0.4, 0.6, 0.2, 0.9, 0.3, 0.7]
@@ -71,8 +72,6 @@ def test_summary_table_lists_the_headline_metrics():
 
 
 def test_threshold_policies():
-    from skin_cancer.config import EvaluateConfig
-
     assert ev.choose_threshold(Y, P, EvaluateConfig(threshold=0.3, threshold_policy="fixed")) == 0.3
     # Youden's J: at 0.7 sens 2/3, spec 1 (J = 0.67); at 0.3 sens 1, spec 1/2 (J = 0.5).
     assert ev.choose_threshold(Y, P, EvaluateConfig(threshold_policy="youden")) == pytest.approx(0.7)
@@ -203,8 +202,6 @@ def test_intervals_widen_when_images_come_in_copies():
 
 
 def _evaluate_cfg():
-    from skin_cancer.config import EvaluateConfig
-
     return EvaluateConfig(bootstrap_resamples=200, target_specificity=0.9, target_sensitivity=0.95, calibration_bins=15)
 
 
@@ -221,3 +218,29 @@ def test_source_subsets_split_a_mixed_test_set_by_provenance():
     # only negatives were found in `other`: one class only, so no subset
     assert "test_from_other" not in subsets
     assert subsets["test_positives_not_from_other"].all()
+
+
+def test_recalibration_sample_draws_whole_lesions_half_per_class_and_is_seeded():
+    y = np.array([0] * 60 + [1] * 40)
+    groups = np.array([f"l{i // 3}" for i in range(100)])  # lesions of 3 images (one spans both classes' border)
+    mask = ev.recalibration_sample(y, groups, 20, seed=1)
+    np.testing.assert_array_equal(mask, ev.recalibration_sample(y, groups, 20, seed=1))
+    assert not np.array_equal(mask, ev.recalibration_sample(y, groups, 20, seed=2))
+    assert 10 <= mask[y == 0].sum() <= 12 and 10 <= mask[y == 1].sum() <= 12
+    for lesion in set(groups[mask]):  # a drawn lesion is drawn whole, never split between sample and rest
+        assert mask[groups == lesion].all()
+
+
+def test_recalibration_restores_the_operating_point_of_a_shifted_collection():
+    """A collection whose probabilities are all pushed up (as blur pushes them towards malignant):
+    the frozen threshold calls most negatives positive; a threshold re-fitted on a sample does not."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 400)
+    logit = rng.normal(np.where(y == 1, 1.5, -1.5), 1.0) + 2.5  # the shift
+    prob = 1 / (1 + np.exp(-logit))
+    cfg = EvaluateConfig(threshold_policy="youden", threshold=0.5, target_sensitivity=0.95, temperature_scaling=True)
+    frozen = ev.binary_metrics(y, prob, 0.5)
+    sample = ev.recalibration_sample(y, np.arange(800), 100, seed=0)
+    temperature, threshold = ev.recalibrate(y[sample], prob[sample], cfg)
+    rest = ev.binary_metrics(y[~sample], ev.apply_temperature(prob[~sample], temperature), threshold)
+    assert frozen["specificity"] < 0.2 and rest["specificity"] > 0.7 and rest["sensitivity"] > 0.7

@@ -174,7 +174,9 @@ def test_external_set_excludes_training_copies_and_gets_its_own_namespace(worksp
     Image.open(external / "nv" / "1.jpg").convert("CMYK").save(external / "nv" / "cmyk.jpg")
     (external / "nv" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
     cfg = workspace(
-        f"+evaluate.external.ext.root={external}", "+evaluate.external.ext.label_map={mel: malignant, nv: benign, bkl: null}"
+        f"+evaluate.external.ext.root={external}",
+        "+evaluate.external.ext.label_map={mel: malignant, nv: benign, bkl: null}",
+        "+evaluate.external.ext.recalibration_sample=4",
     )
     run_all(cfg)
     metrics = json.loads(paths.METRICS.read_text())
@@ -187,6 +189,15 @@ def test_external_set_excludes_training_copies_and_gets_its_own_namespace(worksp
     scored = pd.read_csv(paths.EVALUATION / "ext" / "predictions.csv")
     assert {"mel/scan.tiff", "nv/cmyk.jpg"} <= {p.split("ext/")[1] for p in scored.path}
     assert (paths.FIGURES / "ext_roc.png").exists() and "ext" in paths.MODEL_REPORT.read_text()
+    # Threshold transfer, and the operating point re-fitted on a labelled sample scored on the rest.
+    assert metrics["ext"]["specificity_shift_from_validation"] == pytest.approx(
+        metrics["ext"]["specificity"] - metrics["validation"]["specificity"]
+    )
+    again = metrics["ext_recalibrated"]
+    assert again["sample_images"] == 4 and again["n_images"] == 12 - 4
+    assert again["specificity_gain"] == pytest.approx(again["specificity"] - again["frozen_specificity"])
+    rest = pd.read_csv(paths.EVALUATION / "ext_recalibrated" / "predictions.csv")
+    assert len(rest) == 8 and set(rest.path) < set(scored.path)
 
 
 def test_unmapped_external_labels_fail_the_evaluate_stage(workspace, make_dataset, tmp_path):
