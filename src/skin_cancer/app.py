@@ -48,7 +48,7 @@ def local_card(model_path: Path) -> dict:
         card["data fingerprint"] = read_json(root / paths.PREPARE_REPORT)["fingerprint"]
     if (root / paths.METRICS).is_file():
         metrics = read_json(root / paths.METRICS)
-        card.update({f"{name}.{key}": value for name in ("test", "clean_test") for key, value in metrics.get(name, {}).items()})
+        card.update({f"{name}.{key}": value for name, values in metrics.items() for key, value in values.items()})
     return card
 
 
@@ -60,16 +60,17 @@ def show_card(card: dict, classifier) -> None:
     for key in ("MLflow run", "data fingerprint", "recipe"):
         if card.get(key):
             st.markdown(f"{key}: `{card[key]}`")
-    rows = []
-    for name in ("test", "clean_test"):
-        for metric in ("accuracy", "sensitivity", "specificity", "roc_auc"):
-            value = card.get(f"{name}.{metric}")
-            if value is not None:
-                low, high = card.get(f"{name}.{metric}_ci_low"), card.get(f"{name}.{metric}_ci_high")
-                interval = f" [{float(low):.3f}, {float(high):.3f}]" if low is not None and high is not None else ""
-                rows.append({"set": name, "metric": metric, "value (95% CI)": f"{float(value):.3f}{interval}"})
+    from skin_cancer.model_report import TRANSFER_HEADER, transfer_rows
+
+    metrics: dict[str, dict] = {}
+    for key, value in card.items():
+        if "." in key:
+            name, metric = key.split(".", 1)
+            metrics.setdefault(name, {})[metric] = value
+    rows = transfer_rows(metrics)
     if rows:
-        st.table(rows)
+        st.caption("The collection trained on and collections never seen: read them together.")
+        st.table([dict(zip(TRANSFER_HEADER, row)) for row in rows])
 
 
 def pick_model(args) -> tuple[str, dict]:

@@ -63,6 +63,34 @@ def source_findings(audit_report: dict, metrics: dict) -> list[str]:
     return lines or ["- No provenance: the audit compared the data with no other dataset."]
 
 
+def transfer_rows(metrics: dict[str, dict]) -> list[list[str]]:
+    """One row per scored set, the collection trained on first and every unseen collection after it:
+    kind, images, ROC AUC and specificity at the frozen threshold with its change from validation.
+    In-domain numbers are never shown without the transfer numbers beside them."""
+    validation = metrics.get("validation", {}).get("specificity")
+
+    def kind(name: str) -> str | None:
+        if name.endswith("_recalibrated"):
+            return "unseen collection, re-fitted on a labelled sample"
+        if "specificity_shift_from_validation" in metrics[name]:
+            return "unseen collection"
+        if name in ("test", "clean_test"):
+            return "collection trained on"
+        return "collection trained on, one source" if "_from_" in name and "_not_from_" not in name else None
+
+    rows = []
+    for name in sorted((n for n in metrics if n != "validation" and kind(n)), key=lambda n: "unseen" in kind(n)):
+        m = metrics[name]
+        specificity = m.get("specificity")
+        change = f"{float(specificity) - float(validation):+.3f}" if specificity is not None and validation is not None else "n/a"
+        images = f"{int(float(m['n_images']))} ({int(float(m['n_positive']))})" if m.get("n_images") is not None else "n/a"
+        rows.append([name, kind(name), images, _with_ci(m, "roc_auc"), _with_ci(m, "specificity"), change])
+    return rows
+
+
+TRANSFER_HEADER = ["set", "kind", "images (positive)", "ROC AUC", "specificity", "specificity change from validation"]
+
+
 def _fmt(value) -> str:
     if value is None:
         return "n/a"
@@ -72,8 +100,9 @@ def _fmt(value) -> str:
 def _with_ci(metrics: dict, key: str) -> str:
     if metrics.get(key) is None:
         return "n/a"
-    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-    return f"{metrics[key]:.3f} [{low:.3f}, {high:.3f}]" if low is not None else f"{metrics[key]:.3f}"
+    value, low, high = (metrics.get(k) for k in (key, f"{key}_ci_low", f"{key}_ci_high"))
+    # Registry tags hold strings: the app's card reads metrics from there too.
+    return f"{float(value):.3f} [{float(low):.3f}, {float(high):.3f}]" if low is not None else f"{float(value):.3f}"
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -165,6 +194,16 @@ def build(
         f"- Test-time augmentation: mean over {operating_point.tta_views} flips / rotations.",
     ]
 
+    lines += [
+        "",
+        "## Transfer: the collection trained on and unseen collections",
+        "",
+        "ROC AUC and specificity at the frozen threshold; a model that ranks well only on the collection it "
+        "was trained on has learned the source. Validation specificity "
+        f"{_fmt(validation.get('specificity'))}.",
+        "",
+        *_table(TRANSFER_HEADER, transfer_rows(metrics)),
+    ]
     lines += ["", "## Metrics", "", "95% percentile bootstrap intervals in brackets.", ""]
     rows = []
     keys = [

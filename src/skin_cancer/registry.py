@@ -20,6 +20,9 @@ HEADLINE = (
     "roc_auc_ci_high",
     "ece",
     "threshold",
+    "n_images",
+    "n_positive",
+    "specificity_shift_from_validation",
 )
 # Version tags that say which versions may be compared for the champion alias.
 COMPARABLE = ("task.classes", "validation.fingerprint")
