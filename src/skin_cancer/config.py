@@ -68,6 +68,7 @@ class ModelConfig:
     frozen_until: str = MISSING
     color_constancy: str = MISSING
     minkowski_norm: float = MISSING
+    resolution_divisor: int = MISSING
 
 
 @dataclass
@@ -193,6 +194,7 @@ _RANGES = {
     "train.augment.rotation": _between(0, 1),
     "train.augment.zoom": _between(0, 1, open_high=True),
     "model.minkowski_norm": _at_least(1),
+    "model.resolution_divisor": _between(1, 8),
     "train.jitter.min_crop_area": _between(0, 1, open_low=True),
     "train.jitter.min_scale": _between(0, 1, open_low=True),
     "train.jitter.min_jpeg_quality": _between(1, 100),

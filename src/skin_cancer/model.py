@@ -53,15 +53,21 @@ def backbone_spec(name: str) -> Backbone:
 
 
 def build_classifier(cfg: ModelConfig, image_size: int) -> keras.Model:
-    """Image in [0, 255] -> [colour constancy] -> scaling -> frozen backbone -> global average pooling
-    -> dropout -> sigmoid.
+    """Image in [0, 255] -> [colour constancy] -> [resolution reduction] -> scaling -> frozen backbone
+    -> global average pooling -> dropout -> sigmoid.
 
-    Colour constancy and input scaling are part of the model, so a saved model takes raw RGB images.
+    The preprocessing is part of the model, so a saved model takes raw RGB images.
     """
     spec = backbone_spec(cfg.backbone)
     scale, offset = (spec.scale, spec.offset) if cfg.input_scaling == "backbone" else (1 / 255.0, 0.0)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = ShadesOfGray(cfg.minkowski_norm, name="color_constancy")(inputs) if cfg.color_constancy == "shades_of_gray" else inputs
+    if cfg.resolution_divisor > 1:
+        if image_size % cfg.resolution_divisor:
+            raise ConfigError(f"model.resolution_divisor={cfg.resolution_divisor} does not divide data.image_size={image_size}")
+        # A box filter and bilinear upsampling: plain ops that every runtime converts (OpenVINO too).
+        x = keras.layers.AveragePooling2D(cfg.resolution_divisor, name="reduce_resolution")(x)
+        x = keras.layers.UpSampling2D(cfg.resolution_divisor, interpolation="bilinear", name="restore_size")(x)
     x = keras.layers.Rescaling(scale, offset, name="preprocess")(x)
     backbone = spec.constructor(include_top=False, weights=cfg.weights, input_shape=(image_size, image_size, 3), alpha=cfg.width)
     backbone.trainable = False

@@ -125,3 +125,21 @@ def test_colour_constancy_is_inside_the_saved_model_and_the_cached_part(compose,
     np.testing.assert_allclose(head(feature_extractor(model, cut)(x)), model(x), atol=1e-5)
     model.save(tmp_path / "m.keras")
     np.testing.assert_allclose(load_model(tmp_path / "m.keras")(x), model(x), atol=1e-6)
+
+
+def test_resolution_reduction_inside_the_model_removes_fine_detail(compose, tiny, tmp_path):
+    cfg = compose(*tiny, "model.resolution_divisor=2")
+    model = build_classifier(cfg.model, cfg.data.image_size)
+    reduce = keras.Sequential([model.get_layer("reduce_resolution"), model.get_layer("restore_size")])
+    checker = np.indices((32, 32)).sum(axis=0) % 2 * 255.0  # detail at the finest scale only
+    smooth = np.full((32, 32), 100.0)
+    for pattern, kept in ((checker, False), (smooth, True)):
+        x = np.repeat(pattern[None, ..., None], 3, axis=-1).astype("float32")
+        y = reduce(x).numpy()
+        assert np.allclose(y, x, atol=1e-3) == kept
+    assert np.ptp(reduce(np.repeat(checker[None, ..., None], 3, -1).astype("float32")).numpy()) < 1e-3
+    model.save(tmp_path / "m.keras")
+    x = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(load_model(tmp_path / "m.keras")(x), model(x), atol=1e-6)
+    with pytest.raises(ConfigError, match="model.resolution_divisor=3"):
+        build_classifier(compose(*tiny, "model.resolution_divisor=3").model, cfg.data.image_size)
