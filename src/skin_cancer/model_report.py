@@ -171,7 +171,9 @@ def build(
         f"{params['data']['image_size']} px, dropout {params['model']['dropout']}; head "
         f"{params['train']['head']['epochs']} epochs at {params['train']['head']['lr']}, fine-tuning from "
         f"`{params['model']['frozen_until']}` for {params['train']['finetune']['epochs']} epochs at "
-        f"{params['train']['finetune']['lr']} ({params['train']['finetune']['schedule']}); seed {params['seed']}.",
+        f"{params['train']['finetune']['lr']} ({params['train']['finetune']['schedule']}); seed {params['seed']}. "
+        f"Inside the model: colour constancy `{params['model']['color_constancy']}`, resolution divided by "
+        f"{params['model']['resolution_divisor']}; training jitter {params['train']['jitter']}.",
         "",
         "<details><summary>Composed configuration (params.yaml)</summary>",
         "",

@@ -41,6 +41,7 @@ def test_notebook_experiment_reproduces_the_notebook_recipe():
     assert cfg.train.cache_features is False
     assert cfg.train.augment.flip == "horizontal" and cfg.train.augment.zoom == 0.2
     assert cfg.evaluate.threshold == 0.5
+    assert cfg.model.resolution_divisor == 1 and cfg.model.color_constancy == "none"  # nothing the notebook lacked
 
 
 def test_sweep_overrides_compose():
