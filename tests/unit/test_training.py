@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from skin_cancer import paths
+from skin_cancer.model import get_backbone
 from skin_cancer.stages import audit, features, prepare, train
 from tests.helpers import run_all
 
@@ -112,8 +113,8 @@ def test_finetune_trains_only_above_the_cut(workspace):
     head = keras.saving.load_model(paths.HEAD_MODEL)
     final = keras.saving.load_model(paths.MODEL)
     for name, changed in (("block_1_expand", False), ("block_15_expand", True), ("block_15_expand_BN", False)):
-        before = head.layers[2].get_layer(name).get_weights()[0]
-        after = final.layers[2].get_layer(name).get_weights()[0]
+        before = get_backbone(head).get_layer(name).get_weights()[0]
+        after = get_backbone(final).get_layer(name).get_weights()[0]
         assert (not np.array_equal(before, after)) == changed, name
 
 
