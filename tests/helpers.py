@@ -55,6 +55,24 @@ def lesion_image(rng: np.random.Generator, malignant: bool, size: int = 48) -> I
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
+def make_csv_collection(
+    root: Path, lesions: dict[str, int], images_per_lesion: int = 2, seed: int = 1, malignant=("mel",)
+) -> Path:
+    """A HAM10000-like collection at `root`: images/ + metadata.csv (lesion_id, image_id, dx), with
+    `lesions[dx]` lesions per diagnosis, each photographed `images_per_lesion` times (distinct images)."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for dx, count in lesions.items():
+        for lesion in range(count):
+            for shot in range(images_per_lesion):
+                image_id = f"{dx}_{lesion}_{shot}"
+                lesion_image(rng, dx in malignant).save(root / "images" / f"{image_id}.jpg", quality=92)
+                rows.append(f"L_{dx}_{lesion},{image_id},{dx}")
+    (root / "metadata.csv").write_text("lesion_id,image_id,dx\n" + "\n".join(rows) + "\n")
+    return root
+
+
 def run_all(cfg):
     """Every stage before `track`, in dvc.yaml's order."""
     from skin_cancer.stages import audit, calibrate, evaluate, features, finetune, prepare, report, train

@@ -18,18 +18,6 @@ PARAMS_FILE = "params.yaml"
 
 
 @dataclass
-class DataConfig:
-    root: str = MISSING
-    positive_class: str = MISSING
-    image_size: int = MISSING
-    val_fraction: float = MISSING
-    per_class_limit: Optional[int] = MISSING
-    drop_test_duplicates: bool = MISSING
-    strict: bool = MISSING
-    max_image_pixels: int = MISSING
-
-
-@dataclass
 class DatasetSpec:
     """Another labelled image collection (audit.against, evaluate.external): a Kaggle-style folder,
     or an image folder with a metadata CSV whose columns are found by name unless given. The
@@ -47,6 +35,27 @@ class DatasetSpec:
     # evaluate.external only: re-fit temperature and threshold on a seeded labelled sample of about
     # this many images (whole lesions), then score the rest both ways (`<name>_recalibrated`).
     recalibration_sample: Optional[int] = None
+    # "test": only the collection's test part (its test/ folder, or the lesions data.test_fraction
+    # and data.test_seed cut from a collection without one); null: every image.
+    split: Optional[str] = None
+
+
+@dataclass
+class DataConfig:
+    root: str = MISSING
+    # Source label -> class (null leaves the label's images out); null keeps the labels as they are.
+    label_map: Optional[Dict[str, Optional[str]]] = MISSING
+    positive_class: str = MISSING
+    image_size: int = MISSING
+    val_fraction: float = MISSING
+    test_fraction: float = MISSING
+    test_seed: int = MISSING
+    per_class_limit: Optional[int] = MISSING
+    drop_test_duplicates: bool = MISSING
+    strict: bool = MISSING
+    max_image_pixels: int = MISSING
+    # More collections whose training part joins train/validation (their test part stays held out).
+    sources: Dict[str, DatasetSpec] = MISSING
 
 
 @dataclass
@@ -185,6 +194,8 @@ _RANGES = {
     "seed": _at_least(0),
     "data.image_size": _at_least(32),
     "data.val_fraction": _FRACTION,
+    "data.test_fraction": _between(0.05, 0.5),
+    "data.test_seed": _at_least(0),
     "data.per_class_limit": _at_least_or_null(1),
     "data.max_image_pixels": _at_least(1),
     "model.width": (lambda v: v > 0, "> 0"),
@@ -225,12 +236,25 @@ for _phase in ("head", "finetune"):
     )
 
 
+def _collections(cfg: Config):
+    return (
+        ("data.sources", cfg.data.sources),
+        ("audit.against", cfg.audit.against),
+        ("evaluate.external", cfg.evaluate.external),
+    )
+
+
 def _range_errors(cfg: Config) -> list[str]:
     ranges = dict(_RANGES)
-    for group, specs in (("audit.against", cfg.audit.against), ("evaluate.external", cfg.evaluate.external)):
+    for group, specs in _collections(cfg):
         for name in specs:
             ranges[f"{group}.{name}.per_class_limit"] = _at_least_or_null(1)
             ranges[f"{group}.{name}.recalibration_sample"] = _at_least_or_null(4)
+            ranges[f"{group}.{name}.split"] = (
+                ((lambda v: v is None), "null: a source's test part is always held out")
+                if group == "data.sources"
+                else ((lambda v: v in (None, "test")), "null or 'test'")
+            )
     structured = OmegaConf.structured(cfg)
     errors = []
     for key, (ok, expected) in ranges.items():

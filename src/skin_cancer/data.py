@@ -1,13 +1,13 @@
-"""Data preparation: read a Kaggle-layout folder, decode and normalise every image, drop copies of
-test images found by the audit, split train/validation by group, and write manifests plus a report
-of everything skipped or dropped."""
+"""Data preparation: decode and normalise every image of the training collections (the data and its
+sources), drop training images that copy a test image or share its lesion, split train/validation by
+group, and write manifests plus a report of everything skipped or dropped."""
 
 from __future__ import annotations
 
 import hashlib
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +43,13 @@ class ImageRecord:
     mode: str
     format: str
     key: str = ""  # path relative to the data root: how the audit names the image
+    collection: str = "data"  # "data", or the name of the data.sources entry it comes from
     phash: str = ""
     copy_cluster: int = -1  # images that are copies of each other (audit)
     group: int = -1  # copies plus same-lesion / same-patient images; never straddles train and validation
     leak: str = ""  # test images: "copy" / "group" when train shares a copy / a group with it (audit)
     found_in: str = ""  # other datasets (audit.against) holding a copy of the image, ";"-separated
+    named_group: bool = field(default=False, repr=False)  # its collection names its lesions (not written)
 
 
 def scan_layout(root: Path) -> dict[str, dict[str, list[Path]]]:
@@ -89,8 +91,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def decode(path: Path, max_pixels: int) -> tuple[Image.Image, Image.Image]:
     """(original, RGB) images of a file, fully decoded; raises BadImage with the reason."""
-    if path.name.startswith("."):
-        raise BadImage("hidden file")
     if path.stat().st_size == 0:
         raise BadImage("empty file (0 bytes)")
     try:
@@ -142,26 +142,21 @@ def read_image(path: Path, split: str, label: str, max_pixels: int, converted: t
     )
 
 
-def limit_per_class(layout: dict[str, dict[str, list[Path]]], limit: int | None) -> dict[str, dict[str, list[Path]]]:
-    """The first `limit` files of every split and class (sorted by name), for smoke runs."""
-    if limit is None:
-        return layout
-    return {split: {label: files[:limit] for label, files in classes.items()} for split, classes in layout.items()}
-
-
-def read_all(layout, max_pixels: int, converted: tuple[Path, Path], strict: bool, workers: int = 4):
-    """Decode every file in parallel; returns (records, skipped) with a reason per skipped file."""
-    jobs = [(path, split, label) for split, classes in layout.items() for label, files in classes.items() for path in files]
+def read_all(frame: pd.DataFrame, max_pixels: int, converted: tuple[Path, Path], strict: bool, workers: int = 4):
+    """Decode every file of a collection frame (path, key, split, label, collection) in parallel;
+    returns (records, skipped) with a reason per skipped file."""
+    jobs = list(frame[["path", "key", "split", "label", "collection"]].itertuples(index=False))
     records, skipped = [], []
 
     def work(job):
-        path, split, label = job
         try:
-            return read_image(path, split, label, max_pixels, converted), None
+            record = read_image(Path(job.path), job.split, job.label, max_pixels, converted)
         except BadImage as error:
             if strict:
-                raise BadImage(f"{path}: {error} (data.strict=true)") from None
-            return None, {"path": str(path), "split": split, "label": label, "reason": str(error)}
+                raise BadImage(f"{job.path}: {error} (data.strict=true)") from None
+            return None, {"path": job.path, "split": job.split, "label": job.label, "reason": str(error)}
+        record.key, record.collection = job.key, job.collection
+        return record, None
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for record, skip in tqdm(pool.map(work, jobs), total=len(jobs), desc="prepare: decoding", unit="img"):
@@ -200,22 +195,43 @@ def counts(records: list[ImageRecord]) -> dict[str, dict[str, int]]:
     return out
 
 
-def attach_audit(records: list[ImageRecord], root: Path, audit_images: pd.DataFrame) -> None:
-    """Copy the audit's perceptual hash, clusters, groups and leaks onto the records (by path
-    relative to `root`); raises DataError when the audit does not cover an image."""
+def attach_audit(records: list[ImageRecord], audit_images: pd.DataFrame) -> None:
+    """Copy the audit's perceptual hash, clusters, groups and leaks onto the records (by key);
+    raises DataError when the audit does not cover an image."""
     by_key = audit_images.set_index("key")
     for record in records:
-        record.key = str(Path(record.source).relative_to(root))
         if record.key not in by_key.index:
-            raise DataError(f"{record.key}: not in the audit of {root} (re-run the audit stage)")
+            raise DataError(f"{record.key}: not in the audit of the data (re-run the audit stage)")
         row = by_key.loc[record.key]
         record.phash, record.copy_cluster, record.group = row.phash, int(row.copy_cluster), int(row.group)
         record.leak = row.leak if isinstance(row.leak, str) else ""
         record.found_in = row.found_in if isinstance(row.found_in, str) else ""
 
 
+def training_pool(records: list[ImageRecord], drop_test_duplicates: bool) -> tuple[list[ImageRecord], list[dict]]:
+    """(train/val candidates, dropped with reasons). A training image that copies a test image is
+    dropped (`drop_test_duplicates`); so is one from a collection that names its lesions (a group
+    column) when its audit group (lesion, copies, carried-over lesions) holds a test image: such
+    collections never have a lesion on both sides. Same-lesion twins found only through the audit
+    in a collection without lesion ids (the Kaggle folders) stay and are reported as test leaks."""
+    test = [r for r in records if r.split == "test"]
+    test_by_cluster = {r.copy_cluster: r.key for r in test}
+    test_by_group = {r.group: r.key for r in test}
+    pool, dropped = [], []
+    for record in (r for r in records if r.split == "train"):
+        if drop_test_duplicates and record.copy_cluster in test_by_cluster:
+            reason, other = "copy of a test image", test_by_cluster[record.copy_cluster]
+        elif record.named_group and record.group in test_by_group:
+            reason, other = "same lesion as a test image", test_by_group[record.group]
+        else:
+            pool.append(record)
+            continue
+        dropped.append({"path": record.source, "label": record.label, "reason": reason, "duplicate_of": other})
+    return pool, dropped
+
+
 def prepare(
-    root: Path,
+    dataset,
     out_dir: Path,
     published_dir: Path,
     audit_images: pd.DataFrame,
@@ -226,40 +242,32 @@ def prepare(
     drop_test_duplicates: bool,
     strict: bool,
     max_image_pixels: int,
-    per_class_limit: int | None = None,
     workers: int = 4,
 ) -> dict:
-    """Build `out_dir` with {train,val,test}.csv manifests, report.json and converted images.
+    """Build `out_dir` with {train,val,test}.csv manifests, report.json and converted images from a
+    collection (datasets.training_collections: columns path, key, split, label, group, collection).
 
     `audit_images` is the audit's per-image table (copy clusters, groups, leaks). Returns the
     report. The caller renames `out_dir` to `published_dir` once complete, so paths recorded in
     the manifests point into `published_dir`.
     """
-    layout = limit_per_class(scan_layout(root), per_class_limit)
-    classes = list(layout["train"])
+    frame = dataset.frame
+    classes = sorted(set(frame.label[frame.split == "train"]))
     if positive_class not in classes:
-        raise DataError(f"data.positive_class={positive_class!r} is not a class folder of {root / 'train'}: {classes}")
-    records, skipped = read_all(layout, max_image_pixels, (out_dir / "converted", published_dir / "converted"), strict, workers)
-    attach_audit(records, root, audit_images)
+        raise DataError(f"data.positive_class={positive_class!r} is not a class of {dataset.root}: {classes}")
+    if len(classes) < 2:
+        raise DataError(f"{dataset.root}: {len(classes)} class(es) in the training part; at least two are needed")
+    records, skipped = read_all(frame, max_image_pixels, (out_dir / "converted", published_dir / "converted"), strict, workers)
+    attach_audit(records, audit_images)
+    named = dict(zip(frame.key, frame.group.map(lambda g: isinstance(g, str))))
+    for record in records:
+        record.named_group = named[record.key]
 
     test = [r for r in records if r.split == "test"]
-    test_by_cluster = {r.copy_cluster: r.key for r in test}
-    dropped, train_pool = [], []
-    for record in (r for r in records if r.split == "train"):
-        if drop_test_duplicates and record.copy_cluster in test_by_cluster:
-            dropped.append(
-                {
-                    "path": record.source,
-                    "label": record.label,
-                    "reason": "copy of a test image",
-                    "duplicate_of": test_by_cluster[record.copy_cluster],
-                }
-            )
-        else:
-            train_pool.append(record)
+    train_pool, dropped = training_pool(records, drop_test_duplicates)
     for label in classes:
         if not any(r.label == label for r in train_pool):
-            raise DataError(f"class {label!r} has no usable training image in {root / 'train' / label}")
+            raise DataError(f"class {label!r} has no usable training image in {dataset.root}")
     train, val = split_train_val(train_pool, val_fraction, seed)
     for record in val:
         record.split = "val"
@@ -267,25 +275,27 @@ def prepare(
     negative = [c for c in classes if c != positive_class]
     label_index = {c: int(c == positive_class) for c in classes}
     for name, subset in (("train", train), ("val", val), ("test", test)):
-        frame = pd.DataFrame([asdict(r) for r in subset])
-        frame.insert(2, "label_index", frame["label"].map(label_index))
-        frame.to_csv(out_dir / f"{name}.csv", index=False)
+        table = pd.DataFrame([asdict(r) for r in subset]).drop(columns="named_group")
+        table.insert(2, "label_index", table["label"].map(label_index))
+        table.to_csv(out_dir / f"{name}.csv", index=False)
 
     used = train + val + test
     return {
-        "root": str(root),
+        "root": str(dataset.root),
         "classes": classes,
         "positive_class": positive_class,
         "negative_classes": negative,
         "counts": counts(used),
-        "files_found": sum(len(f) for c in layout.values() for f in c.values()),
+        "collections": {name: counts([r for r in used if r.collection == name]) for name in sorted({r.collection for r in used})},
+        "files_found": len(frame),
         "skipped": skipped,
         "dropped": dropped,
         "converted": sum(r.path != r.source for r in used),
         "fingerprint": fingerprint(used),
         "summary": {
             "skipped": len(skipped),
-            "dropped_test_duplicates": len(dropped),
+            "dropped_test_duplicates": sum(d["reason"] == "copy of a test image" for d in dropped),
+            "dropped_test_lesions": sum(d["reason"] == "same lesion as a test image" for d in dropped),
             "train_val_groups": len({r.group for r in train + val}),
             "test_leaks": {kind: sum(r.leak == kind for r in test) for kind in ("copy", "group")},
             "clean_test_images": sum(not r.leak for r in test),

@@ -146,19 +146,84 @@ def map_labels(frame: pd.DataFrame, label_map: dict[str, str | None] | None, whe
     return kept, len(frame) - len(kept)
 
 
-def from_spec(name: str, spec) -> Dataset:
-    """Load a dataset described by a config DatasetSpec (relative roots from the project root)."""
+def cut_test_split(frame: pd.DataFrame, fraction: float, seed: int, where: str) -> pd.DataFrame:
+    """Split a collection without split folders: about `fraction` of its groups (lesions; an image
+    without one is its own) become "test", stratified by the source's own labels so that every label
+    map sees the same test lesions; the rest "train". Depends on the data and `seed` alone."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    folds = max(2, round(1 / fraction))
+    groups = [g if isinstance(g, str) else f"image:{k}" for g, k in zip(frame.group, frame.key)]
+    lesions = pd.DataFrame({"group": groups, "label": frame.label}).drop_duplicates("group").label.value_counts()
+    too_few = {label: int(n) for label, n in lesions.items() if n < folds}
+    if too_few:
+        raise DataError(
+            f"{where}: cannot cut a lesion-grouped test part of {fraction}: labels with fewer than {folds} lesions: {too_few}"
+        )
+    order = frame.sort_values("key").index  # file order must not move the split
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    _, test_rows = next(splitter.split(order, frame.label[order], pd.Series(groups, index=frame.index)[order]))
+    split = pd.Series("train", index=frame.index)
+    split[order[test_rows]] = "test"
+    return frame.assign(split=split)
+
+
+def collection(name: str, spec, *, test_fraction: float, test_seed: int, where: str) -> tuple[Dataset, int]:
+    """A collection from a config entry (DatasetSpec or the data config): loaded, cut into train/test
+    where it has no split folders, labels mapped and, where `spec.split` says so, only its test part.
+    Returns (dataset, images left out by the label map)."""
     from skin_cancer.config import resolve_from_project
 
-    return load_dataset(
+    dataset = load_dataset(
         name,
         resolve_from_project(spec.root),
-        csv=spec.csv,
-        images=spec.images,
-        path_column=spec.path_column,
-        label_column=spec.label_column,
-        group_column=spec.group_column,
+        **{key: getattr(spec, key, None) for key in ("csv", "images", "path_column", "label_column", "group_column")},
     )
+    frame = dataset.frame
+    if (frame.split == "all").all():
+        frame = cut_test_split(frame, test_fraction, test_seed, where)
+    if getattr(spec, "split", None):
+        frame = frame[frame.split == spec.split].reset_index(drop=True)
+    dataset.frame, unmapped = map_labels(frame, spec.label_map, f"{where}.label_map")
+    return dataset, unmapped
+
+
+def from_spec(name: str, spec, data, where: str) -> tuple[Dataset, int]:
+    """The collection a config DatasetSpec at key `where` describes (relative roots from the project
+    root), cut by `data.test_fraction` / `data.test_seed`; and how many images its label map left out."""
+    return collection(name, spec, test_fraction=data.test_fraction, test_seed=data.test_seed, where=where)
+
+
+PRIMARY = "data"
+
+
+def other_collections(cfg) -> dict:
+    """The `audit.against` entries the audit searches for copies: all but the data's own folder
+    (data=ham10000 is not audited against audit.against.ham10000)."""
+    from skin_cancer.config import resolve_from_project
+
+    own = resolve_from_project(cfg.data.root)
+    return {name: spec for name, spec in cfg.audit.against.items() if resolve_from_project(spec.root) != own}
+
+
+def training_collections(data) -> Dataset:
+    """The data (config `data`) and the training part of each of its `sources` as one collection.
+    Column `collection` names where an image comes from ("data" or the source's name); a source's
+    keys and groups are prefixed with its name so that they cannot collide with the data's."""
+    primary, _ = from_spec(PRIMARY, data, data, "data")
+    frames = [limit_per_class(primary.frame, data.per_class_limit).assign(collection=PRIMARY)]
+    for name, spec in data.sources.items():
+        source, _ = from_spec(name, spec, data, f"data.sources.{name}")
+        frame = limit_per_class(source.frame[source.frame.split == "train"], spec.per_class_limit)
+        frames.append(
+            frame.assign(
+                key=f"{name}/" + frame.key,
+                group=frame.group.map(lambda g, n=name: f"{n}:{g}" if isinstance(g, str) else None),
+                collection=name,
+            )
+        )
+    primary.frame = pd.concat(frames, ignore_index=True)
+    return primary
 
 
 def limit_per_class(frame: pd.DataFrame, limit: int | None, seed: int | None = None) -> pd.DataFrame:

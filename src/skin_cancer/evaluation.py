@@ -316,5 +316,6 @@ def summary_table(metrics: dict[str, float]) -> str:
     lines = [f"{'metric':<{width}}  value   95% CI", f"{'-' * width}  ------  ---------------"]
     for k in keys:
         interval = f"  [{metrics[k + '_ci_low']:.4f}, {metrics[k + '_ci_high']:.4f}]" if f"{k}_ci_low" in metrics else ""
-        lines.append(f"{k:<{width}}  {metrics[k]:.4f}{interval}")
+        value = "n/a" if metrics[k] is None else f"{metrics[k]:.4f}"  # e.g. precision with no positive call
+        lines.append(f"{k:<{width}}  {value:<6}{interval}")
     return "\n".join(lines)

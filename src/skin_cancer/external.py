@@ -10,12 +10,13 @@ import pandas as pd
 
 from skin_cancer import audit
 from skin_cancer.data import DataError, read_image
-from skin_cancer.datasets import from_spec, limit_per_class, map_labels
+from skin_cancer.datasets import from_spec, limit_per_class
 
 
 def external_set(
     name: str,
     spec,
+    data,
     training_prints: audit.Fingerprints,
     class_names: list[str],
     converted: Path,
@@ -28,9 +29,10 @@ def external_set(
     """(images to score with columns source, path, label, label_index; a record of what was
     excluded and why). Copies are checked against `training_prints` (the train/val images).
     Images the input pipeline cannot decode as they are (TIFF, CMYK, 16-bit, ...) are converted
-    to RGB PNG under `converted`."""
-    dataset = from_spec(name, spec)
-    frame, unmapped = map_labels(dataset.frame, spec.label_map, f"evaluate.external.{name}.label_map")
+    to RGB PNG under `converted`. `data` (the data config) says how a collection without split
+    folders is cut when `spec.split` asks for its test part."""
+    dataset, unmapped = from_spec(name, spec, data, f"evaluate.external.{name}")
+    frame = dataset.frame
     unknown = sorted(set(frame.label) - set(class_names))
     if unknown:
         raise DataError(f"evaluate.external.{name}: labels {unknown} are not classes of the model {class_names} (set label_map)")
@@ -47,7 +49,8 @@ def external_set(
     excluded = frame[reason != ""].assign(reason=reason[reason != ""])
     record = {
         "root": str(dataset.root),
-        "images": int(len(dataset.frame)),
+        "split": spec.split,
+        "images": int(len(frame) + unmapped),
         "left_out_by_label_map": int(unmapped),
         "excluded": {r: int(n) for r, n in excluded.reason.map(lambda r: r.split(":")[0]).value_counts().items()},
         "excluded_per_class": {label: int(n) for label, n in excluded.label.value_counts().items()},

@@ -141,6 +141,13 @@ def build(
         ],
     )
     summary, audit_summary = prepare_report["summary"], audit_report["summary"]
+    if len(prepare_report["collections"]) > 1:
+        lines += [
+            "",
+            "Images per collection and split: "
+            + "; ".join(f"{name} {counts}" for name, counts in prepare_report["collections"].items())
+            + ".",
+        ]
     lines += [
         "",
         f"- Files found {prepare_report['files_found']}, skipped as unreadable {summary['skipped']}, "
@@ -148,7 +155,8 @@ def build(
         f"- Duplicate clusters (exact or near copies, any flip / quarter turn): {audit_summary['duplicate_clusters']} "
         f"({audit_summary['exact_clusters']} exact, {audit_summary['cross_split_clusters']} across train/test, "
         f"{audit_summary['label_conflicts']} with conflicting labels).",
-        f"- Train images dropped as copies of a test image: {summary['dropped_test_duplicates']}.",
+        f"- Train images dropped as copies of a test image: {summary['dropped_test_duplicates']}; as images of a "
+        f"test lesion: {summary['dropped_test_lesions']}.",
         f"- Test images with a copy in train: {audit_summary['test_with_train_copy']}; sharing a lesion / patient "
         f"group with a train image: {audit_summary['test_with_train_group_twin']}; clean test: "
         f"{audit_summary['clean_test_images']} of {audit_summary['test_images']}.",

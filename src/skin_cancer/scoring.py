@@ -14,6 +14,7 @@ from skin_cancer import evaluation as ev
 from skin_cancer import figures as figures_
 from skin_cancer.config import Config
 from skin_cancer.data import read_manifest
+from skin_cancer.datasets import other_collections
 from skin_cancer.external import external_set
 from skin_cancer.io import write_json
 from skin_cancer.operating_point import OperatingPoint
@@ -33,7 +34,7 @@ def scored_sets(cfg: Config, model, op: OperatingPoint) -> tuple[dict[str, tuple
     clean = (test.leak == "").to_numpy()
     sets = {"test": (test, test_prob), "clean_test": (test[clean].reset_index(drop=True), test_prob[clean])}
     for base, (frame, prob) in list(sets.items()):
-        for name, mask in ev.source_subsets(frame, cfg.audit.against, base).items():
+        for name, mask in ev.source_subsets(frame, other_collections(cfg), base).items():
             sets[name] = (frame[mask].reset_index(drop=True), prob[mask])
     records = {}
     if cfg.evaluate.external:
@@ -44,6 +45,7 @@ def scored_sets(cfg: Config, model, op: OperatingPoint) -> tuple[dict[str, tuple
                 frame, found = external_set(
                     name,
                     spec,
+                    cfg.data,
                     training_prints,
                     op.class_names,
                     Path(converted),

@@ -4,7 +4,7 @@ and its provenance in HAM10000."""
 import pytest
 
 from skin_cancer import audit as au
-from skin_cancer.datasets import load_dataset
+from skin_cancer.datasets import from_spec, load_dataset, training_collections
 from tests.helpers import SHARED
 
 KAGGLE = SHARED / "data" / "skin-cancer-mvb"
@@ -45,3 +45,22 @@ def test_real_kaggle_against_ham10000():
     assert ["train/malignant/768.jpg", "train/malignant/769.jpg"] in [
         c["images"] for c in result.report["duplicate_clusters"] if c["exact"]
     ]
+
+
+def test_ham10000_test_lesions_are_one_set_wherever_the_collection_is_used(compose):
+    """data=ham10000, HAM10000 as a training source, and the external set all hold out the same
+    lesion-grouped fifth of HAM10000, with all seven diagnoses in it and no lesion on both sides."""
+    if not HAM.is_dir():
+        pytest.fail(f"{HAM} not found")
+    as_data = training_collections(compose("experiment=ham10000_binary").data).frame
+    test = as_data[as_data.split == "test"]
+    assert as_data.groupby("group").split.nunique().max() == 1
+    assert test.group.nunique() == pytest.approx(0.2 * as_data.group.nunique(), rel=0.02)
+    raw = load_dataset("ham10000", HAM).frame.set_index("key")
+    assert set(raw.label[test.key]) == {"mel", "nv", "bcc", "akiec", "bkl", "df", "vasc"}
+    both = compose("experiment=kaggle_ham10000")
+    source = training_collections(both.data).frame
+    source = source[source.collection == "ham10000"]
+    assert not set(source.key.str.removeprefix("ham10000/")) & set(test.key)
+    external, _ = from_spec("ham10000", both.evaluate.external["ham10000"], both.data, "evaluate.external.ham10000")
+    assert set(external.frame.key) == set(test.key[raw.label[test.key].isin(["mel", "nv"]).to_numpy()])

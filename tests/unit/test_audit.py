@@ -139,12 +139,14 @@ def test_split_keeps_each_group_on_one_side(make_dataset, tmp_path):
         Image.open(ours / "train" / "benign" / f"{i}.jpg").save(images / f"x{i}.jpg")
         rows.append({"image_id": f"x{i}", "dx": "nv", "lesion_id": "same"})
     pd.DataFrame(rows).to_csv(tmp_path / "meta" / "meta.csv", index=False)
-    result = au.audit(load_dataset("data", ours), [load_dataset("meta", tmp_path / "meta")], workers=2)
+    data = load_dataset("data", ours)
+    data.frame = data.frame.assign(collection="data")
+    result = au.audit(data, [load_dataset("meta", tmp_path / "meta")], workers=2)
     for seed in range(4):
         out = tmp_path / f"prepared{seed}"
         out.mkdir()
         prepare(
-            ours,
+            data,
             out,
             out,
             result.images,

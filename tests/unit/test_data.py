@@ -19,9 +19,9 @@ def run_prepare(root, out, against=(), **overrides):
     """The audit stage, then prepare, as the pipeline runs them."""
     out.mkdir(exist_ok=True)
     data = load_dataset("data", root)
-    data.frame = limit_per_class(data.frame, overrides.get("per_class_limit"))
+    data.frame = limit_per_class(data.frame, overrides.pop("per_class_limit", None)).assign(collection="data")
     images = audit(data, list(against), workers=2).images
-    return prepare(root, out, out, images, **(PREPARE_DEFAULTS | overrides))
+    return prepare(data, out, out, images, **(PREPARE_DEFAULTS | overrides))
 
 
 def jpeg_bytes(image, **kwargs):

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from skin_cancer import paths
+from skin_cancer.data import read_manifest
 from skin_cancer.model import get_backbone
 from skin_cancer.stages import audit, features, prepare, train
-from tests.helpers import run_all
+from tests.helpers import make_csv_collection, run_all
 
 
 @pytest.mark.parametrize(
@@ -210,3 +211,32 @@ def test_unmapped_external_labels_fail_the_evaluate_stage(workspace, make_datase
 
     with pytest.raises(DataError, match=r"unmapped: \['benign'\]"):
         run_all(cfg)
+
+
+@pytest.mark.parametrize("as_data", [True, False], ids=["csv-collection-as-data", "csv-collection-as-source"])
+def test_a_lesion_collection_runs_every_stage_with_its_test_lesions_held_out(workspace, tmp_path, as_data):
+    """A HAM10000-like collection as the data (test part cut by lesion) or as a second training
+    source beside the Kaggle-layout data (its test part held out, scored as an external set)."""
+    ham = make_csv_collection(tmp_path / "ham", {"mel": 10, "nv": 10, "bkl": 5})
+    label_map = "{mel: malignant, nv: benign, bkl: benign}"
+    if as_data:
+        overrides = [f"data.root={ham}", f"data.label_map={label_map}"]
+    else:
+        overrides = [f"+data.sources.ham.root={ham}", f"+data.sources.ham.label_map={label_map}"]
+    cfg = workspace(
+        *overrides,
+        f"+evaluate.external.ham_test.root={ham}",
+        "+evaluate.external.ham_test.split=test",
+        f"+evaluate.external.ham_test.label_map={label_map}",
+    )
+    run_all(cfg)
+    train, val, test = (read_manifest(paths.PREPARED / f"{s}.csv") for s in ("train", "val", "test"))
+    lesion = lambda frame: set(frame.source.str.extract(r"images/(\w+_\d+)_\d\.jpg")[0].dropna())  # noqa: E731
+    held_out = lesion(pd.read_csv(paths.EVALUATION / "ham_test" / "predictions.csv").rename(columns={"path": "source"}))
+    assert len(held_out) == 5  # a fifth of the 25 lesions
+    assert not held_out & lesion(pd.concat([train, val]))
+    assert (lesion(test) == held_out) if as_data else set(test.collection) == {"data"}
+    report = json.loads(paths.PREPARE_REPORT.read_text())
+    assert set(report["collections"]) == ({"data"} if as_data else {"data", "ham"})
+    metrics = json.loads(paths.METRICS.read_text())
+    assert metrics["ham_test"]["n_images"] == 10 and metrics["ham_test"]["excluded"] == 0

@@ -1,17 +1,17 @@
-"""DVC stage `audit`: duplicates inside the data root, copies in the `audit.against` datasets,
-carried-over groups and test leaks -> data/audit/{report.json, images.csv, pairs.csv, provenance.csv}."""
+"""DVC stage `audit`: duplicates inside the training collections (the data and its sources), copies
+in the `audit.against` datasets, carried-over groups and test leaks -> data/audit/{report.json,
+images.csv, pairs.csv, provenance.csv}."""
 
 from skin_cancer import audit, paths
-from skin_cancer.config import Config, resolve_from_project
-from skin_cancer.datasets import from_spec, limit_per_class, load_dataset
+from skin_cancer.config import Config
+from skin_cancer.datasets import from_spec, other_collections, training_collections
 from skin_cancer.io import atomic_dir
 from skin_cancer.stages import run_stage
 
 
 def main(cfg: Config) -> None:
-    data = load_dataset("data", resolve_from_project(cfg.data.root))
-    data.frame = limit_per_class(data.frame, cfg.data.per_class_limit)
-    against = [from_spec(name, spec) for name, spec in cfg.audit.against.items()]
+    data = training_collections(cfg.data)
+    against = [from_spec(name, spec, cfg.data, f"audit.against.{name}")[0] for name, spec in other_collections(cfg).items()]
     result = audit.audit(
         data,
         against,

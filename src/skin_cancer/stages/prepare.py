@@ -1,9 +1,11 @@
-"""DVC stage `prepare`: Kaggle-layout folder + the audit's groups -> data/prepared/{train,val,test}.csv + report.json."""
+"""DVC stage `prepare`: the training collections (the data and its sources) + the audit's groups ->
+data/prepared/{train,val,test}.csv + report.json."""
 
 from skin_cancer import paths
 from skin_cancer.audit import read_images
-from skin_cancer.config import Config, resolve_from_project
+from skin_cancer.config import Config
 from skin_cancer.data import prepare
+from skin_cancer.datasets import training_collections
 from skin_cancer.io import atomic_dir, write_json
 from skin_cancer.stages import run_stage
 
@@ -12,7 +14,7 @@ def main(cfg: Config) -> None:
     data = cfg.data
     with atomic_dir(paths.PREPARED) as out_dir:
         report = prepare(
-            resolve_from_project(data.root),
+            training_collections(data),
             out_dir,
             paths.PREPARED,
             read_images(paths.AUDIT_IMAGES),
@@ -22,7 +24,6 @@ def main(cfg: Config) -> None:
             drop_test_duplicates=data.drop_test_duplicates,
             strict=data.strict,
             max_image_pixels=data.max_image_pixels,
-            per_class_limit=data.per_class_limit,
         )
         write_json(out_dir / "report.json", report)
     print(f"prepare: {report['counts']}")

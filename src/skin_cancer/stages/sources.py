@@ -14,7 +14,7 @@ from skin_cancer.stages import run_stage
 
 def main(cfg: Config) -> None:
     groups = {
-        paths.SOURCE_DATA: {"data": cfg.data.root},
+        paths.SOURCE_DATA: {"data": cfg.data.root, **{name: spec.root for name, spec in cfg.data.sources.items()}},
         paths.SOURCE_AGAINST: {name: spec.root for name, spec in cfg.audit.against.items()},
         paths.SOURCE_EXTERNAL: {name: spec.root for name, spec in cfg.evaluate.external.items()},
     }
