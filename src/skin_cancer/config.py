@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -45,7 +45,11 @@ class DataConfig:
     root: str = MISSING
     # Source label -> class (null leaves the label's images out); null keeps the labels as they are.
     label_map: Optional[Dict[str, Optional[str]]] = MISSING
-    positive_class: str = MISSING
+    # Two classes: the one whose probability the sigmoid output models. Null: one softmax output per
+    # class (K >= 2), decided by argmax.
+    positive_class: Optional[str] = MISSING
+    # Classes whose summed probability is the derived malignant score of a K-class model (null: none).
+    malignant_classes: Optional[List[str]] = MISSING
     image_size: int = MISSING
     val_fraction: float = MISSING
     test_fraction: float = MISSING
@@ -118,6 +122,7 @@ class TrainConfig:
     finetune: PhaseConfig = field(default_factory=PhaseConfig)
     restore_best: bool = MISSING
     seed: Optional[int] = MISSING
+    class_weight: str = MISSING
 
 
 @dataclass
@@ -165,6 +170,7 @@ class ConfigError(ValueError):
 _CHOICES = {
     "model.input_scaling": ("backbone", "unit"),
     "model.color_constancy": ("none", "shades_of_gray"),
+    "train.class_weight": ("none", "balanced"),
     "train.augment.flip": ("horizontal", "vertical", "horizontal_and_vertical", "none"),
     "evaluate.threshold_policy": ("fixed", "youden", "target_sensitivity"),
     "evaluate.runtime": ("openvino", "tensorflow"),

@@ -236,7 +236,7 @@ def prepare(
     published_dir: Path,
     audit_images: pd.DataFrame,
     *,
-    positive_class: str,
+    positive_class: str | None,
     val_fraction: float,
     seed: int,
     drop_test_duplicates: bool,
@@ -253,10 +253,15 @@ def prepare(
     """
     frame = dataset.frame
     classes = sorted(set(frame.label[frame.split == "train"]))
-    if positive_class not in classes:
-        raise DataError(f"data.positive_class={positive_class!r} is not a class of {dataset.root}: {classes}")
     if len(classes) < 2:
         raise DataError(f"{dataset.root}: {len(classes)} class(es) in the training part; at least two are needed")
+    if positive_class is not None and positive_class not in classes:
+        raise DataError(f"data.positive_class={positive_class!r} is not a class of {dataset.root}: {classes}")
+    if positive_class is not None and len(classes) > 2:
+        raise DataError(
+            f"data.positive_class={positive_class!r} needs two classes, the data has {len(classes)}: {classes} "
+            "(set data.positive_class: null for a K-class model, or map the labels onto two classes)"
+        )
     records, skipped = read_all(frame, max_image_pixels, (out_dir / "converted", published_dir / "converted"), strict, workers)
     attach_audit(records, audit_images)
     named = dict(zip(frame.key, frame.group.map(lambda g: isinstance(g, str))))
@@ -272,8 +277,9 @@ def prepare(
     for record in val:
         record.split = "val"
 
-    negative = [c for c in classes if c != positive_class]
-    label_index = {c: int(c == positive_class) for c in classes}
+    # Binary: 1 for the positive class; K classes: the position in `class_names` (sorted).
+    class_names = [*[c for c in classes if c != positive_class], positive_class] if positive_class else classes
+    label_index = {c: i for i, c in enumerate(class_names)}
     for name, subset in (("train", train), ("val", val), ("test", test)):
         table = pd.DataFrame([asdict(r) for r in subset]).drop(columns="named_group")
         table.insert(2, "label_index", table["label"].map(label_index))
@@ -283,8 +289,9 @@ def prepare(
     return {
         "root": str(dataset.root),
         "classes": classes,
+        "class_names": class_names,
         "positive_class": positive_class,
-        "negative_classes": negative,
+        "negative_classes": [c for c in classes if c != positive_class] if positive_class else None,
         "counts": counts(used),
         "collections": {name: counts([r for r in used if r.collection == name]) for name in sorted({r.collection for r in used})},
         "files_found": len(frame),

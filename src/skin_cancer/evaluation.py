@@ -32,22 +32,42 @@ def _logit(prob) -> np.ndarray:
     return np.log(prob) - np.log1p(-prob)
 
 
+def _softmax_logits(prob) -> np.ndarray:
+    """Logits of softmax probabilities (n, K), up to a per-row constant that softmax ignores."""
+    return np.log(np.clip(np.asarray(prob, dtype=float), 1e-12, 1.0))
+
+
 def apply_temperature(prob, temperature: float) -> np.ndarray:
     """Probabilities with their logits divided by `temperature` (1 leaves them unchanged; the
-    0.5 point and the ranking never change)."""
+    0.5 point, the argmax and the ranking never change). `prob`: one sigmoid probability per
+    image (n,) or softmax rows (n, K)."""
+    if np.ndim(prob) == 2:
+        z = _softmax_logits(prob) / temperature
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
     return 1.0 / (1.0 + np.exp(-_logit(prob) / temperature))
 
 
 def fit_temperature(y_true, prob) -> float:
     """The temperature minimising the negative log-likelihood of `y_true` (temperature scaling,
-    Guo et al. 2017), searched over [0.05, 20]."""
+    Guo et al. 2017), searched over [0.05, 20]; binary (n,) or K-class (n, K) probabilities, with
+    `y_true` the 0/1 label or the class index."""
     from scipy.optimize import minimize_scalar
+    from scipy.special import logsumexp
 
-    y_true, logits = np.asarray(y_true, dtype=float), _logit(prob)
+    if np.ndim(prob) == 2:
+        y_true, logits = np.asarray(y_true, dtype=int), _softmax_logits(prob)
 
-    def nll(log_t):
-        z = logits / np.exp(log_t)
-        return float(np.mean(np.logaddexp(0, z) - y_true * z))
+        def nll(log_t):
+            z = logits / np.exp(log_t)
+            return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(z)), y_true]))
+
+    else:
+        y_true, logits = np.asarray(y_true, dtype=float), _logit(prob)
+
+        def nll(log_t):
+            z = logits / np.exp(log_t)
+            return float(np.mean(np.logaddexp(0, z) - y_true * z))
 
     return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.05), np.log(20)), method="bounded").x))
 

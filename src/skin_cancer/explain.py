@@ -27,10 +27,11 @@ def last_conv_layer_name(model) -> str:
     return next(layer.name for layer in reversed(backbone.layers) if len(layer.output.shape) == 4)
 
 
-def grad_cam(model, image: np.ndarray) -> tuple[np.ndarray, float]:
-    """(heatmap in [0, 1] at the input's size, raw model probability) for one RGB image already at the
-    model's input size; the heatmap weights each feature channel by the mean gradient of the
-    malignancy logit, keeps the positive part and normalises.
+def grad_cam(model, image: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, float]:
+    """(heatmap in [0, 1] at the input's size, raw model probability of the explained class) for one
+    RGB image already at the model's input size; the heatmap weights each feature channel by the mean
+    gradient of the class's logit, keeps the positive part and normalises. The class: the malignancy
+    output of a binary model; for a K-class model `class_index`, else the predicted class.
 
     The gradient is taken of the output layer's pre-activation (the logit itself), not of the
     sigmoid: where the probability saturates at 1.0 the sigmoid's gradient is zero and the map
@@ -51,9 +52,11 @@ def grad_cam(model, image: np.ndarray) -> tuple[np.ndarray, float]:
         y = features
         for layer in hidden:
             y = layer(y, training=False)
-        logit = tf.reshape(tf.matmul(y, output.kernel) + output.bias, [-1])[0]
+        logits = tf.matmul(y, output.kernel) + output.bias
+        k = (0 if logits.shape[-1] == 1 else int(tf.argmax(logits[0]))) if class_index is None else class_index
+        logit = logits[0, k]
     gradients = tape.gradient(logit, features)[0]
-    probability = float(tf.reshape(output.activation(logit), [-1])[0])
+    probability = float(output.activation(logits)[0, k])
     weights = tf.reduce_mean(gradients, axis=(0, 1))
     cam = tf.nn.relu(tf.reduce_sum(features[0] * weights, axis=-1))
     cam = cam / (tf.reduce_max(cam) + 1e-8)
@@ -109,27 +112,35 @@ def save_grid(items: list[tuple[np.ndarray, np.ndarray, str]], path: Path, colum
     save_figure(fig, path)
 
 
-def pick_examples(y_true: np.ndarray, prob: np.ndarray, threshold: float, per_kind: int = 4) -> list[int]:
+def decisions(prob: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Predicted class index per image: probability >= threshold (binary), else the argmax."""
+    return prob.argmax(axis=1) if prob.ndim == 2 else (prob >= threshold).astype(int)
+
+
+def pick_examples(y_true: np.ndarray, prob: np.ndarray, threshold: float | None, per_kind: int = 4) -> list[int]:
     """Indices of the most confident correct and the most confident wrong predictions
-    (`per_kind` of each where there are that many)."""
-    predicted = prob >= threshold
-    confidence = np.abs(prob - threshold)
-    correct = np.flatnonzero(predicted == y_true.astype(bool))
-    wrong = np.flatnonzero(predicted != y_true.astype(bool))
+    (`per_kind` of each where there are that many); K classes: confidence is the top probability."""
+    predicted = decisions(prob, threshold)
+    confidence = prob.max(axis=1) if prob.ndim == 2 else np.abs(prob - threshold)
+    correct = np.flatnonzero(predicted == y_true.astype(int))
+    wrong = np.flatnonzero(predicted != y_true.astype(int))
     by_confidence = lambda idx: idx[np.argsort(-confidence[idx], kind="stable")][:per_kind]  # noqa: E731
     return [*by_confidence(correct), *by_confidence(wrong)]
 
 
-def gradcam_grid(model, frame, prob: np.ndarray, threshold: float, class_names: list[str], image_size: int, path: Path) -> None:
-    """A grid of Grad-CAM overlays for a few correct and wrong predictions of a manifest frame."""
+def gradcam_grid(
+    model, frame, prob: np.ndarray, threshold: float | None, class_names: list[str], image_size: int, path: Path
+) -> None:
+    """A grid of Grad-CAM overlays (of the predicted class) for a few correct and wrong predictions
+    of a manifest frame."""
     from skin_cancer.pipeline import load_image
 
     items = []
+    predicted = decisions(prob, threshold)
     for i in pick_examples(frame.label_index.to_numpy(), prob, threshold):
         image = load_image(frame.path.iloc[i], image_size).numpy()
-        heatmap, _ = grad_cam(model, image)
-        verdict = "right" if (prob[i] >= threshold) == bool(frame.label_index.iloc[i]) else "WRONG"
-        items.append(
-            (image, heatmap, f"{verdict}: true {frame.label.iloc[i]}\np={prob[i]:.2f} ({class_names[int(prob[i] >= threshold)]})")
-        )
+        heatmap, _ = grad_cam(model, image, int(predicted[i]) if prob.ndim == 2 else None)
+        verdict = "right" if predicted[i] == frame.label_index.iloc[i] else "WRONG"
+        p = prob[i].max() if prob.ndim == 2 else prob[i]
+        items.append((image, heatmap, f"{verdict}: true {frame.label.iloc[i]}\np={p:.2f} ({class_names[predicted[i]]})"))
     save_grid(items, path)

@@ -25,14 +25,20 @@ def external_set(
     min_correlation: float,
     seed: int,
     workers: int = 4,
+    derived: bool = False,
 ) -> tuple[pd.DataFrame, dict]:
     """(images to score with columns source, path, label, label_index; a record of what was
     excluded and why). Copies are checked against `training_prints` (the train/val images).
     Images the input pipeline cannot decode as they are (TIFF, CMYK, 16-bit, ...) are converted
     to RGB PNG under `converted`. `data` (the data config) says how a collection without split
-    folders is cut when `spec.split` asks for its test part."""
+    folders is cut when `spec.split` asks for its test part. With `derived` (a K-class model with
+    malignant classes), a set labelled only malignant / benign is scored through the malignant score
+    (record["scored_as"] says which)."""
     dataset, unmapped = from_spec(name, spec, data, f"evaluate.external.{name}")
     frame = dataset.frame
+    scored_as = "classes"
+    if derived and not set(frame.label) & set(class_names) and set(frame.label) <= {"benign", "malignant"}:
+        class_names, scored_as = ["benign", "malignant"], "malignant_score"
     unknown = sorted(set(frame.label) - set(class_names))
     if unknown:
         raise DataError(f"evaluate.external.{name}: labels {unknown} are not classes of the model {class_names} (set label_map)")
@@ -50,6 +56,7 @@ def external_set(
     record = {
         "root": str(dataset.root),
         "split": spec.split,
+        "scored_as": scored_as,
         "images": int(len(frame) + unmapped),
         "left_out_by_label_map": int(unmapped),
         "excluded": {r: int(n) for r, n in excluded.reason.map(lambda r: r.split(":")[0]).value_counts().items()},
@@ -58,7 +65,7 @@ def external_set(
         "scored": {label: int(n) for label, n in scored.label.value_counts().items()},
         "per_class_limit": spec.per_class_limit,
     }
-    label_index = {c: int(c == class_names[-1]) for c in class_names}  # the last class is the positive one
+    label_index = {c: i for i, c in enumerate(class_names)}  # binary: the last class is the positive one
     readable = [
         read_image(Path(p), name, label, 10**9, (converted, converted)).path for p, label in zip(scored.path, scored.label)
     ]

@@ -31,13 +31,19 @@ def pyplot():
     return plt
 
 
-def plot_confusion(conf: dict, path: Path, title: str = "Confusion matrix (test)") -> None:
+def plot_confusion(conf: dict, path: Path, title: str = "Confusion matrix (test)", normalise: bool = False) -> None:
+    """Counts per (true, predicted) class; `normalise`: each row divided by its total (recall on the
+    diagonal), the counts in brackets, so rare classes are as readable as common ones."""
     plt = pyplot()
-    matrix = np.asarray(conf["matrix"])
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    ax.imshow(matrix, cmap="Blues")
+    counts = np.asarray(conf["matrix"])
+    matrix = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalise else counts
+    size = max(4.2, 0.8 * len(counts) + 1.6)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    ax.imshow(matrix, cmap="Blues", vmin=0)
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > matrix.max() / 2 else "black", fontsize=12)
+        text = f"{value:.2f}\n({counts[i, j]})" if normalise else str(value)
+        colour = "white" if value > matrix.max() / 2 else "black"
+        ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=12 if len(counts) <= 3 else 8)
     ticks = range(len(conf["labels"]))
     ax.set(
         xticks=ticks,

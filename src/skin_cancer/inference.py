@@ -77,14 +77,18 @@ def compile_model(model, runtime: str) -> Forward:
 
 def compile_predictor(model, tta_views: int, runtime: str) -> Forward:
     """From a float32 batch (n, size, size, 3) in [0, 255] to the raw positive-class probability per
-    image, averaged over the first `tta_views` dihedral views."""
+    image (n,), or for a K-class model its class probabilities (n, K), averaged over the first
+    `tta_views` dihedral views."""
     import tensorflow as tf
 
     from skin_cancer.pipeline import dihedral_view
 
+    units = model.output_shape[-1]
+
     def averaged(images):
         stacked = tf.concat([dihedral_view(images, v) for v in range(tta_views)], axis=0)
-        return tf.reduce_mean(tf.reshape(model(stacked, training=False), (tta_views, -1)), axis=0)
+        mean = tf.reduce_mean(tf.reshape(model(stacked, training=False), (tta_views, -1, units)), axis=0)
+        return mean[:, 0] if units == 1 else mean
 
     return compile_forward(averaged, model.input_shape[1:], runtime)
 

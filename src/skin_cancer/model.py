@@ -52,9 +52,14 @@ def backbone_spec(name: str) -> Backbone:
     return BACKBONES[name]
 
 
-def build_classifier(cfg: ModelConfig, image_size: int) -> keras.Model:
+def output_units(class_names: list[str], positive_class: str | None) -> int:
+    """One sigmoid output for a binary task with a positive class, else one softmax output per class."""
+    return 1 if positive_class else len(class_names)
+
+
+def build_classifier(cfg: ModelConfig, image_size: int, units: int = 1) -> keras.Model:
     """Image in [0, 255] -> [colour constancy] -> [resolution reduction] -> scaling -> frozen backbone
-    -> global average pooling -> dropout -> sigmoid.
+    -> global average pooling -> dropout -> sigmoid (units=1) or a K-way softmax (units=K).
 
     The preprocessing is part of the model, so a saved model takes raw RGB images.
     """
@@ -75,7 +80,7 @@ def build_classifier(cfg: ModelConfig, image_size: int) -> keras.Model:
     x = backbone(x, training=False) if cfg.freeze_batchnorm else backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(1, activation="sigmoid", name="classifier")(x)
+    outputs = keras.layers.Dense(units, activation="sigmoid" if units == 1 else "softmax", name="classifier")(x)
     return keras.Model(inputs, outputs, name=f"{cfg.backbone}_classifier")
 
 
@@ -148,11 +153,17 @@ def feature_head(model: keras.Model, cut_layer: str, freeze_batchnorm: bool) -> 
 
 
 def compile_classifier(model: keras.Model, lr: float | keras.optimizers.schedules.LearningRateSchedule) -> None:
-    """Adam + binary cross-entropy, with accuracy and ROC AUC; `lr` may be a schedule."""
+    """Adam with accuracy and ROC AUC (`lr` may be a schedule): binary cross-entropy for one sigmoid
+    output; for K softmax outputs categorical cross-entropy on one-hot labels and the macro
+    one-vs-rest AUC, so `val_auc` picks the best epoch either way."""
+    units = model.output_shape[-1]
+    if units == 1:
+        loss, accuracy, auc = keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy(name="accuracy"), {}
+    else:
+        loss, accuracy = keras.losses.CategoricalCrossentropy(), keras.metrics.CategoricalAccuracy(name="accuracy")
+        auc = {"multi_label": True, "num_labels": units}
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=lr),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+        optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss, metrics=[accuracy, keras.metrics.AUC(name="auc", **auc)]
     )
 
 

@@ -83,7 +83,9 @@ def transfer_rows(metrics: dict[str, dict]) -> list[list[str]]:
         m = metrics[name]
         specificity = m.get("specificity")
         change = f"{float(specificity) - float(validation):+.3f}" if specificity is not None and validation is not None else "n/a"
-        images = f"{int(float(m['n_images']))} ({int(float(m['n_positive']))})" if m.get("n_images") is not None else "n/a"
+        images = "n/a" if m.get("n_images") is None else str(int(float(m["n_images"])))
+        if m.get("n_positive") is not None:  # binary sets; K-class sets have no positive class
+            images += f" ({int(float(m['n_positive']))})"
         rows.append([name, kind(name), images, _with_ci(m, "roc_auc"), _with_ci(m, "specificity"), change])
     return rows
 
@@ -121,6 +123,8 @@ def build(
 ) -> str:
     """The report as Markdown; `figures` are PNG paths relative to the report's folder."""
     sets = [name for name in metrics if name != "validation" and "_from_" not in name]
+    multiclass_sets = [name for name in sets if "macro_auc" in metrics[name]]
+    sets = [name for name in sets if name not in multiclass_sets]
     positive = prepare_report["positive_class"]
     lines = [f"# Model report: recipe `{params.get('recipe')}`", "", "> Research use only. Not a medical device.", ""]
 
@@ -193,12 +197,23 @@ def build(
     ]
 
     validation = operating_point.validation
+    if operating_point.multiclass:
+        decision = [
+            f"- Decision: the most probable of the {len(operating_point.class_names)} classes "
+            f"{operating_point.class_names} (argmax, no threshold).",
+            f"- Malignant score: the summed probability of {operating_point.malignant_classes or 'no class'}; "
+            "sets labelled only malignant / benign are scored on it at 0.5.",
+        ]
+    else:
+        decision = [
+            f"- Threshold policy `{operating_point.threshold_policy}`: {positive} when the calibrated "
+            f"probability is at least **{operating_point.threshold:.4f}**."
+        ]
     lines += [
         "",
         "## Operating point (chosen on validation, frozen for every test set)",
         "",
-        f"- Threshold policy `{operating_point.threshold_policy}`: {positive} when the calibrated "
-        f"probability is at least **{operating_point.threshold:.4f}**.",
+        *decision,
         f"- Temperature {operating_point.temperature:.3f} (validation ECE "
         f"{_fmt(validation.get('uncalibrated_ece'))} before, {_fmt(validation.get('ece'))} after).",
         f"- Test-time augmentation: mean over {operating_point.tta_views} flips / rotations.",
@@ -215,6 +230,8 @@ def build(
         *_table(TRANSFER_HEADER, transfer_rows(metrics)),
     ]
     lines += ["", "## Metrics", "", "95% percentile bootstrap intervals in brackets.", ""]
+    if multiclass_sets:
+        lines += multiclass_table(metrics, multiclass_sets, operating_point) + [""]
     rows = []
     keys = [
         ("images (positive)", None),
@@ -242,7 +259,8 @@ def build(
             else:
                 row.append(_with_ci(m, key))
         rows.append(row)
-    lines += _table(["metric", *sets], rows)
+    if sets:
+        lines += _table(["metric", *sets], rows)
 
     for name, record in exclusions.items():
         lines += [
@@ -261,6 +279,25 @@ def build(
     lines += [f"![{Path(f).stem}]({f})" for f in figures]
     lines += ["", "## Intended use and limitations", "", LIMITATIONS]
     return "\n".join(lines) + "\n"
+
+
+def multiclass_table(metrics: dict, sets: list[str], operating_point: OperatingPoint) -> list[str]:
+    """K-class sets: balanced accuracy (the ISIC ranking metric) and macro AUC first, then per class
+    sensitivity (recall), specificity and one-vs-rest AUC, then the malignant score."""
+    keys = [
+        ("images", "n_images"),
+        ("balanced accuracy", "balanced_accuracy"),
+        ("macro ROC AUC", "macro_auc"),
+        ("accuracy", "accuracy"),
+        ("top-label ECE", "top_label_ece"),
+    ]
+    for name in operating_point.class_names:
+        keys += [(f"{name}: sensitivity", f"{name}.sensitivity"), (f"{name}: specificity", f"{name}.specificity")]
+        keys += [(f"{name}: ROC AUC (vs rest)", f"{name}.roc_auc")]
+    keys += [("malignant score: ROC AUC", "malignant.roc_auc"), ("malignant score: sensitivity at 0.5", "malignant.sensitivity")]
+    keys += [("malignant score: specificity at 0.5", "malignant.specificity")]
+    rows = [[label, *[_with_ci(metrics[name], key) for name in sets]] for label, key in keys]
+    return _table(["metric", *sets], rows)
 
 
 def to_html(markdown_text: str, base: Path) -> str:

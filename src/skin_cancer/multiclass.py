@@ -100,7 +100,8 @@ def multiclass_metrics(
     y_true, prob, classes: list[str], *, malignant: list[str], bins: int, resamples: int, seed: int, groups=None
 ) -> dict:
     """Everything reported for one K-class set, flat (MLflow-ready): accuracy, balanced_accuracy and
-    macro_auc with intervals (resampling `groups` where known), top_label_ece, `<class>.<metric>` per
+    macro_auc with intervals (resampling `groups` where known; none when `resamples` is 0), also as
+    `roc_auc` (what the champion alias compares), top_label_ece, `<class>.<metric>` per
     class, and `malignant.roc_auc` / `.sensitivity` / `.specificity` (at 0.5) of the derived score."""
     y_true, prob = np.asarray(y_true).astype(int), np.asarray(prob, dtype=float)
     all_present = len(np.unique(y_true)) == len(classes)
@@ -111,8 +112,9 @@ def multiclass_metrics(
         "macro_auc": macro_auc(y_true, prob) if all_present else None,
         "top_label_ece": top_label_ece(y_true, prob, bins),
     }
+    metrics["roc_auc"] = metrics["macro_auc"]
     for key, statistic in (("balanced_accuracy", balanced_accuracy), ("macro_auc", macro_auc)):
-        if metrics[key] is not None:
+        if metrics[key] is not None and resamples:
             low, high = bootstrap_ci(y_true, prob, statistic, n_resamples=resamples, seed=seed, groups=groups)
             metrics.update({f"{key}_ci_low": low, f"{key}_ci_high": high})
     for name, values in per_class(y_true, prob, classes).items():

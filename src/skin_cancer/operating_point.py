@@ -14,15 +14,20 @@ from skin_cancer.io import read_json, write_json
 @dataclass(frozen=True)
 class OperatingPoint:
     temperature: float  # divides the logit (temperature scaling)
-    threshold: float  # positive class when the calibrated probability is at least this
-    threshold_policy: str  # how the threshold was chosen on validation
+    threshold: float | None  # positive class when the calibrated probability is at least this; K classes: None
+    threshold_policy: str  # how the threshold was chosen on validation; K classes: "argmax"
     tta_views: int  # dihedral views averaged per image
     runtime: str  # what runs the forward pass: openvino or tensorflow
     image_size: int
-    class_names: list[str]  # the last one is the positive class
-    positive_class: str
+    class_names: list[str]  # binary: the last one is the positive class; K classes: the output order
+    positive_class: str | None  # None: a K-class model, decided by argmax
     validation: dict = field(default_factory=dict)  # validation metrics at this operating point
     validation_fingerprint: str | None = None  # which validation images: comparable models share it
+    malignant_classes: list[str] | None = None  # K classes: summed into the malignant score
+
+    @property
+    def multiclass(self) -> bool:
+        return self.positive_class is None
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "operating point") -> OperatingPoint:

@@ -8,16 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import sklearn.metrics as skm
 
 from skin_cancer import audit, explain, inference, paths
 from skin_cancer import evaluation as ev
 from skin_cancer import figures as figures_
+from skin_cancer import multiclass as mc
 from skin_cancer.config import Config
-from skin_cancer.data import read_manifest
+from skin_cancer.data import DataError, read_manifest
 from skin_cancer.datasets import other_collections
 from skin_cancer.external import external_set
 from skin_cancer.io import write_json
 from skin_cancer.operating_point import OperatingPoint
+
+# The classes of a set scored through a K-class model's malignant score (label index 0, 1).
+MALIGNANT_SCORE_CLASSES = ["benign", "malignant"]
 
 
 def scored_sets(cfg: Config, model, op: OperatingPoint) -> tuple[dict[str, tuple[pd.DataFrame, np.ndarray]], dict]:
@@ -33,7 +38,7 @@ def scored_sets(cfg: Config, model, op: OperatingPoint) -> tuple[dict[str, tuple
     test_prob = predict(test, "test")
     clean = (test.leak == "").to_numpy()
     sets = {"test": (test, test_prob), "clean_test": (test[clean].reset_index(drop=True), test_prob[clean])}
-    for base, (frame, prob) in list(sets.items()):
+    for base, (frame, prob) in list(sets.items()) if not op.multiclass else []:
         for name, mask in ev.source_subsets(frame, other_collections(cfg), base).items():
             sets[name] = (frame[mask].reset_index(drop=True), prob[mask])
     records = {}
@@ -49,12 +54,16 @@ def scored_sets(cfg: Config, model, op: OperatingPoint) -> tuple[dict[str, tuple
                     training_prints,
                     op.class_names,
                     Path(converted),
+                    derived=bool(op.malignant_classes),
                     seed=cfg.seed,
                     candidate_distance=cfg.audit.candidate_distance,
                     min_correlation=cfg.audit.min_correlation,
                     workers=cfg.audit.workers,
                 )
-                sets[name] = (frame, predict(frame, name))
+                prob = predict(frame, name)
+                if found["record"]["scored_as"] == "malignant_score":
+                    prob = mc.malignant_score(prob, op.class_names, op.malignant_classes)
+                sets[name] = (frame, prob)
             records[name] = found
     return sets, records
 
@@ -65,19 +74,39 @@ def score(cfg: Config, model, op: OperatingPoint, out: Path, figures: Path) -> d
     class_names, threshold = op.class_names, op.threshold
     sets, records = scored_sets(cfg, model, op)
     metrics = {"validation": op.validation}
+    bins = cfg.evaluate.calibration_bins
     for name, (frame, prob) in sets.items():
+        if prob.ndim == 2:
+            metrics[name] = mc.multiclass_metrics(
+                frame.label_index,
+                prob,
+                class_names,
+                malignant=op.malignant_classes or [],
+                bins=bins,
+                resamples=cfg.evaluate.bootstrap_resamples,
+                seed=cfg.seed,
+                groups=frame.group,
+            )
+            metrics[name].update(threshold_policy=op.threshold_policy, temperature=op.temperature)
+            write_multiclass_set(name, frame, prob, class_names, out, figures)
+            continue
+        # A binary model's threshold; a K-class model scored through its malignant score: 0.5.
+        set_threshold, set_classes = (threshold, class_names) if not op.multiclass else (0.5, MALIGNANT_SCORE_CLASSES)
         # Intervals resample lesions / copy clusters (the audit's groups), not images.
-        metrics[name] = ev.set_metrics(frame.label_index, prob, threshold, cfg.evaluate, cfg.seed, groups=frame.group)
+        metrics[name] = ev.set_metrics(frame.label_index, prob, set_threshold, cfg.evaluate, cfg.seed, groups=frame.group)
         metrics[name].update(threshold_policy=op.threshold_policy, temperature=op.temperature)
-        write_set(name, frame, prob, threshold, metrics[name], class_names, cfg.evaluate.calibration_bins, out, figures)
+        write_set(name, frame, prob, set_threshold, metrics[name], set_classes, bins, out, figures)
     for name, found in records.items():
         write_json(out / name / "exclusions.json", found["record"])
         found["excluded"].to_csv(out / name / "excluded.csv", index=False)
         metrics[name]["excluded"] = sum(found["record"]["excluded"].values())
         # Threshold transfer: how far the validation-frozen operating point moves on a new collection.
-        for key in ("sensitivity", "specificity"):
-            metrics[name][f"{key}_shift_from_validation"] = metrics[name][key] - op.validation[key]
+        for key in ("sensitivity", "specificity", "balanced_accuracy"):
+            if metrics[name].get(key) is not None and op.validation.get(key) is not None:
+                metrics[name][f"{key}_shift_from_validation"] = metrics[name][key] - op.validation[key]
         size = cfg.evaluate.external[name].recalibration_sample
+        if size and (op.multiclass or sets[name][1].ndim == 2):
+            raise DataError(f"evaluate.external.{name}.recalibration_sample: re-fitting a threshold needs a binary model")
         if size:
             frame, prob = sets[name]
             new, rest, rest_prob = recalibrated_set(frame, prob, size, cfg, threshold)
@@ -107,6 +136,26 @@ def recalibrated_set(frame: pd.DataFrame, prob, size: int, cfg: Config, frozen_t
         metrics[f"frozen_{key}"] = frozen[key]
         metrics[f"{key}_gain"] = metrics[key] - frozen[key]
     return metrics, frame[~sample].reset_index(drop=True), rest_prob
+
+
+def write_multiclass_set(name: str, frame: pd.DataFrame, prob: np.ndarray, class_names: list[str], out: Path, figures: Path):
+    """Predictions (every class's probability), the K x K confusion matrix (counts; a row-normalised
+    figure) and the classification report of one K-class set under `out/<name>/` and `figures/`."""
+    y_true, predicted = frame.label_index.to_numpy(), prob.argmax(axis=1)
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame({"path": frame.source, "actual": frame.label, "predicted": np.asarray(class_names)[predicted]})
+    for k, label in enumerate(class_names):
+        table[f"probability_{label}"] = np.round(prob[:, k], 6)
+    table.to_csv(folder / "predictions.csv", index=False)
+    conf = {"labels": class_names, "matrix": mc.confusion_counts(y_true, prob).tolist()}
+    write_json(folder / "confusion_matrix.json", conf)
+    labels = list(range(len(class_names)))
+    report = skm.classification_report(
+        y_true, predicted, labels=labels, target_names=class_names, output_dict=True, zero_division=0
+    )
+    write_json(folder / "classification_report.json", report)
+    figures_.plot_confusion(conf, figures / f"{name}_confusion_matrix.png", f"Confusion matrix ({name}), rows sum to 1", True)
 
 
 def write_set(

@@ -139,12 +139,30 @@ class Classifier:
             raise ValueError("float pixel values all lie in [0, 1]: scale them to [0, 255] (the model takes 0-255)")
         return tf.image.resize(array, (self.image_size,) * 2).numpy()
 
-    def _decide(self, probability: float) -> dict:
-        return {
-            "probability": float(probability),
-            "label": self.class_names[int(probability >= self.threshold)],
-            "threshold": self.threshold,
+    def _decide(self, probability) -> dict:
+        """Binary: the malignancy probability, the label at the threshold. K classes: the top class and
+        its probability, every class's probability, the top three, and the malignant score."""
+        op = self.operating_point
+        if not op.multiclass:
+            return {
+                "probability": float(probability),
+                "label": self.class_names[int(probability >= self.threshold)],
+                "threshold": self.threshold,
+            }
+        from skin_cancer.multiclass import malignant_score
+
+        p = np.asarray(probability, dtype=float)
+        order = np.argsort(-p, kind="stable")
+        result = {
+            "probability": float(p[order[0]]),
+            "label": self.class_names[order[0]],
+            "threshold": None,
+            "probabilities": {name: float(v) for name, v in zip(self.class_names, p)},
+            "top3": [{"label": self.class_names[k], "probability": float(p[k])} for k in order[:3]],
         }
+        if op.malignant_classes:
+            result["malignant_score"] = float(malignant_score(p[None], self.class_names, op.malignant_classes)[0])
+        return result
 
 
 def load_classifier(source: str | Path = "models/model.keras", *, run_id: str | None = None) -> Classifier:
@@ -223,6 +241,8 @@ def serving_model():
     probability, label, threshold (or error) out; what the registry holds and `mlflow models serve`
     serves. Built in a function so that importing this module does not import mlflow; cloudpickle
     stores the class with the model, and the model carries this package as its code."""
+    import json
+
     import mlflow.pyfunc
     import pandas as pd
 
@@ -233,7 +253,13 @@ def serving_model():
         def predict(self, context, model_input, params=None):
             images = model_input["image"] if isinstance(model_input, pd.DataFrame) else model_input
             results = predict_encoded(self.classifier, list(images))
-            return pd.DataFrame(results, columns=["probability", "label", "threshold", "error"])
+            if not self.classifier.operating_point.multiclass:
+                return pd.DataFrame(results, columns=["probability", "label", "threshold", "error"])
+            # K classes: every class's probability as a JSON object per row.
+            for result in results:
+                if "probabilities" in result:
+                    result["probabilities"] = json.dumps(result["probabilities"])
+            return pd.DataFrame(results, columns=["probability", "label", "threshold", "error", "probabilities"])
 
     return ImageClassifierModel()
 
@@ -251,6 +277,7 @@ def serving_signature():
                 ColSpec("string", "label"),
                 ColSpec("double", "threshold"),
                 ColSpec("string", "error"),
+                ColSpec("string", "probabilities", required=False),  # K-class models: JSON per class
             ]
         ),
     )

@@ -103,14 +103,14 @@ def pip_requirements() -> list[str]:
     return pins
 
 
-def model_signature(image_size: int):
+def model_signature(image_size: int, units: int = 1):
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype("float32"), (-1, image_size, image_size, 3), "image")]),
-        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, 1), "probability")]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, units), "probability")]),
     )
 
 
@@ -214,10 +214,11 @@ def log_pipeline_run(cfg: Config) -> dict:
             if cfg.tracking.log_model:
                 from skin_cancer.model import load_model
 
+                model = load_model(paths.MODEL)
                 mlflow.keras.log_model(
-                    load_model(paths.MODEL),
+                    model,
                     name="model",
-                    signature=model_signature(cfg.data.image_size),
+                    signature=model_signature(cfg.data.image_size, model.output_shape[-1]),
                     pip_requirements=pip_requirements(),
                     metadata={"operating_point": operating_point.to_dict()},
                 )

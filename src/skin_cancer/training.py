@@ -45,8 +45,37 @@ def learning_rate(phase: PhaseConfig, steps_per_epoch: int):
     )
 
 
+def targets(label_index, units: int) -> np.ndarray:
+    """What the model is fitted to: the 0/1 label (one sigmoid output) or a one-hot row (K outputs)."""
+    label_index = np.asarray(label_index, dtype=int)
+    return label_index.astype("float32") if units == 1 else np.eye(units, dtype="float32")[label_index]
+
+
+def class_weights(label_index, n_classes: int, policy: str) -> dict[int, float] | None:
+    """Loss weight per class index: None ("none"), or scikit-learn's "balanced" n / (K * n_class)."""
+    if policy == "none":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    classes = np.arange(n_classes)
+    return dict(zip(classes.tolist(), compute_class_weight(policy, classes=classes, y=np.asarray(label_index)).tolist()))
+
+
+def training_class_weights(cfg: Config, prepared_dir: Path, n_classes: int) -> dict[int, float] | None:
+    """`train.class_weight` applied to the training manifest's labels."""
+    return class_weights(read_manifest(prepared_dir / "train.csv").label_index, n_classes, cfg.train.class_weight)
+
+
 def fit_phase(
-    model: keras.Model, train_ds, val_ds, phase: PhaseConfig, *, restore_best: bool, first_epoch: int = 0, name: str = "phase"
+    model: keras.Model,
+    train_ds,
+    val_ds,
+    phase: PhaseConfig,
+    *,
+    restore_best: bool,
+    first_epoch: int = 0,
+    name: str = "phase",
+    class_weight: dict[int, float] | None = None,
 ) -> list[dict]:
     """Compile and fit `model`; returns one row of metrics per epoch.
 
@@ -64,7 +93,9 @@ def fit_phase(
         ]
         if phase.patience is not None:
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=phase.patience))
-        history = model.fit(train_ds, validation_data=val_ds, epochs=phase.epochs, callbacks=callbacks, verbose=2)
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=phase.epochs, callbacks=callbacks, class_weight=class_weight, verbose=2
+        )
         if restore_best and checkpoint.exists():
             model.load_weights(checkpoint)
     rows = pd.DataFrame(history.history)
@@ -73,25 +104,27 @@ def fit_phase(
     return rows.to_dict("records")
 
 
-def datasets(cfg: Config, prepared_dir: Path, features_dir: Path):
-    """(train, validation) datasets: cached features (augmented by their views) when
-    train.cache_features, else images with train.augment's and train.jitter's random augmentation."""
+def datasets(cfg: Config, prepared_dir: Path, features_dir: Path, units: int = 1):
+    """(train, validation) datasets for a model with `units` outputs: cached features (augmented by
+    their views) when train.cache_features, else images with train.augment's and train.jitter's
+    random augmentation."""
     train = read_manifest(prepared_dir / "train.csv")
     val = read_manifest(prepared_dir / "val.csv")
+    y_train, y_val = targets(train.label_index, units), targets(val.label_index, units)
     batch, seed = cfg.train.batch_size, training_seed(cfg)
     if cfg.train.cache_features:
         from skin_cancer.features import load_features
 
         return (
-            feature_dataset(load_features(features_dir, "train"), train.label_index, batch, shuffle_seed=seed),
-            feature_dataset(load_features(features_dir, "val"), val.label_index, batch),
+            feature_dataset(load_features(features_dir, "train"), y_train, batch, shuffle_seed=seed),
+            feature_dataset(load_features(features_dir, "val"), y_val, batch),
         )
     size = cfg.data.image_size
     aug = augmenter(cfg.train.augment, seed)
     return (
         image_dataset(
             train.path,
-            train.label_index,
+            y_train,
             size,
             batch,
             shuffle_seed=seed,
@@ -99,7 +132,7 @@ def datasets(cfg: Config, prepared_dir: Path, features_dir: Path):
             jitter_cfg=cfg.train.jitter,
             jitter_seed=seed,
         ),
-        image_dataset(val.path, val.label_index, size, batch),
+        image_dataset(val.path, y_val, size, batch),
     )
 
 

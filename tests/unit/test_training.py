@@ -6,8 +6,10 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from skin_cancer import paths
+from skin_cancer.config import to_dict
 from skin_cancer.data import read_manifest
 from skin_cancer.model import get_backbone
 from skin_cancer.stages import audit, features, prepare, train
@@ -240,3 +242,63 @@ def test_a_lesion_collection_runs_every_stage_with_its_test_lesions_held_out(wor
     assert set(report["collections"]) == ({"data"} if as_data else {"data", "ham"})
     metrics = json.loads(paths.METRICS.read_text())
     assert metrics["ham_test"]["n_images"] == 10 and metrics["ham_test"]["excluded"] == 0
+
+
+def test_three_generated_classes_run_every_stage(workspace, tmp_path):
+    """A K-class model (softmax, argmax, temperature on logits) through every stage, with a
+    malignant/benign-labelled external set scored through its malignant score."""
+    ham = make_csv_collection(tmp_path / "ham", {"mel": 12, "nv": 12, "bkl": 12}, malignant=("mel", "bkl"))
+    cfg = workspace(
+        f"data.root={ham}",
+        "data.label_map={mel: mel, nv: nv, bkl: bkl}",
+        "data.positive_class=null",
+        "data.malignant_classes=[mel]",
+        "train.class_weight=balanced",
+        f"+evaluate.external.binary.root={ham}",
+        "+evaluate.external.binary.split=test",
+        "+evaluate.external.binary.label_map={mel: malignant, nv: benign, bkl: benign}",
+    )
+    run_all(cfg)
+    op = json.loads(paths.OPERATING_POINT.read_text())
+    assert op["class_names"] == ["bkl", "mel", "nv"] and op["threshold"] is None and op["threshold_policy"] == "argmax"
+    assert keras.saving.load_model(paths.MODEL).output_shape == (None, 3)
+    metrics = json.loads(paths.METRICS.read_text())
+    test = metrics["test"]
+    assert test["n_images"] == len(read_manifest(paths.PREPARED / "test.csv"))
+    keys = ("balanced_accuracy", "balanced_accuracy_ci_low", "macro_auc", "top_label_ece", "mel.sensitivity", "malignant.roc_auc")
+    for key in keys:
+        assert test[key] is not None, key
+    predictions = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv")
+    assert {"probability_bkl", "probability_mel", "probability_nv"} <= set(predictions.columns)
+    np.testing.assert_allclose(predictions.filter(like="probability_").sum(axis=1), 1.0, atol=1e-4)
+    confusion = json.loads((paths.EVALUATION / "test" / "confusion_matrix.json").read_text())
+    assert np.asarray(confusion["matrix"]).shape == (3, 3) and (paths.FIGURES / "test_confusion_matrix.png").exists()
+    binary = json.loads((paths.EVALUATION / "binary" / "exclusions.json").read_text())
+    assert binary["scored_as"] == "malignant_score" and metrics["binary"]["roc_auc"] is not None
+    report = paths.MODEL_REPORT.read_text()
+    assert "| balanced accuracy |" in report and "| mel: sensitivity |" in report and "argmax" in report
+    # Using the model: the top class, every class's probability, the top three, the malignant score.
+    from skin_cancer.serving import load_classifier
+
+    result = load_classifier(paths.MODEL).predict([predictions.path.iloc[0]])[0]
+    assert result["label"] in op["class_names"] and result["threshold"] is None
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert [t["label"] for t in result["top3"]][0] == result["label"]
+    assert result["malignant_score"] == pytest.approx(result["probabilities"]["mel"])
+    # Tracked: one run with the per-class metrics, and a served model that answers with every class.
+    import base64
+
+    import mlflow
+
+    from skin_cancer.tracking import log_pipeline_run
+
+    with open("params.yaml", "w") as handle:
+        yaml.safe_dump(to_dict(cfg), handle)
+    logged = log_pipeline_run(cfg)
+    mlflow.set_tracking_uri(logged["tracking_uri"])
+    run = mlflow.get_run(logged["run_id"])
+    assert {"test.balanced_accuracy", "test.macro_auc", "test.mel.sensitivity", "binary.roc_auc"} <= set(run.data.metrics)
+    served = mlflow.pyfunc.load_model(f"runs:/{logged['run_id']}/serving")
+    encoded = base64.b64encode(open(predictions.path.iloc[0], "rb").read()).decode()
+    answer = served.predict(pd.DataFrame({"image": [encoded]}))
+    assert json.loads(answer.probabilities.iloc[0]).keys() == set(op["class_names"])

@@ -6,6 +6,7 @@ import hashlib
 
 from skin_cancer import evaluation as ev
 from skin_cancer import inference, paths
+from skin_cancer import multiclass as mc
 from skin_cancer.config import Config
 from skin_cancer.data import read_manifest
 from skin_cancer.io import read_json
@@ -22,28 +23,41 @@ def main(cfg: Config) -> None:
     raw = inference.predict_files(predictor, val.path, cfg.data.image_size, cfg.evaluate.batch_size, "calibrate: validation")
     temperature = ev.fit_temperature(val.label_index, raw) if cfg.evaluate.temperature_scaling else 1.0
     prob = ev.apply_temperature(raw, temperature)
-    threshold = ev.choose_threshold(val.label_index, prob, cfg.evaluate)
-    validation = ev.binary_metrics(val.label_index, prob, threshold)
-    validation.update(
-        {f"uncalibrated_{k}": v for k, v in ev.calibration_metrics(val.label_index, raw, cfg.evaluate.calibration_bins).items()}
-    )
-    validation.update(ev.calibration_metrics(val.label_index, prob, cfg.evaluate.calibration_bins))
+    bins = cfg.evaluate.calibration_bins
+    if report["positive_class"] is None:  # K classes: argmax decides, nothing to choose
+        threshold, policy = None, "argmax"
+        validation = mc.multiclass_metrics(
+            val.label_index,
+            prob,
+            report["class_names"],
+            malignant=cfg.data.malignant_classes or [],
+            bins=bins,
+            resamples=0,
+            seed=0,
+        )
+        validation.update(ece=validation["top_label_ece"], uncalibrated_ece=mc.top_label_ece(val.label_index, raw, bins))
+    else:
+        threshold, policy = ev.choose_threshold(val.label_index, prob, cfg.evaluate), cfg.evaluate.threshold_policy
+        validation = ev.binary_metrics(val.label_index, prob, threshold)
+        validation.update({f"uncalibrated_{k}": v for k, v in ev.calibration_metrics(val.label_index, raw, bins).items()})
+        validation.update(ev.calibration_metrics(val.label_index, prob, bins))
     operating_point = OperatingPoint(
         temperature=temperature,
         threshold=threshold,
-        threshold_policy=cfg.evaluate.threshold_policy,
+        threshold_policy=policy,
         tta_views=cfg.evaluate.tta_views,
         runtime=cfg.evaluate.runtime,
         image_size=cfg.data.image_size,
-        class_names=[*report["negative_classes"], report["positive_class"]],
+        class_names=report["class_names"],
         positive_class=report["positive_class"],
+        malignant_classes=cfg.data.malignant_classes,
         validation=ev.json_safe(validation),
         # Which images the validation metrics come from: only models validated alike are compared.
         validation_fingerprint=hashlib.sha256("\n".join(sorted(val.sha256)).encode()).hexdigest()[:16],
     )
     operating_point.save(paths.OPERATING_POINT)
     print(
-        f"calibrate: temperature {temperature:.3f}, threshold {threshold:.4f} ({cfg.evaluate.threshold_policy}); "
+        f"calibrate: temperature {temperature:.3f}, threshold {threshold} ({policy}); "
         f"validation ECE {validation['uncalibrated_ece']:.4f} -> {validation['ece']:.4f}, AUC {validation['roc_auc']:.4f}"
     )
 
