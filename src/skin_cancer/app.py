@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 NOTICE = (
@@ -53,10 +54,9 @@ def local_card(model_path: Path) -> dict:
 
 
 def show_card(card: dict, classifier) -> None:
-    st.markdown(
-        f"Threshold **{classifier.threshold:.3f}** ({classifier.operating_point.threshold_policy}, "
-        f"chosen on validation); temperature {classifier.operating_point.temperature:.2f}."
-    )
+    op = classifier.operating_point
+    decision = f"Most probable of {len(op.class_names)} classes" if op.multiclass else f"Threshold **{op.threshold:.3f}**"
+    st.markdown(f"{decision} ({op.threshold_policy}, chosen on validation); temperature {op.temperature:.2f}.")
     for key in ("MLflow run", "data fingerprint", "recipe"):
         if card.get(key):
             st.markdown(f"{key}: `{card[key]}`")
@@ -107,6 +107,14 @@ def show_prediction(upload, clf) -> None:
     st.subheader(upload.name)
     left, right = st.columns(2)
     left.image(image.astype(np.uint8), caption="as the model sees it", width="stretch")
+    if clf.operating_point.multiclass:
+        right.image(explain.overlay(image, heatmap), caption=f"Grad-CAM: evidence for {result['label']}", width="stretch")
+        st.markdown(f"Most probable: **{result['label']}** ({result['probability']:.3f})")
+        if "malignant_score" in result:
+            st.markdown(f"Malignant score ({', '.join(clf.operating_point.malignant_classes)}): {result['malignant_score']:.3f}")
+        # One bar per class, in the model's class order.
+        st.bar_chart(pd.DataFrame({"probability": result["probabilities"]}), horizontal=True)
+        return
     right.image(explain.overlay(image, heatmap), caption="Grad-CAM: regions that raised the score", width="stretch")
     positive = clf.class_names[-1]
     st.markdown(

@@ -42,9 +42,11 @@ def run_predict(args) -> None:
     files = image_files(args.images)
     rows = []
     for row in _classifier(args).predict_iter(files):  # bounded batches: memory flat in folder size
-        rows.append(row)
+        rows.append(table_row(row))
         if "error" in row:
             print(f"{row['image']}: error: {row['error']}", file=sys.stderr)
+        elif "top3" in row:
+            print(f"{row['image']}: {row['label']} (top 3: {rows[-1]['top3']})")
         else:
             print(f"{row['image']}: {row['label']} (p={row['probability']:.4f}, threshold {row['threshold']:.4f})")
     results = pd.DataFrame(rows)
@@ -55,6 +57,16 @@ def run_predict(args) -> None:
         print(f"wrote {out}")
 
 
+def table_row(result: dict) -> dict:
+    """A prediction as one CSV row: a K-class model's probabilities as `probability_<class>` columns
+    (every class) and its top three as text."""
+    row = {k: v for k, v in result.items() if k not in ("probabilities", "top3")}
+    row.update({f"probability_{name}": p for name, p in result.get("probabilities", {}).items()})
+    if "top3" in result:
+        row["top3"] = "; ".join(f"{t['label']} {t['probability']:.3f}" for t in result["top3"])
+    return row
+
+
 def run_explain(args) -> None:
     from skin_cancer import explain
     from skin_cancer.serving import image_files
@@ -62,13 +74,17 @@ def run_explain(args) -> None:
     classifier = _classifier(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.class_name and args.class_name not in classifier.class_names:
+        raise DataError(f"--class {args.class_name!r} is not a class of the model: {classifier.class_names}")
     for path in image_files(args.images):
-        result, image, heatmap = explain.explain_file(classifier, path)
+        result, image, heatmap = explain.explain_file(classifier, path, args.class_name)
         if "error" in result:
             print(f"{path}: error: {result['error']}", file=sys.stderr)
             continue
         target = out / f"{Path(path).stem}_gradcam.png"
-        title = f"{Path(path).name}: {result['label']} (p={result['probability']:.3f}, threshold {result['threshold']:.3f})"
+        decided = f"threshold {result['threshold']:.3f}" if result["threshold"] is not None else "most probable class"
+        explained = f"; map of {args.class_name}" if args.class_name else ""
+        title = f"{Path(path).name}: {result['label']} (p={result['probability']:.3f}, {decided}{explained})"
         explain.save_overlay(image, heatmap, title, target)
         print(f"{path}: {result['label']} (p={result['probability']:.4f}) -> {target}")
 
@@ -134,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--tta", type=int, help="test-time views 1-8 (default: the model's own)")
     predictor.add_argument("--out", help="CSV to write (default: predictions.csv when a folder is given)")
     explainer.add_argument("--out", default="explanations", help="folder for the overlay PNGs (default: explanations)")
+    explainer.add_argument(
+        "--class", dest="class_name", help="K-class models: the class whose evidence to map (default: the predicted one)"
+    )
     app = commands.add_parser("app", help="the Streamlit web app (upload images, see predictions and Grad-CAM)")
     app.add_argument("--model", default="models/model.keras", help="initial model: a .keras file or models:/NAME@ALIAS")
     app.add_argument(

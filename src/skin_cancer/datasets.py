@@ -1,6 +1,7 @@
 """Labelled image collections in the layouts we read: a Kaggle-style folder
 (`<root>/<split>/<class>/<image>` or `<root>/<class>/<image>`) or an image folder with a metadata CSV
-(HAM10000's layout: `images/` + `HAM10000_metadata.csv` with image_id, dx, lesion_id)."""
+(HAM10000's layout: `images/` + `HAM10000_metadata.csv` with image_id, dx, lesion_id; or the ISIC
+challenge's ground truth, one-hot columns `image,MEL,NV,BCC,AKIEC,BKL,DF,VASC`)."""
 
 from __future__ import annotations
 
@@ -111,8 +112,7 @@ def _from_csv(name, root, csv: Path, images, path_column, label_column, group_co
     elif path_column not in table.columns:
         raise DataError(f"{csv}: no image column {path_column!r}; columns are {list(table.columns)}")
     label_column = _first_present(table.columns, LABEL_COLUMNS, "label", csv, label_column)
-    if label_column is None:
-        raise DataError(f"{csv}: no label column (one of {LABEL_COLUMNS}, or set label_column)")
+    labels = table[label_column] if label_column else one_hot_labels(table, csv, path_column)
     group_column = _first_present(table.columns, GROUP_COLUMNS, "group", csv, group_column)
     paths = table[path_column].map(lambda v: by_name.get(v) or (image_dir / v if (image_dir / v).is_file() else None))
     missing = table.loc[paths.isna(), path_column]
@@ -126,11 +126,32 @@ def _from_csv(name, root, csv: Path, images, path_column, label_column, group_co
             "path": paths.map(str),
             "key": paths.map(lambda p: str(p.relative_to(root))),
             "split": "all",
-            "label": table[label_column].values,
+            "label": labels.values,
             "group": table[group_column].values if group_column else None,
         }
     )
     return Dataset(name, root, frame, group_column)
+
+
+def one_hot_labels(table: pd.DataFrame, csv: Path, image_column: str) -> pd.Series:
+    """Labels of the ISIC challenge ground-truth layout, one 0/1 column per class (`image,MEL,NV,...`):
+    the lower-cased name of the column holding the 1. DataError when there is no label column of
+    either kind, or naming the first row that is not one-hot."""
+    columns = [c for c in table.columns if c != image_column and table[c].isin(["0", "1", "0.0", "1.0"]).all()]
+    if len(columns) < 2:
+        raise DataError(
+            f"{csv}: no label column (one of {LABEL_COLUMNS}, or set label_column) and no one-hot class columns "
+            "(the ISIC layout: image,MEL,NV,BCC,AKIEC,BKL,DF,VASC)"
+        )
+    values = table[columns].astype(float)
+    bad = values.index[values.sum(axis=1) != 1]
+    if len(bad):
+        row = bad[0]
+        raise DataError(
+            f"{csv}: row {row + 2} (image {table[image_column][row]!r}) is not one-hot over {columns}: "
+            f"{dict(zip(columns, values.loc[row].tolist()))}"
+        )
+    return values.idxmax(axis=1).str.lower()
 
 
 def map_labels(frame: pd.DataFrame, label_map: dict[str, str | None] | None, where: str) -> tuple[pd.DataFrame, int]:

@@ -64,14 +64,17 @@ def grad_cam(model, image: np.ndarray, class_index: int | None = None) -> tuple[
     return np.clip(heatmap, 0, 1), probability
 
 
-def explain_file(classifier, path) -> tuple[dict, np.ndarray | None, np.ndarray | None]:
+def explain_file(classifier, path, class_name: str | None = None) -> tuple[dict, np.ndarray | None, np.ndarray | None]:
     """(prediction, the image as the model sees it, Grad-CAM heatmap) of one image file, for the CLI
-    and the app alike; image and heatmap are None where the prediction carries an `error`."""
+    and the app alike; image and heatmap are None where the prediction carries an `error`. A K-class
+    model's map is of `class_name`, else of the predicted class."""
     result = classifier.predict([path])[0]
     if "error" in result:
         return result, None, None
     image = classifier.load_file(Path(path))
-    heatmap, _ = grad_cam(classifier.model, image)
+    names = classifier.class_names
+    index = names.index(class_name or result["label"]) if classifier.operating_point.multiclass else None
+    heatmap, _ = grad_cam(classifier.model, image, index)
     return result, image, heatmap
 
 

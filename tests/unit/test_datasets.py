@@ -114,3 +114,29 @@ def test_a_source_lesion_that_holds_a_copy_of_a_test_image_never_enters_training
     trained = pd.concat(read_manifest(out / f"{s}.csv") for s in ("train", "val"))
     assert not lesion_paths & set(trained.source)
     assert report["collections"]["ham"]["train"] and report["summary"]["dropped_test_lesions"] == 2
+
+
+def isic_layout(root, rows):
+    """An ISIC challenge test set: images/ + a ground-truth CSV with one-hot class columns."""
+    make = make_csv_collection(root / "made", {"mel": 2, "nv": 2}, images_per_lesion=1)
+    (root / "images").mkdir()
+    names = sorted(p.name for p in (make / "images").iterdir())
+    for i, _ in enumerate(rows):
+        shutil.copy(make / "images" / names[i], root / "images" / f"ISIC_{i:07d}.jpg")
+    shutil.rmtree(make)
+    header = "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\n"
+    lines = [f"ISIC_{i:07d}," + ",".join(str(v) for v in row) for i, row in enumerate(rows)]
+    (root / "GroundTruth.csv").write_text(header + "\n".join(lines) + "\n")
+    return root
+
+
+def test_the_isic_ground_truth_layout_reads_one_hot_columns(tmp_path):
+    root = isic_layout(tmp_path / "isic", [[1, 0, 0, 0, 0, 0, 0], [0.0, 1.0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1]])
+    frame = load_dataset("isic", root).frame.sort_values("key")
+    assert list(frame.label) == ["mel", "nv", "vasc"] and set(frame.split) == {"all"}
+
+
+def test_an_isic_row_that_is_not_one_hot_is_named(tmp_path):
+    root = isic_layout(tmp_path / "isic", [[1, 0, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0, 0]])
+    with pytest.raises(DataError, match=r"row 3 \(image 'ISIC_0000001'\) is not one-hot"):
+        load_dataset("isic", root)

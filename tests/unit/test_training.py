@@ -1,6 +1,7 @@
 """Stage functions end to end on generated images and a tiny model (seconds, no real weights)."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -285,6 +286,14 @@ def test_three_generated_classes_run_every_stage(workspace, tmp_path):
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert [t["label"] for t in result["top3"]][0] == result["label"]
     assert result["malignant_score"] == pytest.approx(result["probabilities"]["mel"])
+    from skin_cancer.cli import main as cli
+
+    assert cli(["predict", str(ham / "images"), "--out", "k.csv"]) == 0
+    table = pd.read_csv("k.csv")
+    assert {"probability_bkl", "probability_mel", "probability_nv", "top3"} <= set(table.columns) and len(table) == 72
+    assert cli(["explain", predictions.path.iloc[0], "--class", "nv", "--out", "maps"]) == 0
+    assert len(list(Path("maps").glob("*_gradcam.png"))) == 1
+    assert cli(["explain", predictions.path.iloc[0], "--class", "melanoma"]) == 1
     # Tracked: one run with the per-class metrics, and a served model that answers with every class.
     import base64
 
