@@ -313,10 +313,17 @@ def roc_points(y_true, prob) -> pd.DataFrame:
 
 
 def summary_table(metrics: dict[str, float]) -> str:
-    """A small fixed-width table for the end of the evaluate stage."""
+    """A small fixed-width table for the end of the evaluate stage; K-class sets lead with balanced
+    accuracy and macro AUC, and melanoma's sensitivity and AUC stand out."""
     keys = [
         k
         for k in (
+            "balanced_accuracy" if "macro_auc" in metrics else "accuracy",
+            "macro_auc",
+            "mel.sensitivity",
+            "mel.roc_auc",
+            "malignant.roc_auc",
+            "top_label_ece",
             "accuracy",
             "roc_auc",
             "pr_auc",
@@ -331,6 +338,7 @@ def summary_table(metrics: dict[str, float]) -> str:
         )
         if k in metrics
     ]
+    keys = list(dict.fromkeys(keys))
     keys += [k for k in metrics if k.startswith(("sensitivity_at_", "specificity_at_")) and "_ci_" not in k]
     width = max(len(k) for k in keys)
     lines = [f"{'metric':<{width}}  value   95% CI", f"{'-' * width}  ------  ---------------"]
