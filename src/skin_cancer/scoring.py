@@ -72,6 +72,9 @@ def score(cfg: Config, model, op: OperatingPoint, out: Path, figures: Path) -> d
     """Metrics of every scored set (one namespace each, validation's from the operating point), with
     tables under `out/<set>/` and figures under `figures/`; returns the metrics."""
     class_names, threshold = op.class_names, op.threshold
+    refit = [name for name, spec in cfg.evaluate.external.items() if spec.recalibration_sample]
+    if op.multiclass and refit:
+        raise DataError(f"evaluate.external.{refit[0]}.recalibration_sample: re-fitting a threshold needs a binary model")
     sets, records = scored_sets(cfg, model, op)
     metrics = {"validation": op.validation}
     bins = cfg.evaluate.calibration_bins
@@ -105,8 +108,6 @@ def score(cfg: Config, model, op: OperatingPoint, out: Path, figures: Path) -> d
             if metrics[name].get(key) is not None and op.validation.get(key) is not None:
                 metrics[name][f"{key}_shift_from_validation"] = metrics[name][key] - op.validation[key]
         size = cfg.evaluate.external[name].recalibration_sample
-        if size and (op.multiclass or sets[name][1].ndim == 2):
-            raise DataError(f"evaluate.external.{name}.recalibration_sample: re-fitting a threshold needs a binary model")
         if size:
             frame, prob = sets[name]
             new, rest, rest_prob = recalibrated_set(frame, prob, size, cfg, threshold)

@@ -143,6 +143,32 @@ def trainable_model(cfg: Config, classifier: keras.Model) -> keras.Model:
     return classifier
 
 
+def train_phase(
+    cfg: Config,
+    classifier: keras.Model,
+    phase: PhaseConfig,
+    name: str,
+    prepared_dir: Path,
+    features_dir: Path,
+    first_epoch: int = 0,
+) -> list[dict]:
+    """One training phase of `classifier` (the head, or fine-tuning once unfrozen) on the prepared
+    data, with `train.class_weight` over its classes; returns one row of metrics per epoch."""
+    units = classifier.output_shape[-1]
+    n_classes = 2 if units == 1 else units
+    train_ds, val_ds = datasets(cfg, prepared_dir, features_dir, units)
+    return fit_phase(
+        trainable_model(cfg, classifier),
+        train_ds,
+        val_ds,
+        phase,
+        restore_best=cfg.train.restore_best,
+        first_epoch=first_epoch,
+        name=name,
+        class_weight=training_class_weights(cfg, prepared_dir, n_classes),
+    )
+
+
 def history_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(
         rows, columns=None if rows else ["epoch", "phase", "loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"]

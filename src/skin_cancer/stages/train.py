@@ -5,15 +5,7 @@ from skin_cancer.config import Config
 from skin_cancer.io import atomic_path, read_json
 from skin_cancer.model import build_classifier, output_units, trainable_summary
 from skin_cancer.stages import run_stage
-from skin_cancer.training import (
-    datasets,
-    fit_phase,
-    history_frame,
-    seed_everything,
-    trainable_model,
-    training_class_weights,
-    training_seed,
-)
+from skin_cancer.training import history_frame, seed_everything, train_phase, training_seed
 
 
 def main(cfg: Config) -> None:
@@ -21,13 +13,8 @@ def main(cfg: Config) -> None:
     report = read_json(paths.PREPARE_REPORT)
     units = output_units(report["class_names"], report["positive_class"])
     classifier = build_classifier(cfg.model, cfg.data.image_size, units)
-    model = trainable_model(cfg, classifier)
-    train_ds, val_ds = datasets(cfg, paths.PREPARED, paths.FEATURES, units)
-    weights = training_class_weights(cfg, paths.PREPARED, len(report["class_names"]))
-    rows = fit_phase(
-        model, train_ds, val_ds, cfg.train.head, restore_best=cfg.train.restore_best, name="head", class_weight=weights
-    )
-    print(f"train: {trainable_summary(model)}")
+    rows = train_phase(cfg, classifier, cfg.train.head, "head", paths.PREPARED, paths.FEATURES)
+    print(f"train: {trainable_summary(classifier)}")
     with atomic_path(paths.HEAD_MODEL) as tmp:
         classifier.save(tmp)
     with atomic_path(paths.TRAIN_HISTORY) as tmp:
