@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 SPLITS = ("train", "test")
+PRIMARY = "data"  # the collection name of the data itself; data.sources entries go by their own names
 MANIFEST_SPLITS = ("train", "val", "test")
 LAYOUT = "<root>/train/<class>/<images> and <root>/test/<class>/<images>"
 # Formats tf.io.decode_image reads; any other format, or any non-RGB mode, is converted to PNG.
@@ -43,7 +44,7 @@ class ImageRecord:
     mode: str
     format: str
     key: str = ""  # path relative to the data root: how the audit names the image
-    collection: str = "data"  # "data", or the name of the data.sources entry it comes from
+    collection: str = PRIMARY  # or the name of the data.sources entry it comes from
     phash: str = ""
     copy_cluster: int = -1  # images that are copies of each other (audit)
     group: int = -1  # copies plus same-lesion / same-patient images; never straddles train and validation
@@ -208,6 +209,14 @@ def attach_audit(records: list[ImageRecord], audit_images: pd.DataFrame) -> None
         record.found_in = row.found_in if isinstance(row.found_in, str) else ""
 
 
+def mark_leaks(test: list[ImageRecord], training: list[ImageRecord]) -> None:
+    """Set each test record's `leak`: "copy" when a training record is a copy of it, "group" when one
+    shares its group (lesion) without being a copy, "" otherwise (the clean test subset)."""
+    clusters, groups = {r.copy_cluster for r in training}, {r.group for r in training}
+    for record in test:
+        record.leak = "copy" if record.copy_cluster in clusters else "group" if record.group in groups else ""
+
+
 def training_pool(records: list[ImageRecord], drop_test_duplicates: bool) -> tuple[list[ImageRecord], list[dict]]:
     """(train/val candidates, dropped with reasons). A training image that copies a test image is
     dropped (`drop_test_duplicates`); so is one from a collection that names its lesions (a group
@@ -273,6 +282,10 @@ def prepare(
     for label in classes:
         if not any(r.label == label for r in train_pool):
             raise DataError(f"class {label!r} has no usable training image in {dataset.root}")
+    # Leaks: what the data's own training folder shares with a test image (dropped copies included,
+    # as the audit counts them), plus what the sources still bring in after the drops.
+    kept = {id(r) for r in train_pool}
+    mark_leaks(test, [r for r in records if r.split == "train" and (r.collection == PRIMARY or id(r) in kept)])
     train, val = split_train_val(train_pool, val_fraction, seed)
     for record in val:
         record.split = "val"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from skin_cancer.data import DataError, scan_layout
+from skin_cancer.data import PRIMARY, DataError, scan_layout
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 LABEL_COLUMNS = ("label", "dx", "diagnosis", "class", "target")
@@ -213,9 +213,6 @@ def from_spec(name: str, spec, data, where: str) -> tuple[Dataset, int]:
     """The collection a config DatasetSpec at key `where` describes (relative roots from the project
     root), cut by `data.test_fraction` / `data.test_seed`; and how many images its label map left out."""
     return collection(name, spec, test_fraction=data.test_fraction, test_seed=data.test_seed, where=where)
-
-
-PRIMARY = "data"
 
 
 def other_collections(cfg) -> dict:

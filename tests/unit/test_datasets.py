@@ -114,6 +114,9 @@ def test_a_source_lesion_that_holds_a_copy_of_a_test_image_never_enters_training
     trained = pd.concat(read_manifest(out / f"{s}.csv") for s in ("train", "val"))
     assert not lesion_paths & set(trained.source)
     assert report["collections"]["ham"]["train"] and report["summary"]["dropped_test_lesions"] == 2
+    # Its lesion is out of training, so the test image counts as clean: a leak is what training holds.
+    test = read_manifest(out / "test.csv")
+    assert test.leak[test.source.str.endswith("copy_from_ham.jpg")].tolist() == [""]
 
 
 def isic_layout(root, rows):
