@@ -189,10 +189,10 @@ def cut_test_split(frame: pd.DataFrame, fraction: float, seed: int, where: str) 
     return frame.assign(split=split)
 
 
-def collection(name: str, spec, *, test_fraction: float, test_seed: int, where: str) -> tuple[Dataset, int]:
+def collection(name: str, spec, *, test_fraction: float, test_seed: int, where: str, cut: bool) -> tuple[Dataset, int]:
     """A collection from a config entry (DatasetSpec or the data config): loaded, cut into train/test
-    where it has no split folders, labels mapped and, where `spec.split` says so, only its test part.
-    Returns (dataset, images left out by the label map)."""
+    where it has no split folders and `cut` or `spec.split` asks for parts, labels mapped and, where
+    `spec.split` says so, only its test part. Returns (dataset, images left out by the label map)."""
     from skin_cancer.config import resolve_from_project
 
     dataset = load_dataset(
@@ -201,7 +201,7 @@ def collection(name: str, spec, *, test_fraction: float, test_seed: int, where: 
         **{key: getattr(spec, key, None) for key in ("csv", "images", "path_column", "label_column", "group_column")},
     )
     frame = dataset.frame
-    if (frame.split == "all").all():
+    if (frame.split == "all").all() and (cut or getattr(spec, "split", None)):
         frame = cut_test_split(frame, test_fraction, test_seed, where)
     if getattr(spec, "split", None):
         frame = frame[frame.split == spec.split].reset_index(drop=True)
@@ -209,10 +209,11 @@ def collection(name: str, spec, *, test_fraction: float, test_seed: int, where: 
     return dataset, unmapped
 
 
-def from_spec(name: str, spec, data, where: str) -> tuple[Dataset, int]:
+def from_spec(name: str, spec, data, where: str, cut: bool = False) -> tuple[Dataset, int]:
     """The collection a config DatasetSpec at key `where` describes (relative roots from the project
-    root), cut by `data.test_fraction` / `data.test_seed`; and how many images its label map left out."""
-    return collection(name, spec, test_fraction=data.test_fraction, test_seed=data.test_seed, where=where)
+    root), cut by `data.test_fraction` / `data.test_seed` where `cut` or its `split` needs parts; and
+    how many images its label map left out."""
+    return collection(name, spec, test_fraction=data.test_fraction, test_seed=data.test_seed, where=where, cut=cut)
 
 
 def other_collections(cfg) -> dict:
@@ -228,10 +229,10 @@ def training_collections(data) -> Dataset:
     """The data (config `data`) and the training part of each of its `sources` as one collection.
     Column `collection` names where an image comes from ("data" or the source's name); a source's
     keys and groups are prefixed with its name so that they cannot collide with the data's."""
-    primary, _ = from_spec(PRIMARY, data, data, "data")
+    primary, _ = from_spec(PRIMARY, data, data, "data", cut=True)
     frames = [limit_per_class(primary.frame, data.per_class_limit).assign(collection=PRIMARY)]
     for name, spec in data.sources.items():
-        source, _ = from_spec(name, spec, data, f"data.sources.{name}")
+        source, _ = from_spec(name, spec, data, f"data.sources.{name}", cut=True)
         frame = limit_per_class(source.frame[source.frame.split == "train"], spec.per_class_limit)
         frames.append(
             frame.assign(

@@ -192,7 +192,7 @@ def test_a_small_seven_class_run_on_real_ham10000(project, shared_weights):
     MLflow run with per-class metrics and the 7 x 7 confusion matrix, DVC metrics and plots."""
     small = ["data.per_class_limit=10", "train.feature_views=2", "train.head.epochs=1", "train.finetune.epochs=1"]
     small += ["train.finetune.warmup_epochs=0", "evaluate.external.ham10000.per_class_limit=10"]
-    small += ["evaluate.external.kaggle.per_class_limit=10"]
+    small += ["+evaluate.external.kaggle.per_class_limit=10"]
     sh("dvc", "exp", "run", "-S", "experiment=ham10000", *[arg for s in small for arg in ("-S", s)], cwd=project, timeout=1200)
     _, runs = mlflow_runs(project)
     run = next(r for r in runs if r.data.tags.get("recipe") == "ham10000")
