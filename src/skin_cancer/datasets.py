@@ -189,10 +189,11 @@ def cut_test_split(frame: pd.DataFrame, fraction: float, seed: int, where: str) 
     return frame.assign(split=split)
 
 
-def collection(name: str, spec, *, test_fraction: float, test_seed: int, where: str, cut: bool) -> tuple[Dataset, int]:
-    """A collection from a config entry (DatasetSpec or the data config): loaded, cut into train/test
-    where it has no split folders and `cut` or `spec.split` asks for parts, labels mapped and, where
-    `spec.split` says so, only its test part. Returns (dataset, images left out by the label map)."""
+def from_spec(name: str, spec, data, where: str, cut: bool = False) -> tuple[Dataset, int]:
+    """The collection a config entry at key `where` describes (a DatasetSpec or the data config;
+    relative roots from the project root): loaded; cut into train/test by `data.test_fraction` /
+    `data.test_seed` where it has no split folders and `cut` or `spec.split` asks for parts; labels
+    mapped; only its test part where `spec.split` says so. Returns (dataset, images the label map left out)."""
     from skin_cancer.config import resolve_from_project
 
     dataset = load_dataset(
@@ -200,20 +201,13 @@ def collection(name: str, spec, *, test_fraction: float, test_seed: int, where: 
         resolve_from_project(spec.root),
         **{key: getattr(spec, key, None) for key in ("csv", "images", "path_column", "label_column", "group_column")},
     )
-    frame = dataset.frame
-    if (frame.split == "all").all() and (cut or getattr(spec, "split", None)):
-        frame = cut_test_split(frame, test_fraction, test_seed, where)
-    if getattr(spec, "split", None):
-        frame = frame[frame.split == spec.split].reset_index(drop=True)
+    frame, split = dataset.frame, getattr(spec, "split", None)
+    if (frame.split == "all").all() and (cut or split):
+        frame = cut_test_split(frame, data.test_fraction, data.test_seed, where)
+    if split:
+        frame = frame[frame.split == split].reset_index(drop=True)
     dataset.frame, unmapped = map_labels(frame, spec.label_map, f"{where}.label_map")
     return dataset, unmapped
-
-
-def from_spec(name: str, spec, data, where: str, cut: bool = False) -> tuple[Dataset, int]:
-    """The collection a config DatasetSpec at key `where` describes (relative roots from the project
-    root), cut by `data.test_fraction` / `data.test_seed` where `cut` or its `split` needs parts; and
-    how many images its label map left out."""
-    return collection(name, spec, test_fraction=data.test_fraction, test_seed=data.test_seed, where=where, cut=cut)
 
 
 def other_collections(cfg) -> dict:

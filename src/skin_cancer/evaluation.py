@@ -155,15 +155,16 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of `statistic(y_true, prob)` (seeded), resampling
     `groups` (lesions, copy clusters) with replacement where given, else images; resamples that
-    lack a class are redrawn."""
+    lack a class of the set are redrawn. `prob`: (n,) binary or (n, K) class probabilities."""
     y_true = np.asarray(y_true).astype(int)
     prob = np.asarray(prob, dtype=float)
+    present = len(np.unique(y_true))
     draw = group_sampler(np.arange(len(y_true)) if groups is None else np.asarray(groups))
     rng = np.random.default_rng(seed)
     values = []
     while len(values) < n_resamples:
         idx = draw(rng)
-        if 0 < y_true[idx].sum() < len(idx):
+        if len(np.unique(y_true[idx])) == present:
             values.append(statistic(y_true[idx], prob[idx]))
     low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import sklearn.metrics as skm
 
-from skin_cancer.evaluation import group_sampler
+from skin_cancer.evaluation import bootstrap_ci
 
 
 def predicted(prob) -> np.ndarray:
@@ -78,22 +78,6 @@ def malignant_score(prob, classes: list[str], malignant: list[str]) -> np.ndarra
     if unknown:
         raise ValueError(f"malignant classes {unknown} are not classes of the model {classes}")
     return np.asarray(prob)[:, [classes.index(c) for c in malignant]].sum(axis=1)
-
-
-def bootstrap_ci(y_true, prob, statistic, *, n_resamples: int, seed: int, groups=None, level: float = 0.95):
-    """Percentile interval of `statistic(y, prob)` over seeded resamples of `groups` (lesions) or
-    images; a resample missing a class present in the set is redrawn."""
-    y_true, prob = np.asarray(y_true), np.asarray(prob)
-    present = len(np.unique(y_true))
-    draw = group_sampler(np.arange(len(y_true)) if groups is None else np.asarray(groups))
-    rng = np.random.default_rng(seed)
-    values = []
-    while len(values) < n_resamples:
-        idx = draw(rng)
-        if len(np.unique(y_true[idx])) == present:
-            values.append(statistic(y_true[idx], prob[idx]))
-    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
 
 
 def multiclass_metrics(

@@ -6,6 +6,7 @@ import pytest
 import sklearn.metrics as skm
 
 from skin_cancer import multiclass as mc
+from skin_cancer.evaluation import bootstrap_ci
 
 CLASSES = ["bcc", "mel", "nv"]
 # Rows: true classes bcc, bcc, mel, mel, mel, nv, nv, nv, nv, nv.
@@ -84,8 +85,8 @@ def test_set_metrics_are_flat_with_lesion_intervals_that_bracket_the_estimate():
     for key in ("balanced_accuracy", "macro_auc"):
         assert metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"]
     assert metrics["n_images"] == 300 and {"mel.sensitivity", "nv.roc_auc", "bcc.f1"} <= set(metrics)
-    images = mc.bootstrap_ci(y, prob, mc.balanced_accuracy, n_resamples=300, seed=0)
-    lesions = mc.bootstrap_ci(y, prob, mc.balanced_accuracy, n_resamples=300, seed=0, groups=groups)
+    images = bootstrap_ci(y, prob, mc.balanced_accuracy, n_resamples=300, seed=0)
+    lesions = bootstrap_ci(y, prob, mc.balanced_accuracy, n_resamples=300, seed=0, groups=groups)
     assert images != lesions
 
 
