@@ -6,7 +6,7 @@ KERAS_HOME ?= $(HOME)/.keras
 WEIGHTS ?= ../shared/weights
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup weights browser pipeline lint test test-fast bench
+.PHONY: setup weights browser pipeline lint test test-fast bench tracking-server
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ browser:
 pipeline: setup
 	@if [ -n "$(DATA)" ]; then skin-cancer compose data.root=$(DATA); fi
 	dvc repro
+
+# A shared MLflow server on PostgreSQL, on loopback (docs/scaling-out.md); stop: scripts/tracking-server stop .tracking
+tracking-server: setup
+	scripts/tracking-server start .tracking 5000
 
 lint: setup
 	ruff check .

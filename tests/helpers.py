@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -138,3 +139,87 @@ def post_json(url: str, payload: dict):
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
+
+
+def _script(name: str, *args: str, timeout: int = 600) -> str:
+    """Run one of the project's service scripts (scripts/); its last output line."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run([str(ROOT / "scripts" / name), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    if result.returncode != 0:
+        pytest.fail(f"scripts/{name} {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+
+
+@contextlib.contextmanager
+def tracking_server():
+    """The project's shared tracking server (scripts/tracking-server): `mlflow server` on a PostgreSQL
+    store with proxied artifacts, on a free loopback port; yields (URI, PostgreSQL URL). Its folder is
+    outside pytest's private temp folder, which the `postgres` user cannot enter."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="skin-cancer-tracking-")
+    port = free_port()
+    try:
+        uri = _script("tracking-server", "start", folder, str(port))
+        yield uri, f"postgresql://mlflow@127.0.0.1:{port + 1}/mlflow"
+    finally:
+        _script("tracking-server", "stop", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def slurm_cluster(folder: Path):
+    """The project's single-node SLURM cluster on loopback (scripts/slurm-cluster); yields SLURM_CONF."""
+    if os.geteuid() != 0:
+        pytest.skip("a SLURM cluster is started as root (CI runs as root)")
+    try:
+        yield _script("slurm-cluster", "start", str(folder))
+    finally:
+        _script("slurm-cluster", "stop", str(folder))
+
+
+def exhaustive_copies(query, reference=None, *, candidate_distance=10, min_correlation=0.97, block=1024):
+    """The audit's copy search as it was before its hash index: every query hash against every
+    reference hash (quadratic). The reference that the indexed search must equal exactly."""
+    from skin_cancer.audit import TRANSFORMS, _standardise, dihedral, perceptual_hash
+
+    same = reference is None
+    reference = query if same else reference
+    ref_ok = reference.readable
+    ref_hash = np.where(ref_ok, perceptual_hash(reference.thumbs), 0)
+    ref_std = _standardise(reference.thumbs)
+    found = []
+    for transform in range(len(TRANSFORMS)):
+        turned = dihedral(query.thumbs, transform)
+        hashes = perceptual_hash(turned)
+        for start in range(0, len(hashes), block):
+            distances = np.bitwise_count(hashes[start : start + block, None] ^ ref_hash[None, :])
+            a, b = np.nonzero(distances <= candidate_distance)
+            keep = query.readable[a + start] & ref_ok[b]
+            if same:
+                keep &= (a + start) != b
+            a, b = a[keep], b[keep]
+            if not len(a):
+                continue
+            correlation = (_standardise(turned[a + start]) * ref_std[b]).mean(axis=1)
+            match = correlation >= min_correlation
+            found.append(
+                pd.DataFrame(
+                    {
+                        "a": a[match] + start,
+                        "b": b[match],
+                        "hamming": distances[a[match], b[match]].astype(int),
+                        "correlation": correlation[match].round(4),
+                        "transform": transform,
+                    }
+                )
+            )
+    pairs = pd.concat(found, ignore_index=True)
+    if same:
+        pairs = pairs[pairs.a < pairs.b]
+    pairs = pairs.sort_values(["a", "b", "hamming", "correlation"], ascending=[True, True, True, False])
+    pairs = pairs.drop_duplicates(["a", "b"]).reset_index(drop=True)
+    pairs["transform"] = [TRANSFORMS[t] for t in pairs["transform"]]
+    pairs["exact"] = [query.sha256[a] == reference.sha256[b] for a, b in zip(pairs.a, pairs.b)]
+    return pairs

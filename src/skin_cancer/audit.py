@@ -2,8 +2,9 @@
 (provenance), groups (lesion / patient ids) carried over from those datasets, and the test images
 that leak into training through a copy or a same-group twin.
 
-Matching is two-step and vectorised: a candidate pair has 64-bit DCT perceptual hashes within
-`candidate_distance` bits in any of the 8 flips / 90-degree rotations of the query image; a
+Matching is two-step: a candidate pair has 64-bit DCT perceptual hashes within `candidate_distance`
+bits in any of the 8 flips / 90-degree rotations of the query image (found exactly through a
+multi-index hash, not by comparing every pair); a
 candidate is a copy when the aligned 32x32 grayscale thumbnails correlate at `min_correlation` or
 more. On dermoscopy the hash alone is not enough: different small lesions centred on pale skin
 share hashes, but not thumbnails."""
@@ -94,47 +95,76 @@ def _standardise(thumbs: np.ndarray) -> np.ndarray:
     return (flat - flat.mean(1, keepdims=True)) / (flat.std(1, keepdims=True) + 1e-6)
 
 
+def _hash_bytes(hashes: np.ndarray) -> np.ndarray:
+    """64-bit hashes as the (n, 8) uint8 codes of faiss' binary indexes."""
+    return np.ascontiguousarray(hashes.astype(">u8")).view(np.uint8).reshape(-1, 8)
+
+
+def hash_index(hashes: np.ndarray, max_distance: int):
+    """An exact index for every hash within `max_distance` bits: faiss' multi-index hashing, four tables
+    of 16 bits, each probed with up to max_distance // 4 flipped bits. By the pigeonhole principle a
+    pair within max_distance bits differs in at most that many bits in one of the four parts, so no
+    pair is missed, and the time grows with the pairs found rather than with the square of the
+    collection (docs/scaling-out.md has the benchmark). Beyond 15 bits the probes would outnumber
+    the hashes of most collections: faiss then compares every pair (exact too)."""
+    import faiss
+
+    if max_distance // 4 > 3:
+        index = faiss.IndexBinaryFlat(64)
+    else:
+        index = faiss.IndexBinaryMultiHash(64, 4, 16)
+        index.nflip = max_distance // 4
+    index.add(_hash_bytes(hashes))
+    return index
+
+
+def near_hashes(index, hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query, indexed, distance) of every pair within `max_distance` bits, by query then indexed position."""
+    limits, distances, ids = index.range_search(_hash_bytes(hashes), max_distance + 1)  # faiss: distance < radius
+    query = np.repeat(np.arange(len(hashes)), np.diff(limits.astype(np.int64)))
+    order = np.lexsort((ids, query))
+    return query[order], ids[order], distances[order]
+
+
 def find_copies(
     query: Fingerprints,
     reference: Fingerprints | None = None,
     *,
     candidate_distance: int = 10,
     min_correlation: float = 0.97,
-    block: int = 1024,
+    block: int = 262_144,
 ) -> pd.DataFrame:
     """Copies of query images among reference images (or among the query images themselves when
     `reference` is None, each pair once with a < b).
 
     Returns columns a (query index), b (reference index), hamming (hash distance), correlation
     (of the aligned thumbnails), transform (how a was flipped / turned to match b) and exact
-    (same file bytes).
+    (same file bytes). Candidates are checked `block` pairs at a time, which bounds memory.
     """
     same = reference is None
     reference = query if same else reference
-    ref_ok = reference.readable
-    ref_hash = np.where(ref_ok, perceptual_hash(reference.thumbs), 0)
+    readable = np.flatnonzero(reference.readable)
+    index = hash_index(perceptual_hash(reference.thumbs[readable]), candidate_distance)
     ref_std = _standardise(reference.thumbs)
     found = []
     for transform in range(len(TRANSFORMS)):
         turned = dihedral(query.thumbs, transform)
-        hashes = perceptual_hash(turned)
-        for start in range(0, len(hashes), block):
-            distances = np.bitwise_count(hashes[start : start + block, None] ^ ref_hash[None, :])
-            a, b = np.nonzero(distances <= candidate_distance)
-            keep = query.readable[a + start] & ref_ok[b]
-            if same:
-                keep &= (a + start) != b
-            a, b = a[keep], b[keep]
-            if not len(a):
-                continue
-            correlation = (_standardise(turned[a + start]) * ref_std[b]).mean(axis=1)
+        turned_std = _standardise(turned)
+        asking = np.flatnonzero(query.readable)
+        a, b, distances = near_hashes(index, perceptual_hash(turned[asking]), candidate_distance)
+        a, b = asking[a], readable[b]
+        if same:
+            a, b, distances = a[a != b], b[a != b], distances[a != b]
+        for start in range(0, len(a), block):
+            pa, pb = a[start : start + block], b[start : start + block]
+            correlation = (turned_std[pa] * ref_std[pb]).mean(axis=1)
             match = correlation >= min_correlation
             found.append(
                 pd.DataFrame(
                     {
-                        "a": a[match] + start,
-                        "b": b[match],
-                        "hamming": distances[a[match], b[match]],
+                        "a": pa[match],
+                        "b": pb[match],
+                        "hamming": distances[start : start + block][match].astype(int),
                         "correlation": correlation[match].round(4),
                         "transform": transform,
                     }

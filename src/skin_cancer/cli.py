@@ -121,6 +121,11 @@ def run_app(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sweep"]:  # Hydra's own command line: -m, hydra/launcher=..., --help
+        from skin_cancer.sweep import main as sweep
+
+        return sweep(argv[1:])
     parser = argparse.ArgumentParser(prog="skin-cancer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     composer = commands.add_parser(
@@ -152,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     explainer.add_argument("--out", default="explanations", help="folder for the overlay PNGs (default: explanations)")
     explainer.add_argument(
         "--class", dest="class_name", help="K-class models: the class whose evidence to map (default: the predicted one)"
+    )
+    commands.add_parser(
+        "sweep",
+        help="Hydra multirun: each job a DVC experiment, one MLflow group (skin-cancer sweep --help; docs/scaling-out.md)",
     )
     app = commands.add_parser("app", help="the Streamlit web app (upload images, see predictions and Grad-CAM)")
     app.add_argument("--model", default="models/model.keras", help="initial model: a .keras file or models:/NAME@ALIAS")

@@ -57,3 +57,19 @@ def ensure_experiment(client, name: str, uri: str) -> str:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # a concurrent writer created it first
         return client.get_experiment_by_name(name).experiment_id
+
+
+def check_reachable(uri: str, timeout: float = 10.0) -> None:
+    """Raise ConnectionError naming the URI when a tracking server does not answer its health check,
+    so that a run fails before training rather than after it."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ConnectionError(f"tracking server {uri} does not answer: {reason}") from None

@@ -20,7 +20,7 @@ from skin_cancer.io import read_json
 from skin_cancer.operating_point import OperatingPoint
 from skin_cancer.registry import register_model
 from skin_cancer.serving import serving_model, serving_signature
-from skin_cancer.store import ensure_experiment, store_lock, tracking_uri
+from skin_cancer.store import check_reachable, ensure_experiment, store_lock, tracking_uri
 
 GROUP_TAG = "sweep.group"
 
@@ -153,7 +153,8 @@ def run_name(cfg: Config) -> str:
         base = flatten(to_dict(validate(compose(experiment))))
     except Exception:  # no conf/ here, or a recipe that is no experiment file: Hydra's errors vary
         return cfg.recipe
-    changed = [f"{k}={v}" for k, v in flatten(to_dict(cfg)).items() if base.get(k, v) != v]
+    # tracking.* says where a run goes, not what it is
+    changed = [f"{k}={v}" for k, v in flatten(to_dict(cfg)).items() if base.get(k, v) != v and not k.startswith("tracking.")]
     return f"{cfg.recipe}: {', '.join(changed)}" if changed else cfg.recipe
 
 
@@ -243,3 +244,53 @@ def log_pipeline_run(cfg: Config) -> dict:
             }
             logged["registry"] = register_model(client, run.info.run_id, cfg.tracking, numbers, comparable)
         return logged
+
+
+def _group_parent(cfg: TrackingConfig):
+    """(client, experiment id, parent run id) of the configured sweep group."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(cfg)
+    check_reachable(uri)
+    with store_lock(uri):
+        client = MlflowClient(uri)
+        experiment_id = ensure_experiment(client, cfg.experiment_name, uri)
+        return client, experiment_id, parent_run(client, experiment_id, cfg.run_group)
+
+
+def log_failed_job(cfg: Config, name: str, overrides: list[str], log: Path, started: float) -> str:
+    """A run marked FAILED for a sweep job whose experiment failed: its overrides, group and log."""
+    from mlflow.entities import Param
+
+    client, experiment_id, parent = _group_parent(cfg.tracking)
+    tags = {GROUP_TAG: cfg.tracking.run_group, "mlflow.parentRunId": parent, "dvc.exp_name": name, "recipe": cfg.recipe}
+    tags["sweep.overrides"] = " ".join(overrides)
+    run = client.create_run(experiment_id, start_time=int(started * 1000), run_name=f"{name} (failed)", tags=tags)
+    params = [Param(k, str(v)) for k, v in flatten(to_dict(cfg)).items()]
+    client.log_batch(run.info.run_id, params=params)
+    client.log_artifact(run.info.run_id, str(log))
+    client.set_terminated(run.info.run_id, status="FAILED")
+    return run.info.run_id
+
+
+def experiment_metric(cfg: TrackingConfig, exp_name: str, metric: str) -> float:
+    """A metric of the run that the `track` stage logged inside DVC experiment `exp_name`."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(cfg)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(cfg.experiment_name)
+    query = f"tags.`dvc.exp_name` = '{exp_name}'"
+    runs = client.search_runs([experiment.experiment_id], filter_string=query) if experiment else []
+    if not runs or metric not in runs[0].data.metrics:
+        raise LookupError(f"no MLflow run with {metric} for DVC experiment {exp_name} in {uri}")
+    return runs[0].data.metrics[metric]
+
+
+def record_best_trial(cfg: TrackingConfig, overrides: str, value: float, results: Path) -> None:
+    """The best trial of a search (its overrides and validation value) as tags and an artifact of
+    the sweep's parent run."""
+    client, _, parent = _group_parent(cfg)
+    client.set_tag(parent, "sweep.best_overrides", overrides)
+    client.set_tag(parent, "sweep.best_value", str(value))
+    client.log_artifact(parent, str(results))

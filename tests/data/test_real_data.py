@@ -5,7 +5,7 @@ import pytest
 
 from skin_cancer import audit as au
 from skin_cancer.datasets import from_spec, load_dataset, training_collections
-from tests.helpers import SHARED
+from tests.helpers import SHARED, exhaustive_copies
 
 KAGGLE = SHARED / "data" / "skin-cancer-mvb"
 HAM = SHARED / "data" / "ham10000"
@@ -45,6 +45,22 @@ def test_real_kaggle_against_ham10000():
     assert ["train/malignant/768.jpg", "train/malignant/769.jpg"] in [
         c["images"] for c in result.report["duplicate_clusters"] if c["exact"]
     ]
+
+
+@pytest.mark.slow
+def test_the_indexed_copy_search_finds_exactly_the_pairs_of_comparing_every_pair():
+    """On the real Kaggle and HAM10000 images, within each and across: the multi-index hash misses no
+    pair, adds none, and reports the same distances, correlations and transforms."""
+    import pandas as pd
+
+    if not (KAGGLE.is_dir() and HAM.is_dir()):
+        pytest.fail("../shared/data/skin-cancer-mvb and ../shared/data/ham10000 are needed")
+    kaggle = au.fingerprint(sorted(str(p) for p in KAGGLE.rglob("*.jpg")), 2)
+    ham = au.fingerprint(sorted(str(p) for p in (HAM / "images").glob("*.jpg")), 2)
+    for query, reference in ((kaggle, None), (kaggle, ham), (ham, None)):
+        indexed = au.find_copies(query, reference)
+        assert len(indexed) > 100
+        pd.testing.assert_frame_equal(indexed, exhaustive_copies(query, reference))
 
 
 def test_ham10000_test_lesions_are_one_set_wherever_the_collection_is_used(compose):

@@ -7,13 +7,13 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import ROOT, SHARED
+from tests.helpers import ROOT, SHARED, runs, slurm_cluster, tracking_server
 
 KAGGLE = SHARED / "data" / "skin-cancer-mvb"
 # The default config's data roots (relative, ../shared/data/...) stay as they are: the project copy
@@ -37,7 +37,9 @@ train:
 pytestmark = pytest.mark.slow
 
 
-def sh(*args, cwd, check=True, timeout=900):
+def sh(*args, cwd, check=True, timeout=900, extra_env=None):
+    """Run a command as a user would: no variables of an enclosing DVC run or tracking server, unless
+    given in `extra_env`."""
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -46,8 +48,9 @@ def sh(*args, cwd, check=True, timeout=900):
         "GIT_COMMITTER_NAME": "e2e",
         "GIT_COMMITTER_EMAIL": "e2e@localhost",
     }
-    for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+    for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "SLURM_CONF"):
         env.pop(key, None)
+    env.update(extra_env or {})
     result = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -154,37 +157,124 @@ def test_changing_the_head_dropout_reruns_from_train_not_prepare(project, shared
     ran = set(re.findall(r"Running stage '(\w+)'", log))
     assert ran == {"sources", "train", "finetune", "calibrate", "evaluate", "report", "track"}
     assert len(mlflow_runs(project)[1]) == 2
-    sh("git", "checkout", "params.yaml", cwd=project)
+    sh("git", "checkout", "--", ".", cwd=project)  # params.yaml, dvc.lock, reports/metrics.json
     sh("dvc", "checkout", cwd=project)
 
 
-def test_the_readmes_sweep_lands_every_run_grouped(project, shared_weights):
-    """The README's sweep, word for word, on the default (relative) data roots."""
-    before = {r.info.run_id for r in mlflow_runs(project)[1]}
-    sh("dvc", "exp", "run", "--queue", "-S", "model.dropout=0.2,0.4", "-S", "train.head.lr=0.001,0.0001", cwd=project)
-    sh("dvc", "queue", "start", "-j", "2", cwd=project)
-    deadline = time.time() + 900
-    while time.time() < deadline:
-        status = sh("dvc", "queue", "status", cwd=project)
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
-        time.sleep(5)
-    assert "Success" in status and "Failed" not in status, status + sh("dvc", "queue", "logs", "--help", cwd=project, check=False)
-    client, runs = mlflow_runs(project)
-    new = [r for r in runs if r.info.run_id not in before]
-    children = [r for r in new if r.data.tags.get("sweep.parent") != "true"]
-    parents = [r for r in new if r.data.tags.get("sweep.parent") == "true"]
+def test_a_dvc_remote_restores_a_run_in_a_fresh_clone(project, shared_weights):
+    """The documented remote (a folder beside the project): `dvc push`, then a fresh clone's `dvc pull`
+    restores features, models, metrics and reports, and `dvc repro` recomputes nothing (the
+    `sources` stage, which always runs, only re-reads the data's fingerprints)."""
+    sh("dvc", "remote", "add", "-d", "storage", "../dvc-storage", cwd=project)
+    sh("git", "commit", "-qam", "remote", cwd=project)
+    sh("dvc", "push", cwd=project)
+    clone = project.parent / "clone"
+    sh("git", "clone", "-q", str(project), str(clone), cwd=project.parent)
+    sh("dvc", "pull", cwd=clone)
+    for output in ("data/features", "models/model.keras", "reports/metrics.json", "reports/model_report.md"):
+        assert (clone / output).exists(), output
+    log = sh("dvc", "repro", cwd=clone)
+    assert re.findall(r"Running stage '(\w+)'", log) == ["sources"], log[-3000:]
+    assert not (clone / "mlruns" / "mlflow.db").exists()  # nothing re-ran, so nothing was logged
+
+
+def sweep(project, *args, env=None, check=True, timeout=1500):
+    """`skin-cancer sweep ...` in the project, with `env` added to a user's environment."""
+    return sh("skin-cancer", "sweep", *args, cwd=project, check=check, timeout=timeout, extra_env=env)
+
+
+def experiment_names(project) -> set[str]:
+    return set(filter(None, sh("dvc", "exp", "ls", "--name-only", cwd=project).split()))
+
+
+def group_runs(uri, group):
+    _, found = runs(uri)
+    mine = [r for r in found if r.data.tags.get("sweep.group") == group]
+    parents = [r for r in mine if r.data.tags.get("sweep.parent") == "true"]
+    return parents, [r for r in mine if r.data.tags.get("sweep.parent") != "true"]
+
+
+@pytest.fixture(scope="module")
+def server(project):
+    """The project's shared tracking server: mlflow server on PostgreSQL, proxied artifacts."""
+    with tracking_server() as (uri, database):
+        yield uri, database
+
+
+def test_the_readmes_sweep_on_the_postgresql_tracking_server(project, server, shared_weights):
+    """The README's sweep, word for word, against the PostgreSQL-backed server: four DVC experiments in
+    temporary copies, two at a time, four complete runs under one parent, all rows in PostgreSQL."""
+    import psycopg
+
+    uri, database = server
+    before = experiment_names(project)
+    out = sweep(project, "sweep=grid", env={"MLFLOW_TRACKING_URI": uri})
+    group = re.search(r"tracking.run_group=(sweep-[\d-]+)", out).group(1)
+    parents, children = group_runs(uri, group)
     assert sorted((r.data.params["model.dropout"], r.data.params["train.head.lr"]) for r in children) == [
         ("0.2", "0.0001"),
         ("0.2", "0.001"),
         ("0.4", "0.0001"),
         ("0.4", "0.001"),
     ]
-    assert len(parents) == 1
-    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
-    assert all(r.data.tags.get("dvc.exp_name") for r in children)
-    # Queued experiments ran in temporary copies, yet their runs and artifacts landed in the project.
-    assert all(r.info.artifact_uri.startswith((project / "mlruns").as_uri()) for r in children)
+    assert len(parents) == 1 and {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert all(r.info.status == "FINISHED" and "validation.roc_auc" in r.data.metrics for r in children)
+    assert all(r.info.artifact_uri.startswith("mlflow-artifacts:") for r in children)  # proxied by the server
+    new = experiment_names(project) - before
+    assert new == {r.data.tags["dvc.exp_name"] for r in children} and len(new) == 4
+    shown = sh("dvc", "exp", "show", "--csv", cwd=project)
+    assert all(re.search(rf"^{name},[0-9a-f]+,.*,\d\.\d+", shown, re.M) for name in new), shown  # with metrics
+    with psycopg.connect(database) as connection:
+        stored = connection.execute("select count(*) from runs where status = 'FINISHED'").fetchone()[0]
+    assert stored >= 5
+
+
+def test_the_grid_on_a_slurm_cluster(project, server, tmp_path, shared_weights):
+    """The same grid through SLURM (submitit): four jobs queued on a real single-node cluster, four
+    more DVC experiments and MLflow runs. Every stage before `track` comes from DVC's run cache."""
+    uri, _ = server
+    with slurm_cluster(tmp_path / "slurm") as slurm_conf:
+        out = sweep(project, "sweep=grid", "hydra/launcher=slurm", env={"MLFLOW_TRACKING_URI": uri, "SLURM_CONF": slurm_conf})
+    group = re.search(r"tracking.run_group=(sweep-[\d-]+)", out).group(1)
+    parents, children = group_runs(uri, group)
+    assert len(parents) == 1 and len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    assert len(list((project / "sweeps" / group / ".submitit").glob("*/*_result.pkl"))) == 4
+
+
+def test_an_optuna_search_keeps_its_best_trial(project, shared_weights):
+    """`sweep=search` with two trials: TPE's trials are child runs; the best by validation AUC is
+    printed, stored in the sweep folder and tagged on the parent run."""
+    out = sweep(project, "sweep=search", "hydra.sweeper.n_trials=2")
+    group = re.search(r"tracking.run_group=(sweep-[\d-]+)", out).group(1)
+    uri = f"sqlite:///{project}/mlruns/mlflow.db"
+    parents, children = group_runs(uri, group)
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    best = yaml.safe_load((project / "sweeps" / group / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(r.data.metrics["validation.roc_auc"] for r in children)
+    assert "best trial: model.dropout=" in out
+    assert parents[0].data.tags["sweep.best_overrides"].startswith("model.dropout=")
+
+
+def test_a_failing_job_leaves_the_others_and_a_failed_run(project, shared_weights):
+    """A job whose experiment fails gets a FAILED run with its log; the baseline point of the grid
+    still gets its own complete run; the sweep exits non-zero."""
+    out = sweep(project, "-m", "data.root=../shared/data/skin-cancer-mvb,/nonexistent", check=False)
+    assert "dvc exp run failed" in out
+    group = re.search(r"tracking.run_group=(sweep-[\d-]+)", out).group(1)
+    _, children = group_runs(f"sqlite:///{project}/mlruns/mlflow.db", group)
+    by_root = {r.data.params["data.root"]: r for r in children}
+    assert by_root["../shared/data/skin-cancer-mvb"].info.status == "FINISHED"
+    failed = by_root["/nonexistent"]
+    assert failed.info.status == "FAILED"
+    client, _ = runs(f"sqlite:///{project}/mlruns/mlflow.db")
+    assert [a.path for a in client.list_artifacts(failed.info.run_id)] == ["dvc.log"]
+
+
+def test_a_sweep_naming_an_unknown_key_starts_no_job(project):
+    before = experiment_names(project)
+    out = sweep(project, "-m", "model.dropotu=0.1,0.2", check=False)
+    assert "Could not override 'model.dropotu'" in out
+    assert experiment_names(project) == before
 
 
 def test_a_small_seven_class_run_on_real_ham10000(project, shared_weights):

@@ -1,5 +1,5 @@
-"""Real servers on loopback: a `mlflow server` (registry, concurrent sweep workers) and
-`mlflow models serve` answering base64 images over HTTP."""
+"""Real servers on loopback: the project's tracking server (`mlflow server` on PostgreSQL: registry,
+concurrent sweep workers) and `mlflow models serve` answering base64 images over HTTP."""
 
 import json
 import subprocess
@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 
 from skin_cancer import paths
-from tests.helpers import free_port, post_json, runs, server
+from tests.helpers import free_port, post_json, runs, server, tracking_server
 
 pytestmark = pytest.mark.slow
 
 
 def test_registry_on_a_tracking_server_and_mlflow_models_serve(trained, tmp_path, monkeypatch):
-    """A real `mlflow server`: the run is logged and registered there, the champion is loaded from it,
+    """The project's PostgreSQL-backed `mlflow server`: the run is logged and registered there, the champion is loaded from it,
     and the real `mlflow models serve` serves models:/NAME@champion from it over HTTP."""
     import base64
 
@@ -28,20 +28,7 @@ def test_registry_on_a_tracking_server_and_mlflow_models_serve(trained, tmp_path
 
     with open("params.yaml", "w") as handle:
         yaml.safe_dump(to_dict(trained), handle)
-    port = free_port()
-    tracking = [
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path}/server.db",
-        "--artifacts-destination",
-        str(tmp_path / "server-artifacts"),
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    with server(tracking, port, tmp_path / "server.log", "/health") as tracking_uri:
+    with tracking_server() as (tracking_uri, _):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
         first = log_pipeline_run(trained)
         assert first["tracking_uri"] == tracking_uri and first["registry"]["champion"]
@@ -126,25 +113,12 @@ print(result["version"], result["champion"], result["not_comparable"])
 
 
 def test_concurrent_sweep_workers_on_a_tracking_server(tmp_path):
-    """Four processes log and register at once through a real `mlflow server` (HTTP): one parent run,
+    """Four processes log and register at once through the PostgreSQL-backed `mlflow server`: one parent run,
     four children under it, the alias on the best; a later smoke run validated on other images,
     though higher, does not take it."""
     import time
 
-    port = free_port()
-    command = [
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path}/server.db",
-        "--artifacts-destination",
-        str(tmp_path / "artifacts"),
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    with server(command, port, tmp_path / "server.log", "/health") as uri:
+    with tracking_server() as (uri, _):
 
         def worker(value, fingerprint, start_at):
             return subprocess.Popen(

@@ -14,7 +14,7 @@ from skin_cancer import audit as au
 from skin_cancer.cli import main as cli
 from skin_cancer.data import DataError, prepare, read_manifest
 from skin_cancer.datasets import load_dataset, map_labels
-from tests.helpers import lesion_image
+from tests.helpers import exhaustive_copies, lesion_image
 
 
 def reencoded(image: Image.Image, quality: int = 60) -> Image.Image:
@@ -80,6 +80,25 @@ def test_candidates_equal_a_brute_force_search():
         if best >= 0.9:
             brute.add((a, b))
     assert set(zip(found.a, found.b)) == brute == {(7, 30), (12, 21)}
+
+
+@pytest.mark.parametrize("distance", [3, 10, 13, 16])
+def test_the_hash_index_finds_exactly_the_pairs_of_comparing_every_pair(distance):
+    """Multi-index hashing misses no pair within the distance, whatever it is (pigeonhole), across
+    and within sets, with unreadable images on both sides."""
+    rng = np.random.default_rng(distance)
+    base = rng.normal(128, 40, (300, 32, 32)).astype(np.float32)
+    smooth = base.cumsum(axis=1).cumsum(axis=2)  # low-frequency images: hashes close together
+    thumbs = np.concatenate([smooth, au.dihedral(smooth[:100], 3) + rng.normal(0, 60, (100, 32, 32))]).astype(np.float32)
+    errors = [None] * len(thumbs)
+    errors[5] = errors[350] = "cannot decode"
+    prints = au.Fingerprints(thumbs, [str(i % 350) for i in range(len(thumbs))], errors)
+    other = au.Fingerprints(thumbs[::-1].copy(), [str(i) for i in range(len(thumbs))], errors[::-1])
+    for reference in (None, other):
+        settings = {"candidate_distance": distance, "min_correlation": 0.5}
+        found = au.find_copies(prints, reference, **settings)
+        pd.testing.assert_frame_equal(found, exhaustive_copies(prints, reference, **settings))
+        assert len(found) > 0
 
 
 def test_unreadable_images_are_reported_not_fatal(make_dataset):

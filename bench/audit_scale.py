@@ -1,0 +1,151 @@
+"""Benchmark: the audit at archive scale. A collection of real images (Kaggle and HAM10000) plus
+perturbed copies of them (random flip or quarter turn, crop, brightness, JPEG quality) up to 100k
+images; times the copy search on growing prefixes of it, indexed (the audit's) and exhaustive (every
+pair, as before the index) up to --exhaustive-max, checks that both find exactly the same pairs,
+fits how each grows with the collection, and times the whole `audit()` at the largest size.
+Writes audit_scale.json and audit_scale.png under --workdir.
+
+    python bench/audit_scale.py                                  # 12.5k, 25k, 50k, 100k images
+    python bench/audit_scale.py --sizes 5000 20000 --exhaustive-max 20000
+
+The copies are written once under <workdir>/audit_scale/copies (about 1 GB for 100k) and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.helpers import exhaustive_copies  # noqa: E402
+
+
+def real_images(shared: Path) -> list[Path]:
+    kaggle = sorted((shared / "data" / "skin-cancer-mvb").rglob("*.jpg"))
+    return kaggle + sorted((shared / "data" / "ham10000" / "images").glob("*.jpg"))
+
+
+def perturbed_copy(job: tuple[int, str, str]) -> None:
+    """One copy of a real image: flip / quarter turn, crop of 90-100% of the area, brightness +-10%,
+    JPEG quality 70-95; seeded by its number."""
+    number, source, target = job
+    rng = np.random.default_rng(number)
+    with Image.open(source) as image:
+        image = image.convert("RGB")
+    image = image.transpose(Image.Transpose(int(rng.integers(0, 7)))) if rng.random() < 0.875 else image
+    side = np.sqrt(rng.uniform(0.9, 1.0))
+    w, h = image.size
+    cw, ch = int(w * side), int(h * side)
+    left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    image = image.crop((left, top, left + cw, top + ch)).resize((w, h), Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.float32) * rng.uniform(0.9, 1.1)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(target, quality=int(rng.integers(70, 96)))
+
+
+def collection(shared: Path, size: int, folder: Path) -> pd.DataFrame:
+    """`size` images, real ones first then copies, shuffled once: path and the real image each copies."""
+    real = real_images(shared)
+    rng = np.random.default_rng(0)
+    sources = rng.integers(0, len(real), max(0, size - len(real)))
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [(i, str(real[s]), str(folder / f"copy_{i:06d}.jpg")) for i, s in enumerate(sources)]
+    missing = [job for job in jobs if not Path(job[2]).is_file()]
+    if missing:
+        print(f"writing {len(missing)} perturbed copies to {folder}")
+        with ProcessPoolExecutor(os.cpu_count()) as pool:
+            list(pool.map(perturbed_copy, missing, chunksize=256))
+    frame = pd.DataFrame({"path": [str(p) for p in real] + [j[2] for j in jobs], "copy_of": [-1] * len(real) + list(sources)})
+    return frame.iloc[np.random.default_rng(1).permutation(len(frame))[:size]].reset_index(drop=True)
+
+
+def growth(sizes: list[int], seconds: list[float]) -> float:
+    """Exponent k of time ~ n^k, fitted on the two largest sizes (the smallest carry fixed costs)."""
+    return float(np.polyfit(np.log(sizes[-2:]), np.log(seconds[-2:]), 1)[0])
+
+
+def plot(results: dict, target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, style in (("indexed", "o-"), ("exhaustive", "s--")):
+        rows = [r for r in results["sizes"] if r.get(f"{method}_s") is not None]
+        if rows:
+            label = f"{method} (time ~ n^{results[f'{method}_growth']:.2f})" if results.get(f"{method}_growth") else method
+            ax.loglog([r["images"] for r in rows], [r[f"{method}_s"] for r in rows], style, label=label)
+    ax.set_xlabel("images in the collection")
+    ax.set_ylabel("copy search (s)")
+    ax.set_title("Audit copy search: indexed vs every pair")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(target, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[12_500, 25_000, 50_000, 100_000])
+    parser.add_argument("--exhaustive-max", type=int, default=50_000)
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    from skin_cancer import audit
+    from skin_cancer.datasets import Dataset
+
+    sizes = sorted(args.sizes)
+    images = collection(args.shared, sizes[-1], args.workdir / "audit_scale" / "copies")
+    started = time.perf_counter()
+    prints = audit.fingerprint(list(images.path), workers=4)
+    hashing = time.perf_counter() - started
+    print(f"hashing: {hashing:.1f} s for {len(images)} images")
+    rows = []
+    for n in sizes:
+        part = audit.Fingerprints(prints.thumbs[:n], prints.sha256[:n], prints.errors[:n])
+        started = time.perf_counter()
+        indexed = audit.find_copies(part)
+        row = {"images": n, "indexed_s": round(time.perf_counter() - started, 2), "pairs": len(indexed)}
+        copies = images.iloc[:n]
+        row["copies_in_collection"] = int((copies.copy_of >= 0).sum())
+        if n <= args.exhaustive_max:
+            started = time.perf_counter()
+            exhaustive = exhaustive_copies(part)
+            row["exhaustive_s"] = round(time.perf_counter() - started, 2)
+            pd.testing.assert_frame_equal(indexed, exhaustive)  # exactly the same pairs, distances, transforms
+            row["identical"] = True
+        print(row, flush=True)
+        rows.append(row)
+    frame = images.assign(key=[Path(p).name for p in images.path], split="train", label="lesion", group=None)
+    started = time.perf_counter()
+    result = audit.audit(Dataset("archive", args.workdir, frame[["path", "key", "split", "label", "group"]]))
+    whole = time.perf_counter() - started
+    results = {
+        "hashing_s": round(hashing, 1),
+        "sizes": rows,
+        "indexed_growth": growth([r["images"] for r in rows], [r["indexed_s"] for r in rows]),
+        "whole_audit": {"images": len(images), "seconds": round(whole, 1), "duplicate_pairs": len(result.pairs)},
+        "cpus": os.cpu_count(),
+    }
+    compared = [r for r in rows if "exhaustive_s" in r]
+    if len(compared) >= 2:
+        results["exhaustive_growth"] = growth([r["images"] for r in compared], [r["exhaustive_s"] for r in compared])
+    print(json.dumps(results, indent=1))
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    (args.workdir / "audit_scale.json").write_text(json.dumps(results, indent=1))
+    plot(results, args.workdir / "audit_scale.png")
+    print(f"wrote {args.workdir / 'audit_scale.json'} and audit_scale.png")
+
+
+if __name__ == "__main__":
+    main()
