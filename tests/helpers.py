@@ -182,7 +182,7 @@ def slurm_cluster(folder: Path):
 def exhaustive_copies(query, reference=None, *, candidate_distance=10, min_correlation=0.97, block=1024):
     """The audit's copy search as it was before its hash index: every query hash against every
     reference hash (quadratic). The reference that the indexed search must equal exactly."""
-    from skin_cancer.audit import TRANSFORMS, _standardise, dihedral, perceptual_hash
+    from skin_cancer.audit import TRANSFORMS, _standardise, dihedral, matched_pairs, perceptual_hash
 
     same = reference is None
     reference = query if same else reference
@@ -215,11 +215,4 @@ def exhaustive_copies(query, reference=None, *, candidate_distance=10, min_corre
                     }
                 )
             )
-    pairs = pd.concat(found, ignore_index=True)
-    if same:
-        pairs = pairs[pairs.a < pairs.b]
-    pairs = pairs.sort_values(["a", "b", "hamming", "correlation"], ascending=[True, True, True, False])
-    pairs = pairs.drop_duplicates(["a", "b"]).reset_index(drop=True)
-    pairs["transform"] = [TRANSFORMS[t] for t in pairs["transform"]]
-    pairs["exact"] = [query.sha256[a] == reference.sha256[b] for a, b in zip(pairs.a, pairs.b)]
-    return pairs
+    return matched_pairs(found, query, reference, same)  # shared: the candidate search is what is compared

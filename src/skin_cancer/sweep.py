@@ -1,7 +1,7 @@
 """Hydra multirun sweeps: `skin-cancer sweep -m model.dropout=0.2,0.4 train.head.lr=1e-3,1e-4`.
 
 Hydra expands the sweep (its basic grid sweeper, or Optuna's TPE with `sweep=search`) and hands every
-job to its launcher (`hydra/launcher=joblib` runs them in parallel here, `submitit_slurm` on a SLURM
+job to its launcher (joblib runs them in parallel here, `hydra/launcher=slurm` sends them to a SLURM
 cluster). A job is one DVC experiment in a temporary copy of the project (`dvc exp run --temp`), so
 parallel jobs never share a workspace yet reuse every cached stage, and its MLflow run is nested
 under one parent per sweep (`tracking.run_group`). A job returns the configured validation metric
@@ -51,6 +51,7 @@ def pipeline_config(config: DictConfig) -> Config:
 
 
 def objective_metric(cfg: Config) -> str:
+    """What a job returns to the sweeper: `tracking.champion_metric`, which must be a validation metric."""
     metric = cfg.tracking.champion_metric
     if not metric.startswith("validation."):
         raise ConfigError(f"tracking.champion_metric={metric!r}: a sweep chooses on validation metrics only")

@@ -83,9 +83,9 @@ def test_candidates_equal_a_brute_force_search():
 
 
 @pytest.mark.parametrize("distance", [3, 10, 13, 16])
-def test_the_hash_index_finds_exactly_the_pairs_of_comparing_every_pair(distance):
-    """Multi-index hashing misses no pair within the distance, whatever it is (pigeonhole), across
-    and within sets, with unreadable images on both sides."""
+def test_the_indexed_search_finds_exactly_the_pairs_of_comparing_every_pair(distance):
+    """faiss' range search and the correlation bound miss no pair and add none, whatever the distance,
+    across and within sets, with unreadable images on both sides."""
     rng = np.random.default_rng(distance)
     base = rng.normal(128, 40, (300, 32, 32)).astype(np.float32)
     smooth = base.cumsum(axis=1).cumsum(axis=2)  # low-frequency images: hashes close together
