@@ -42,7 +42,8 @@ def sweep_overrides(argv: list[str], sweep_id: str) -> list[str]:
 def experiment_overrides(task_overrides: list[str]) -> list[str]:
     """A job's own overrides as DVC's `-S` takes them: the sweep selector (only Hydra settings) is
     not a parameter of the pipeline."""
-    return [o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") not in ("sweep", "hydra") and not o.startswith("hydra.")]
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in task_overrides]
+    return [o for o, key in zip(task_overrides, keys) if key != "sweep" and not key.startswith(("hydra.", "hydra/"))]
 
 
 def pipeline_config(config: DictConfig) -> Config:

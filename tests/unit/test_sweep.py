@@ -19,6 +19,7 @@ def test_a_sweep_gets_one_group_and_folder_unless_given():
 
 def test_a_job_passes_its_pipeline_overrides_to_dvc_and_not_hydras():
     task = ["model.dropout=0.2", "sweep=grid", "hydra.launcher.n_jobs=2", "+evaluate.external.x.root=/x", "tracking.run_group=s"]
+    task += ["+hydra.launcher.gres=gpu:1", "hydra/launcher=slurm"]
     assert experiment_overrides(task) == ["model.dropout=0.2", "+evaluate.external.x.root=/x", "tracking.run_group=s"]
 
 
