@@ -143,6 +143,13 @@ def log_datasets(evaluated: list[str]) -> None:
         mlflow.log_input(mlflow.data.from_pandas(frame, name=context), context=context)
 
 
+def run_params(cfg: Config):
+    """Every parameter as a dotted key (`model.dropout`), None written as "null" as in params.yaml."""
+    from mlflow.entities import Param
+
+    return [Param(k, "null" if v is None else str(v)) for k, v in flatten(to_dict(cfg)).items()]
+
+
 def run_name(cfg: Config) -> str:
     """The recipe and the parameters that differ from the composition of conf/ with that recipe
     alone, e.g. "default: model.dropout=0.2, train.head.lr=0.0001"."""
@@ -181,12 +188,7 @@ def log_pipeline_run(cfg: Config) -> dict:
             tags["mlflow.parentRunId"] = parent_run(client, experiment_id, group)
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg), tags=tags) as run:
             log_datasets(list(metrics))
-            params = {k: ("null" if v is None else v) for k, v in flatten(to_dict(cfg)).items()}
-            client.log_batch(
-                run.info.run_id,
-                metrics=epoch_metrics(history),
-                params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()],
-            )
+            client.log_batch(run.info.run_id, metrics=epoch_metrics(history), params=run_params(cfg))
             # One namespace per evaluated set: validation.*, test.*, clean_test.*, <external set>.*
             numbers = {
                 **flatten(metrics),
@@ -260,14 +262,11 @@ def _group_parent(cfg: TrackingConfig):
 
 def log_failed_job(cfg: Config, name: str, overrides: list[str], log: Path, started: float) -> str:
     """A run marked FAILED for a sweep job whose experiment failed: its overrides, group and log."""
-    from mlflow.entities import Param
-
     client, experiment_id, parent = _group_parent(cfg.tracking)
     tags = {GROUP_TAG: cfg.tracking.run_group, "mlflow.parentRunId": parent, "dvc.exp_name": name, "recipe": cfg.recipe}
     tags["sweep.overrides"] = " ".join(overrides)
     run = client.create_run(experiment_id, start_time=int(started * 1000), run_name=f"{name} (failed)", tags=tags)
-    params = [Param(k, str(v)) for k, v in flatten(to_dict(cfg)).items()]
-    client.log_batch(run.info.run_id, params=params)
+    client.log_batch(run.info.run_id, params=run_params(cfg))
     client.log_artifact(run.info.run_id, str(log))
     client.set_terminated(run.info.run_id, status="FAILED")
     return run.info.run_id
