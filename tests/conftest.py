@@ -3,7 +3,10 @@ pipelines. Helpers that are not fixtures live in tests/helpers.py."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,11 @@ import pytest
 import yaml
 
 from skin_cancer.config import to_dict
-from tests.helpers import ROOT, TINY, lesion_image, run_all
+from tests.helpers import ROOT, TINY, kaggle_folder, run_all
+
+# The data and overrides of `workspace()` and of the session's finished pipeline.
+WORKSPACE_DATA = {"train": 16, "test": 6}
+WORKSPACE_OVERRIDES = ("data.val_fraction=0.25",)
 
 
 @pytest.fixture(scope="session")
@@ -61,15 +68,7 @@ def make_dataset(tmp_path):
     """make_dataset(train=n, test=m) -> root of a Kaggle-layout folder of distinct synthetic JPEGs."""
 
     def make(train: int = 12, test: int = 4, classes=("benign", "malignant"), seed: int = 0, name: str = "kaggle") -> Path:
-        rng = np.random.default_rng(seed)
-        root = tmp_path / name
-        for split, n in (("train", train), ("test", test)):
-            for label in classes:
-                folder = root / split / label
-                folder.mkdir(parents=True)
-                for i in range(n):
-                    lesion_image(rng, label == "malignant").save(folder / f"{i}.jpg", quality=92)
-        return root
+        return kaggle_folder(tmp_path / name, train, test, classes, seed)
 
     return make
 
@@ -87,26 +86,42 @@ def shared_weights():
 @pytest.fixture
 def workspace(tmp_path, monkeypatch, make_dataset, compose, tiny):
     """Work in tmp_path with generated data; returns a function giving the tiny config plus overrides."""
-    root = make_dataset(train=16, test=6)
+    root = make_dataset(**WORKSPACE_DATA)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_ROOT", raising=False)
-    return lambda *extra: compose(*tiny, f"data.root={root}", "data.val_fraction=0.25", *extra)
+    return lambda *extra: compose(*tiny, f"data.root={root}", *WORKSPACE_OVERRIDES, *extra)
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory, tiny_weights):
+    """The tiny pipeline of `workspace()`, run once per session: (its folder, its config)."""
+    from skin_cancer.config import compose, validate
+
+    folder = tmp_path_factory.mktemp("finished")
+    root = kaggle_folder(folder / "kaggle", **WORKSPACE_DATA)
+    cfg = validate(compose([*TINY, f"model.weights={tiny_weights}", f"data.root={root}", *WORKSPACE_OVERRIDES], ROOT / "conf"))
+    with contextlib.chdir(folder), pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("DVC_ROOT", raising=False)
+        run_all(cfg)
+    return folder, cfg
 
 
 @pytest.fixture
-def trained(workspace):
-    """A finished tiny pipeline in the working directory; returns its config."""
-    cfg = workspace()
-    run_all(cfg)
-    return cfg
+def trained(finished, tmp_path, monkeypatch):
+    """A copy of the finished tiny pipeline in the working directory (tmp_path); returns its config."""
+    folder, cfg = finished
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True, ignore=lambda where, names: ["kaggle"] if where == str(folder) else [])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    return copy.deepcopy(cfg)  # tests may change their config
 
 
 @pytest.fixture
-def outputs(workspace):
-    """A finished tiny pipeline in the working directory; returns its config."""
-    cfg = workspace()
-    run_all(cfg)
+def outputs(trained):
+    """`trained`, with its params.yaml written as `dvc repro` would find it."""
     with open("params.yaml", "w") as handle:
-        yaml.safe_dump(to_dict(cfg), handle)
-    return cfg
+        yaml.safe_dump(to_dict(trained), handle)
+    return trained

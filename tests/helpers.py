@@ -56,6 +56,18 @@ def lesion_image(rng: np.random.Generator, malignant: bool, size: int = 48) -> I
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
+def kaggle_folder(root: Path, train: int = 12, test: int = 4, classes=("benign", "malignant"), seed: int = 0) -> Path:
+    """A Kaggle-layout folder (train|test/<class>/) of distinct synthetic JPEGs at `root`."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train), ("test", test)):
+        for label in classes:
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                lesion_image(rng, label == "malignant").save(folder / f"{i}.jpg", quality=92)
+    return root
+
+
 def make_csv_collection(
     root: Path, lesions: dict[str, int], images_per_lesion: int = 2, seed: int = 1, malignant=("mel",)
 ) -> Path:

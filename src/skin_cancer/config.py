@@ -112,6 +112,12 @@ class PhaseConfig:
 
 
 @dataclass
+class DistributeConfig:
+    strategy: str = MISSING
+    workers: int = MISSING
+
+
+@dataclass
 class TrainConfig:
     batch_size: int = MISSING
     cache_features: bool = MISSING
@@ -123,6 +129,7 @@ class TrainConfig:
     restore_best: bool = MISSING
     seed: Optional[int] = MISSING
     class_weight: str = MISSING
+    distribute: DistributeConfig = field(default_factory=DistributeConfig)
 
 
 @dataclass
@@ -171,6 +178,7 @@ _CHOICES = {
     "model.input_scaling": ("backbone", "unit"),
     "model.color_constancy": ("none", "shades_of_gray"),
     "train.class_weight": ("none", "balanced"),
+    "train.distribute.strategy": ("none", "mirrored", "multi_worker"),
     "train.augment.flip": ("horizontal", "vertical", "horizontal_and_vertical", "none"),
     "evaluate.threshold_policy": ("fixed", "youden", "target_sensitivity"),
     "evaluate.runtime": ("openvino", "tensorflow"),
@@ -220,6 +228,7 @@ _RANGES = {
     "train.jitter.saturation": _between(0, 1, open_high=True),
     "train.jitter.hue": _between(0, 0.5),
     "train.seed": _at_least_or_null(0),
+    "train.distribute.workers": _at_least(1),
     "audit.candidate_distance": _between(0, 32),
     "audit.min_correlation": _between(-1, 1),
     "audit.workers": _at_least(1),

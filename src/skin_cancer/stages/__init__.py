@@ -20,6 +20,6 @@ def run_stage(stage: Callable) -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         stage(load_params())
-    except (ConfigError, DataError, BadImage, FileNotFoundError, ConnectionError) as error:
+    except (ConfigError, DataError, BadImage, FileNotFoundError, ConnectionError, ChildProcessError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -3,7 +3,7 @@ models/model.keras (and models/model.h5 for `load_model` habits) + per-epoch his
 
 import pandas as pd
 
-from skin_cancer import paths
+from skin_cancer import distribute, paths
 from skin_cancer.config import Config
 from skin_cancer.io import atomic_path
 from skin_cancer.model import load_model, trainable_summary, unfreeze
@@ -12,12 +12,18 @@ from skin_cancer.training import history_frame, seed_everything, train_phase, tr
 
 
 def main(cfg: Config) -> None:
+    if distribute.delegated_to_workers(cfg.train.distribute, "skin_cancer.stages.finetune"):
+        return
     seed_everything(training_seed(cfg))
-    classifier = load_model(paths.HEAD_MODEL)
-    unfreeze(classifier, cfg.model.frozen_until, cfg.model.freeze_batchnorm)
+    strategy = distribute.strategy(cfg.train.distribute)
     head_epochs = len(pd.read_csv(paths.TRAIN_HISTORY))
-    rows = train_phase(cfg, classifier, cfg.train.finetune, "finetune", paths.PREPARED, paths.FEATURES, head_epochs)
+    with strategy.scope():
+        classifier = load_model(paths.HEAD_MODEL)
+        unfreeze(classifier, cfg.model.frozen_until, cfg.model.freeze_batchnorm)
+        rows = train_phase(cfg, classifier, cfg.train.finetune, "finetune", paths.PREPARED, paths.FEATURES, head_epochs)
     print(f"finetune: {trainable_summary(classifier)}")
+    if not distribute.is_chief(strategy):
+        return
     for path in (paths.MODEL, paths.MODEL_H5):
         with atomic_path(path) as tmp:
             classifier.save(tmp)

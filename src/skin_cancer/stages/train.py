@@ -1,6 +1,6 @@
 """DVC stage `train`: the head phase (frozen backbone) -> models/head.keras + per-epoch history."""
 
-from skin_cancer import paths
+from skin_cancer import distribute, paths
 from skin_cancer.config import Config
 from skin_cancer.io import atomic_path, read_json
 from skin_cancer.model import build_classifier, output_units, trainable_summary
@@ -12,12 +12,18 @@ from skin_cancer.training import history_frame, seed_everything, train_phase, tr
 def main(cfg: Config) -> None:
     # The run is logged by the last stage: a tracking server that is down must stop us before training.
     check_reachable(tracking_uri(cfg.tracking))
+    if distribute.delegated_to_workers(cfg.train.distribute, "skin_cancer.stages.train"):
+        return
     seed_everything(training_seed(cfg))
+    strategy = distribute.strategy(cfg.train.distribute)
     report = read_json(paths.PREPARE_REPORT)
     units = output_units(report["class_names"], report["positive_class"])
-    classifier = build_classifier(cfg.model, cfg.data.image_size, units)
-    rows = train_phase(cfg, classifier, cfg.train.head, "head", paths.PREPARED, paths.FEATURES)
+    with strategy.scope():
+        classifier = build_classifier(cfg.model, cfg.data.image_size, units)
+        rows = train_phase(cfg, classifier, cfg.train.head, "head", paths.PREPARED, paths.FEATURES)
     print(f"train: {trainable_summary(classifier)}")
+    if not distribute.is_chief(strategy):
+        return
     with atomic_path(paths.HEAD_MODEL) as tmp:
         classifier.save(tmp)
     with atomic_path(paths.TRAIN_HISTORY) as tmp:

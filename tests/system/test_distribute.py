@@ -1,0 +1,64 @@
+"""Training under tf.distribute strategies: two worker processes (MultiWorkerMirroredStrategy) on
+loopback and as SLURM tasks against one, and MirroredStrategy in the stage's own process."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from skin_cancer import paths
+from skin_cancer.config import to_dict
+from tests.helpers import slurm_cluster
+
+pytestmark = pytest.mark.slow
+
+# Two workers take half of every global batch each and average their gradients: the same updates as
+# one worker up to float rounding (docs/scaling-out.md).
+TOLERANCE = 1e-3
+
+
+def train_and_finetune(cfg, launcher=()) -> pd.DataFrame:
+    """Both training stages as `dvc repro` runs them (after `launcher`, e.g. salloc); their histories,
+    one row per epoch."""
+    with open("params.yaml", "w") as handle:
+        yaml.safe_dump(to_dict(cfg), handle)
+    for name in ("train", "finetune"):
+        command = [*launcher, sys.executable, "-m", f"skin_cancer.stages.{name}"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return pd.concat([pd.read_csv(paths.TRAIN_HISTORY), pd.read_csv(paths.FINETUNE_HISTORY)], ignore_index=True)
+
+
+def assert_same_training(one: pd.DataFrame, other: pd.DataFrame) -> None:
+    for column in ("val_auc", "val_loss", "loss"):
+        assert other[column].tolist() == pytest.approx(one[column].tolist(), abs=TOLERANCE)
+
+
+def test_two_workers_here_and_on_slurm_train_like_one(workspace, tmp_path):
+    from skin_cancer.stages import audit, features, prepare
+
+    for module in (audit, prepare, features):
+        module.main(workspace("train.feature_views=1"))
+    # Without dropout and with one cached view, nothing random differs between replicas.
+    deterministic = ("model.dropout=0", "train.feature_views=1", "train.distribute.strategy=multi_worker")
+    one, two = (train_and_finetune(workspace(*deterministic, f"train.distribute.workers={n}")) for n in (1, 2))
+    print(one.to_string(), two.to_string(), sep="\n")
+    assert_same_training(one, two)
+    # In a SLURM allocation the stage starts its workers with srun; SLURM's environment names the cluster.
+    with slurm_cluster(tmp_path / "slurm") as slurm_conf, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLURM_CONF", slurm_conf)
+        on_slurm = train_and_finetune(workspace(*deterministic, "train.distribute.workers=2"), ["salloc", "--ntasks=2"])
+    assert_same_training(one, on_slurm)
+
+
+def test_the_mirrored_strategy_trains_and_writes_the_model(workspace):
+    from skin_cancer.model import load_model
+    from skin_cancer.stages import audit, features, finetune, prepare, train
+
+    cfg = workspace("train.distribute.strategy=mirrored")
+    for module in (audit, prepare, features, train, finetune):
+        module.main(cfg)
+    assert len(pd.read_csv(paths.FINETUNE_HISTORY)) == cfg.train.finetune.epochs
+    assert load_model(paths.MODEL).output_shape == (None, 1)

@@ -1,0 +1,40 @@
+import subprocess
+import sys
+import time
+
+import pytest
+
+from skin_cancer import distribute
+
+
+def test_a_cluster_is_described_by_tf_config_or_a_slurm_step_of_several_tasks(monkeypatch):
+    for name in ("TF_CONFIG", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(name, raising=False)
+    assert not distribute.cluster_described()
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    assert not distribute.cluster_described()
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    assert distribute.cluster_described()
+    monkeypatch.delenv("SLURM_STEP_NUM_TASKS")
+    monkeypatch.setenv("TF_CONFIG", "{}")
+    assert distribute.cluster_described()
+
+
+def test_multi_worker_starts_workers_only_outside_a_described_cluster(compose, tiny, monkeypatch):
+    for name in ("TF_CONFIG", "SLURM_STEP_NUM_TASKS", "SLURM_JOB_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert not distribute.delegated_to_workers(compose(*tiny).train.distribute, "no.such.module")
+    multi_worker = compose(*tiny, "train.distribute.strategy=multi_worker").train.distribute
+    with pytest.raises(ChildProcessError, match="training worker 0 of 2 exited with status 1"):
+        distribute.delegated_to_workers(multi_worker, "no.such.module")  # both workers started, both failed
+    monkeypatch.setenv("TF_CONFIG", "{}")
+    assert not distribute.delegated_to_workers(multi_worker, "no.such.module")
+
+
+def test_a_failing_worker_stops_the_others_and_is_named():
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    start = time.monotonic()
+    with pytest.raises(ChildProcessError, match="training worker 1 of 2 exited with status 3"):
+        distribute._wait([sleeper, failing])
+    assert sleeper.returncode is not None and time.monotonic() - start < 60
