@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from skin_cancer import paths
-from tests.helpers import free_port, run_all, server
+from tests.helpers import free_port, server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # As this machine needs them: no sandbox as root, no background connections to a closed network.
@@ -27,9 +27,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def app_url(workspace, tmp_path):
+def app_url(trained, tmp_path):
     """A finished tiny pipeline and the app serving its model on a free loopback port."""
-    run_all(workspace())
     port = free_port()
     with server(["skin-cancer", "app", "--port", str(port)], port, tmp_path / "app.log", "/_stcore/health", cwd=tmp_path) as url:
         yield url
@@ -63,7 +62,7 @@ def test_upload_shows_prediction_and_grad_cam_and_rejects_a_non_image(app_url, t
     assert (tmp_path / "prediction.png").stat().st_size > 10_000
 
 
-def test_sigterm_to_the_app_command_stops_its_server(workspace, tmp_path):
+def test_sigterm_to_the_app_command_stops_its_server(trained, tmp_path):
     """A service manager stops `skin-cancer app` with SIGTERM: the port must be free afterwards."""
     import os
     import signal
@@ -73,7 +72,6 @@ def test_sigterm_to_the_app_command_stops_its_server(workspace, tmp_path):
     import time
     import urllib.request
 
-    run_all(workspace())
     port = free_port()
     command = [str(Path(sys.executable).parent / "skin-cancer"), "app", "--port", str(port)]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}

@@ -16,15 +16,16 @@ from skin_cancer.model import get_backbone
 from skin_cancer.stages import audit, features, prepare, train
 from tests.helpers import make_csv_collection, run_all
 
+NOTEBOOK_ON_IMAGES = ("experiment=notebook", "model.frozen_until=block_12_add", "train.head.epochs=1", "train.finetune.epochs=1")
 
-@pytest.mark.parametrize(
-    "recipe",
-    [[], ["experiment=notebook", "model.frozen_until=block_12_add", "train.head.epochs=1", "train.finetune.epochs=1"]],
-    ids=["cached-features", "notebook-images"],
-)
-def test_stages_produce_every_declared_output(workspace, recipe):
-    cfg = workspace(*recipe)
-    run_all(cfg)
+
+@pytest.mark.parametrize("recipe", [(), NOTEBOOK_ON_IMAGES], ids=["cached-features", "notebook-images"])
+def test_stages_produce_every_declared_output(request, recipe):
+    if recipe:
+        cfg = request.getfixturevalue("workspace")(*recipe)
+        run_all(cfg)
+    else:  # the default tiny pipeline, run once per session
+        cfg = request.getfixturevalue("trained")
     for path in (
         paths.AUDIT_REPORT,
         paths.PREPARE_REPORT,
@@ -85,11 +86,9 @@ def test_jitter_changes_the_cached_training_views_only(workspace):
     assert np.abs(np.load(paths.FEATURES / "train.npy").astype(float) - before["train"]).mean() > 1e-3
 
 
-def test_same_seed_and_data_give_the_same_metrics(workspace):
-    cfg = workspace()
-    run_all(cfg)
-    first = json.loads(paths.METRICS.read_text())
-    run_all(cfg)
+def test_same_seed_and_data_give_the_same_metrics(trained):
+    first = json.loads(paths.METRICS.read_text())  # the session's run of this config, copied here
+    run_all(trained)
     assert json.loads(paths.METRICS.read_text()) == first
 
 
@@ -111,9 +110,7 @@ def test_train_seed_varies_training_alone(workspace):
     assert not np.array_equal(head_weights(reseeded), default)
 
 
-def test_finetune_trains_only_above_the_cut(workspace):
-    cfg = workspace()
-    run_all(cfg)
+def test_finetune_trains_only_above_the_cut(trained):
     head = keras.saving.load_model(paths.HEAD_MODEL)
     final = keras.saving.load_model(paths.MODEL)
     for name, changed in (("block_1_expand", False), ("block_15_expand", True), ("block_15_expand_BN", False)):
