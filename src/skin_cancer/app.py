@@ -53,7 +53,9 @@ def local_card(model_path: Path) -> dict:
     return card
 
 
-def show_card(card: dict, classifier) -> None:
+def show_card(card: dict, classifier) -> list:
+    """The operating point and run in the sidebar; returns the transfer rows, shown in the main area
+    (six columns do not fit the sidebar)."""
     op = classifier.operating_point
     decision = f"Most probable of {len(op.class_names)} classes" if op.multiclass else f"Threshold **{op.threshold:.3f}**"
     st.markdown(f"{decision} ({op.threshold_policy}, chosen on validation); temperature {op.temperature:.2f}.")
@@ -67,10 +69,7 @@ def show_card(card: dict, classifier) -> None:
         if "." in key:
             name, metric = key.split(".", 1)
             metrics.setdefault(name, {})[metric] = value
-    rows = transfer_rows(metrics)
-    if rows:
-        st.caption("The collection trained on and collections never seen: read them together.")
-        st.table([dict(zip(TRANSFER_HEADER, row)) for row in rows])
+    return [dict(zip(TRANSFER_HEADER, row)) for row in transfer_rows(metrics)]
 
 
 def pick_model(args) -> tuple[str, dict]:
@@ -136,7 +135,7 @@ def main() -> None:
         return
     with st.sidebar:
         st.header("Model card")
-        show_card(card, clf)
+        transfer = show_card(card, clf)
     uploads = st.file_uploader(
         f"Dermoscopic images ({', '.join(FORMATS)}; at most {MAX_UPLOAD_MB} MB and 40 megapixels each)",
         type=FORMATS,
@@ -145,6 +144,10 @@ def main() -> None:
     )
     for upload in uploads or []:
         show_prediction(upload, clf)
+    if transfer:
+        with st.expander("How this model does where it was trained and on collections it never saw", expanded=True):
+            st.caption("Read them together: a model that ranks well only where it was trained has learned the source.")
+            st.table(transfer)
 
 
 if __name__ == "__main__":
