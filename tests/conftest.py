@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from skin_cancer.config import to_dict
+from skin_cancer.config import write_params
 from tests.helpers import ROOT, TINY, kaggle_folder, run_all
 
 # The data and overrides of `workspace()` and of the session's finished pipeline.
@@ -122,6 +121,5 @@ def trained(finished, tmp_path, monkeypatch):
 @pytest.fixture
 def outputs(trained):
     """`trained`, with its params.yaml written as `dvc repro` would find it."""
-    with open("params.yaml", "w") as handle:
-        yaml.safe_dump(to_dict(trained), handle)
+    write_params(trained)
     return trained

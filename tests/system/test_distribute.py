@@ -6,10 +6,9 @@ import sys
 
 import pandas as pd
 import pytest
-import yaml
 
 from skin_cancer import paths
-from skin_cancer.config import to_dict
+from skin_cancer.config import write_params
 from tests.helpers import slurm_cluster
 
 pytestmark = pytest.mark.slow
@@ -22,8 +21,7 @@ TOLERANCE = 1e-3
 def train_and_finetune(cfg, launcher=()) -> pd.DataFrame:
     """Both training stages as `dvc repro` runs them (after `launcher`, e.g. salloc); their histories,
     one row per epoch."""
-    with open("params.yaml", "w") as handle:
-        yaml.safe_dump(to_dict(cfg), handle)
+    write_params(cfg)
     for name in ("train", "finetune"):
         command = [*launcher, sys.executable, "-m", f"skin_cancer.stages.{name}"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)

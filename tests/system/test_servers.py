@@ -20,14 +20,11 @@ def test_registry_on_a_tracking_server_and_mlflow_models_serve(trained, tmp_path
     and the real `mlflow models serve` serves models:/NAME@champion from it over HTTP."""
     import base64
 
-    import yaml
-
-    from skin_cancer.config import to_dict
+    from skin_cancer.config import write_params
     from skin_cancer.serving import MAX_BATCH, load_classifier
     from skin_cancer.tracking import log_pipeline_run
 
-    with open("params.yaml", "w") as handle:
-        yaml.safe_dump(to_dict(trained), handle)
+    write_params(trained)
     with tracking_server() as (tracking_uri, _):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
         first = log_pipeline_run(trained)

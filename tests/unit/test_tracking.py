@@ -6,10 +6,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
-from skin_cancer.config import TrackingConfig, to_dict
+from skin_cancer.config import TrackingConfig, write_params
 from skin_cancer.store import tracking_uri
 from skin_cancer.tracking import log_pipeline_run
 from tests.helpers import ROOT, runs
@@ -78,8 +77,7 @@ def test_parallel_runs_of_one_group_are_all_kept_under_one_parent(outputs, tmp_p
     """Two processes log at once (as `dvc queue start -j 2` workers do): no run is lost."""
     outputs.tracking.log_model = False
     outputs.tracking.run_group = "sweep-test"
-    with open("params.yaml", "w") as handle:
-        yaml.safe_dump(to_dict(outputs), handle)
+    write_params(outputs)
     code = (
         "from skin_cancer.config import load_params; from skin_cancer.tracking import log_pipeline_run; "
         "log_pipeline_run(load_params())"

@@ -7,10 +7,9 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from skin_cancer import paths
-from skin_cancer.config import to_dict
+from skin_cancer.config import write_params
 from skin_cancer.data import read_manifest
 from skin_cancer.model import get_backbone
 from skin_cancer.stages import audit, features, prepare, train
@@ -298,8 +297,7 @@ def test_three_generated_classes_run_every_stage(workspace, tmp_path):
 
     from skin_cancer.tracking import log_pipeline_run
 
-    with open("params.yaml", "w") as handle:
-        yaml.safe_dump(to_dict(cfg), handle)
+    write_params(cfg)
     logged = log_pipeline_run(cfg)
     mlflow.set_tracking_uri(logged["tracking_uri"])
     run = mlflow.get_run(logged["run_id"])
