@@ -43,7 +43,7 @@ def tiny_weights(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def compose():
     from skin_cancer.config import compose as hydra_compose
     from skin_cancer.config import validate
@@ -51,7 +51,7 @@ def compose():
     return lambda *overrides: validate(hydra_compose(list(overrides), ROOT / "conf"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny(tiny_weights):
     """Overrides for the tiny model and short training."""
     return [*TINY, f"model.weights={tiny_weights}"]
@@ -93,13 +93,11 @@ def workspace(tmp_path, monkeypatch, make_dataset, compose, tiny):
 
 
 @pytest.fixture(scope="session")
-def finished(tmp_path_factory, tiny_weights):
+def finished(tmp_path_factory, compose, tiny):
     """The tiny pipeline of `workspace()`, run once per session: (its folder, its config)."""
-    from skin_cancer.config import compose, validate
-
     folder = tmp_path_factory.mktemp("finished")
     root = kaggle_folder(folder / "kaggle", **WORKSPACE_DATA)
-    cfg = validate(compose([*TINY, f"model.weights={tiny_weights}", f"data.root={root}", *WORKSPACE_OVERRIDES], ROOT / "conf"))
+    cfg = compose(*tiny, f"data.root={root}", *WORKSPACE_OVERRIDES)
     with contextlib.chdir(folder), pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         patch.delenv("DVC_ROOT", raising=False)
