@@ -10,6 +10,19 @@ from skin_cancer.config import AugmentConfig, JitterConfig
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+def without_autotune_thread(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """`ds` with tf.data's autotuning model off.
+
+    Its background thread sleeps up to a minute between optimisations, and deleting an iterator
+    waits for that sleep to end (TensorFlow 2.21): every dataset read to its end (a stage's
+    predictions, each training epoch) idled for 0 to 60 s at random, which made the `features`
+    stage's wall time bimodal (docs/benchmarks.md). AUTOTUNE parallelism then means one call per
+    core; prefetch buffers still adapt."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
 def load_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
     """Read, decode (JPEG/PNG/BMP/GIF, any channel count) and resize one image to float32 in [0, 255].
 
@@ -136,7 +149,7 @@ def image_dataset(
     ds = ds.batch(batch_size)
     if augment is not None:
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    return without_autotune_thread(ds.prefetch(AUTOTUNE))
 
 
 def feature_dataset(features: np.ndarray, labels, batch_size: int, *, shuffle_seed: int | None = None) -> tf.data.Dataset:
@@ -155,4 +168,4 @@ def feature_dataset(features: np.ndarray, labels, batch_size: int, *, shuffle_se
     else:
         pick = lambda f, y: (f[0], y)  # noqa: E731
     ds = ds.map(pick, num_parallel_calls=AUTOTUNE).batch(batch_size)
-    return ds.map(lambda f, y: (tf.cast(f, tf.float32), y)).prefetch(AUTOTUNE)
+    return without_autotune_thread(ds.map(lambda f, y: (tf.cast(f, tf.float32), y)).prefetch(AUTOTUNE))

@@ -140,3 +140,14 @@ def test_image_training_draws_new_jitter_every_epoch(image_files):
     ds = image_dataset(image_files, [0, 1, 1], 32, 16, jitter_cfg=JITTER_ALL, jitter_seed=1)
     first, second = (np.concatenate([x.numpy() for x, _ in ds]) for _ in range(2))
     assert np.abs(first - second).mean() > 1.0
+
+
+def test_no_dataset_runs_the_autotune_thread_whose_sleep_delays_iterator_deletion(image_files):
+    """Deleting an iterator waits for tf.data's autotune thread to wake (up to a minute): every
+    dataset the project builds has it off (docs/benchmarks.md)."""
+    built = [
+        image_dataset(image_files, [0, 1, 0], 32, 2),
+        image_dataset(image_files, [0, 1, 0], 32, 2, views=(0, 1), jitter_cfg=JITTER_ALL, shuffle_seed=1),
+        feature_dataset(np.zeros((4, 2, 3), "float16"), [0, 1, 0, 1], 2, shuffle_seed=1),
+    ]
+    assert all(ds.map(lambda *x: x).options().autotune.enabled is False for ds in built)
