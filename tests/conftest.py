@@ -109,7 +109,9 @@ def finished(tmp_path_factory, compose, tiny):
 def trained(finished, tmp_path, monkeypatch):
     """A copy of the finished tiny pipeline in the working directory (tmp_path); returns its config."""
     folder, cfg = finished
-    shutil.copytree(folder, tmp_path, dirs_exist_ok=True, ignore=lambda where, names: ["kaggle"] if where == str(folder) else [])
+    # Its data stays where it is; its MLflow store (the runs its training opened) stays behind too.
+    ignore = lambda where, names: ["kaggle", "mlruns"] if where == str(folder) else []  # noqa: E731
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True, ignore=ignore)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_ROOT", raising=False)

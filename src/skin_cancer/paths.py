@@ -21,6 +21,9 @@ OPERATING_POINT = Path("models/operating_point.json")
 REPORTS = Path("reports")
 TRAIN_HISTORY = REPORTS / "train_history.csv"
 FINETUNE_HISTORY = REPORTS / "finetune_history.csv"
+# The MLflow run each training stage logged its epochs into (the track stage completes it).
+TRAIN_RUN = REPORTS / "train_run.json"
+FINETUNE_RUN = REPORTS / "finetune_run.json"
 METRICS = REPORTS / "metrics.json"
 EVALUATION = REPORTS / "evaluation"  # per set: predictions, confusion matrix, report, ROC, reliability
 FIGURES = REPORTS / "figures"  # PNGs: per set confusion matrix, ROC, PR, reliability; training curves

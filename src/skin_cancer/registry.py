@@ -1,14 +1,23 @@
-"""The model registry: every tracked run's serving model becomes a version, tagged with its headline
-metrics and what makes versions comparable; the champion alias points at the best comparable one.
-Loading a model (or its Keras model and operating point) back by URI."""
+"""The model registry: the pipeline's run gets the model in its Keras and serving flavours, and its
+serving model becomes a version, tagged with its headline metrics and what makes versions
+comparable; the champion alias points at the best comparable one. Loading a model (or its Keras
+model and operating point) back by URI."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
-from skin_cancer.config import TrackingConfig
+import pandas as pd
+
+from skin_cancer import paths
+from skin_cancer.config import Config, TrackingConfig
 from skin_cancer.operating_point import OperatingPoint
+from skin_cancer.serving import serving_model, serving_signature
 from skin_cancer.store import tracking_uri
+from skin_cancer.tracking import pipeline_run
 
 HEADLINE = (
     "accuracy",
@@ -103,6 +112,93 @@ def register_model(client, run_id: str, cfg: TrackingConfig, numbers: dict, comp
         "champion": final is not None and final.version == version.version,
         "not_comparable": reason,
     }
+
+
+def pip_requirements() -> list[str]:
+    """Every direct requirement of the project, pinned to the installed version: what the served
+    model's own code (logged with it) imports, so it loads in an environment built from these alone."""
+    from importlib.metadata import requires
+
+    pins = []
+    for requirement in requires("skin-cancer") or []:
+        name = requirement.split(";")[0].split("[")[0]
+        for separator in ("=", ">", "<", "~", "!", " "):
+            name = name.split(separator)[0]
+        with contextlib.suppress(PackageNotFoundError):
+            pins.append(f"{name}=={version(name)}")
+    return pins
+
+
+def model_signature(image_size: int, units: int = 1):
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, image_size, image_size, 3), "image")]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, units), "probability")]),
+    )
+
+
+def serving_example() -> pd.DataFrame:
+    """One test image, base64-encoded as the REST endpoint takes it."""
+    import base64
+
+    from skin_cancer.data import read_manifest
+
+    first = read_manifest(paths.PREPARED / "test.csv").path.iloc[0]
+    return pd.DataFrame({"image": [base64.b64encode(Path(first).read_bytes()).decode()]})
+
+
+def log_models(cfg: Config, operating_point: OperatingPoint) -> None:
+    """The pipeline's model in the active run: its Keras flavour (`model`) and, behind a pyfunc that
+    takes base64 image files, `serving`: what the registry holds and `mlflow models serve` serves.
+    Both carry the operating point; `serving` carries the package's code (code_paths), pinned
+    requirements and an input example, so it loads where the project is not installed."""
+    import mlflow
+
+    from skin_cancer.model import load_model
+
+    model = load_model(paths.MODEL)
+    mlflow.keras.log_model(
+        model,
+        name="model",
+        signature=model_signature(cfg.data.image_size, model.output_shape[-1]),
+        pip_requirements=pip_requirements(),
+        metadata={"operating_point": operating_point.to_dict()},
+    )
+    mlflow.pyfunc.log_model(
+        name="serving",
+        python_model=serving_model(),
+        artifacts={"model": str(paths.MODEL), "operating_point": str(paths.OPERATING_POINT)},
+        code_paths=[str(Path(__file__).resolve().parent)],
+        signature=serving_signature(),
+        pip_requirements=pip_requirements(),
+        input_example=serving_example(),
+        metadata={"operating_point": operating_point.to_dict()},
+    )
+
+
+def publish(cfg: Config) -> dict:
+    """The track stage's work: the pipeline's MLflow run (`tracking.pipeline_run`) with its model
+    (`tracking.log_model`), registered as a version (`tracking.registered_model`) that takes the
+    champion alias when it beats the comparable ones. Returns {run_id, experiment_id, tracking_uri,
+    group[, registry]}."""
+    from mlflow.tracking import MlflowClient
+
+    operating_point = OperatingPoint.load(paths.OPERATING_POINT)
+    with pipeline_run(cfg) as run:
+        numbers = run.pop("numbers")
+        if cfg.tracking.log_model:
+            log_models(cfg, operating_point)
+            if cfg.tracking.registered_model:
+                comparable = {
+                    "task.classes": ",".join(operating_point.class_names),
+                    "validation.fingerprint": str(operating_point.validation_fingerprint),
+                }
+                client = MlflowClient(run["tracking_uri"])
+                run["registry"] = register_model(client, run["run_id"], cfg.tracking, numbers, comparable)
+    return run
 
 
 def load_logged_model(uri: str):

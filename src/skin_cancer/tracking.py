@@ -1,7 +1,9 @@
 """MLflow run logging: the only module that logs runs.
 
-One pipeline execution -> one MLflow run that holds the whole picture of the resulting model,
-assembled from the DVC outputs, so a run is complete even when DVC restored stages from cache.
+One pipeline execution -> one MLflow run that holds the whole picture of the resulting model. The
+training stages open it and log each epoch as it ends; the track stage completes it from the DVC
+outputs, or starts a new one from them when DVC restored the training stages from its cache, so a
+run is complete either way.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pandas as pd
@@ -18,8 +19,6 @@ from skin_cancer import paths
 from skin_cancer.config import Config, TrackingConfig, flatten, to_dict
 from skin_cancer.io import read_json
 from skin_cancer.operating_point import OperatingPoint
-from skin_cancer.registry import register_model
-from skin_cancer.serving import serving_model, serving_signature
 from skin_cancer.store import check_reachable, ensure_experiment, store_lock, tracking_uri
 
 GROUP_TAG = "sweep.group"
@@ -88,42 +87,6 @@ def epoch_metrics(history: pd.DataFrame):
     return out
 
 
-def pip_requirements() -> list[str]:
-    """Every direct requirement of the project, pinned to the installed version: what the served
-    model's own code (logged with it) imports, so it loads in an environment built from these alone."""
-    from importlib.metadata import requires
-
-    pins = []
-    for requirement in requires("skin-cancer") or []:
-        name = requirement.split(";")[0].split("[")[0]
-        for separator in ("=", ">", "<", "~", "!", " "):
-            name = name.split(separator)[0]
-        with contextlib.suppress(PackageNotFoundError):
-            pins.append(f"{name}=={version(name)}")
-    return pins
-
-
-def model_signature(image_size: int, units: int = 1):
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
-
-    return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, image_size, image_size, 3), "image")]),
-        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, units), "probability")]),
-    )
-
-
-def serving_example() -> pd.DataFrame:
-    """One test image, base64-encoded as the REST endpoint takes it."""
-    import base64
-
-    from skin_cancer.data import read_manifest
-
-    first = read_manifest(paths.PREPARED / "test.csv").path.iloc[0]
-    return pd.DataFrame({"image": [base64.b64encode(Path(first).read_bytes()).decode()]})
-
-
 def log_datasets(evaluated: list[str]) -> None:
     """The train, validation and test manifests and every scored set as MLflow dataset inputs, each
     with its content digest, so a run says which images made it (call inside a run)."""
@@ -165,15 +128,108 @@ def run_name(cfg: Config) -> str:
     return f"{cfg.recipe}: {', '.join(changed)}" if changed else cfg.recipe
 
 
-def log_pipeline_run(cfg: Config) -> dict:
-    """Log params, per-epoch metrics of both phases, test metrics, reports, figures and the model
-    of the current DVC outputs as one MLflow run; returns {run_id, experiment_id, tracking_uri}."""
+# Each training phase: the history file its stage writes and the record of the run it logged into.
+PHASES = {"head": (paths.TRAIN_HISTORY, paths.TRAIN_RUN), "finetune": (paths.FINETUNE_HISTORY, paths.FINETUNE_RUN)}
+
+
+def describe_run(client, experiment_id: str, cfg: Config, run_id: str | None = None) -> str:
+    """Create (or, given `run_id`, update) the pipeline's run: its name, tags and sweep group parent."""
+    tags = run_tags(cfg, read_json(paths.PREPARE_REPORT))
+    group = run_group(cfg.tracking)
+    if group:
+        tags[GROUP_TAG] = group
+        tags["mlflow.parentRunId"] = parent_run(client, experiment_id, group)
+    if run_id is None:
+        return client.create_run(experiment_id, run_name=run_name(cfg), tags=tags).info.run_id
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in {**tags, "mlflow.runName": run_name(cfg)}.items()])
+    return run_id
+
+
+def open_run(client, record: Path, next_metrics: str) -> str | None:
+    """The run that `record` (a training stage's output) names, if this pipeline may go on logging
+    into it: still RUNNING, no params yet (no track stage has written it) and no metric starting with
+    `next_metrics` (what comes next has not logged there). None when DVC restored the stage that wrote
+    `record` from its cache after a track stage finished that run, or when the run is in another store."""
+    from mlflow.exceptions import MlflowException
+
+    if not record.is_file():
+        return None
+    try:
+        run = client.get_run(read_json(record)["run_id"])
+    except MlflowException:
+        return None
+    if run.info.status != "RUNNING" or run.data.params or any(k.startswith(next_metrics) for k in run.data.metrics):
+        return None
+    return run.info.run_id
+
+
+def pipeline_run_id(client, experiment_id: str, cfg: Config, before: list[str], next_metrics: str) -> str:
+    """The run that the training phases `before` logged into, described anew, when it can go on
+    (see `open_run`); else a new run holding their epochs, read from their history files."""
+    run_id = open_run(client, PHASES[before[-1]][1], next_metrics) if before else None
+    if run_id is not None:
+        return describe_run(client, experiment_id, cfg, run_id)
+    run_id = describe_run(client, experiment_id, cfg)
+    if before:
+        history = pd.concat([pd.read_csv(PHASES[phase][0]) for phase in before], ignore_index=True)
+        client.log_batch(run_id, metrics=epoch_metrics(history))
+    return run_id
+
+
+@contextlib.contextmanager
+def training_run(cfg: Config, phase: str, first_epoch: int = 0, *, chief: bool = True):
+    """The pipeline's MLflow run while `phase` ("head" or "finetune") trains.
+
+    Yields (Keras callbacks, record): the callbacks log each epoch's metrics as `<phase>.<metric>`
+    (step = epoch counted across phases) when the epoch ends, so the curves are in the MLflow UI
+    while training runs; the record ({"run_id"}) is what the stage writes as PHASES[phase]'s record.
+    The earlier phase's run goes on when it can, the track stage adopts the run, and it stays RUNNING
+    until then; training that fails or is stopped marks it FAILED. A non-chief worker of distributed
+    training (`chief=False`) logs nothing."""
+    if not chief:
+        yield [], None
+        return
+    import time
+
+    import keras
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(cfg.tracking)
+    with store_lock(uri):
+        client = MlflowClient(uri)
+        experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, uri)
+        before = list(PHASES)[: list(PHASES).index(phase)]
+        run_id = pipeline_run_id(client, experiment_id, cfg, before, f"{phase}.")
+
+    def log_epoch(epoch: int, logs: dict | None) -> None:
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"{phase}.{k}", float(v), now, first_epoch + epoch + 1) for k, v in (logs or {}).items()]
+        with store_lock(uri):
+            client.log_batch(run_id, metrics=metrics)
+
+    try:
+        yield [keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)], {"run_id": run_id}
+    except BaseException:
+        with store_lock(uri):
+            client.set_terminated(run_id, status="FAILED")
+        raise
+
+
+@contextlib.contextmanager
+def pipeline_run(cfg: Config):
+    """The pipeline's MLflow run, active, with params, test metrics, datasets, reports and figures of
+    the current DVC outputs: the run the training stages logged their epochs into when DVC ran them
+    in this pipeline, else a new one with the epochs from the history files (DVC restored them).
+    Yields {run_id, experiment_id, tracking_uri, group, numbers}; the run ends on leaving. Writers of
+    a local SQLite store are serialised throughout."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(cfg.tracking)
     prepare_report = read_json(paths.PREPARE_REPORT)
-    history = pd.concat([pd.read_csv(p) for p in (paths.TRAIN_HISTORY, paths.FINETUNE_HISTORY)], ignore_index=True)
     metrics = read_json(paths.METRICS)
     audit_report = read_json(paths.AUDIT_REPORT)
     operating_point = OperatingPoint.load(paths.OPERATING_POINT)
@@ -181,14 +237,10 @@ def log_pipeline_run(cfg: Config) -> dict:
         mlflow.set_tracking_uri(uri)
         client = MlflowClient(uri)
         experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, uri)
-        tags = run_tags(cfg, prepare_report)
-        group = run_group(cfg.tracking)
-        if group:
-            tags[GROUP_TAG] = group
-            tags["mlflow.parentRunId"] = parent_run(client, experiment_id, group)
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg), tags=tags) as run:
+        run_id = pipeline_run_id(client, experiment_id, cfg, list(PHASES), "test.")
+        with mlflow.start_run(run_id=run_id):
             log_datasets(list(metrics))
-            client.log_batch(run.info.run_id, metrics=epoch_metrics(history), params=run_params(cfg))
+            client.log_batch(run_id, params=run_params(cfg))
             # One namespace per evaluated set: validation.*, test.*, clean_test.*, <external set>.*
             numbers = {
                 **flatten(metrics),
@@ -214,38 +266,8 @@ def log_pipeline_run(cfg: Config) -> dict:
                 Path("params.yaml"),
             ):
                 mlflow.log_artifact(str(path), artifact_path="pipeline")
-            if cfg.tracking.log_model:
-                from skin_cancer.model import load_model
-
-                model = load_model(paths.MODEL)
-                mlflow.keras.log_model(
-                    model,
-                    name="model",
-                    signature=model_signature(cfg.data.image_size, model.output_shape[-1]),
-                    pip_requirements=pip_requirements(),
-                    metadata={"operating_point": operating_point.to_dict()},
-                )
-                # The same model behind a pyfunc that takes base64 image files: what the registry
-                # holds and `mlflow models serve` serves.
-                # It carries the package's code (code_paths), so it loads where the project is not installed.
-                mlflow.pyfunc.log_model(
-                    name="serving",
-                    python_model=serving_model(),
-                    artifacts={"model": str(paths.MODEL), "operating_point": str(paths.OPERATING_POINT)},
-                    code_paths=[str(Path(__file__).resolve().parent)],
-                    signature=serving_signature(),
-                    pip_requirements=pip_requirements(),
-                    input_example=serving_example(),
-                    metadata={"operating_point": operating_point.to_dict()},
-                )
-        logged = {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri, "group": group}
-        if cfg.tracking.log_model and cfg.tracking.registered_model:
-            comparable = {
-                "task.classes": ",".join(operating_point.class_names),
-                "validation.fingerprint": str(operating_point.validation_fingerprint),
-            }
-            logged["registry"] = register_model(client, run.info.run_id, cfg.tracking, numbers, comparable)
-        return logged
+            group = run_group(cfg.tracking)
+            yield {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": uri, "group": group, "numbers": numbers}
 
 
 def _group_parent(cfg: TrackingConfig):
@@ -261,12 +283,20 @@ def _group_parent(cfg: TrackingConfig):
 
 
 def log_failed_job(cfg: Config, name: str, overrides: list[str], log: Path, started: float) -> str:
-    """A run marked FAILED for a sweep job whose experiment failed: its overrides, group and log."""
+    """The sweep job's run marked FAILED, with its overrides, group and log: the run its experiment's
+    training opened, if it got that far, else a new one."""
     client, experiment_id, parent = _group_parent(cfg.tracking)
     tags = {GROUP_TAG: cfg.tracking.run_group, "mlflow.parentRunId": parent, "dvc.exp_name": name, "recipe": cfg.recipe}
     tags["sweep.overrides"] = " ".join(overrides)
-    run = client.create_run(experiment_id, start_time=int(started * 1000), run_name=f"{name} (failed)", tags=tags)
-    client.log_batch(run.info.run_id, params=run_params(cfg))
+    opened = client.search_runs([experiment_id], filter_string=f"tags.`dvc.exp_name` = '{name}'")
+    if opened:
+        run = opened[0]
+        for key, value in {**tags, "mlflow.runName": f"{name} (failed)"}.items():
+            client.set_tag(run.info.run_id, key, value)
+    else:
+        run = client.create_run(experiment_id, start_time=int(started * 1000), run_name=f"{name} (failed)", tags=tags)
+    if not run.data.params:
+        client.log_batch(run.info.run_id, params=run_params(cfg))
     client.log_artifact(run.info.run_id, str(log))
     client.set_terminated(run.info.run_id, status="FAILED")
     return run.info.run_id

@@ -76,8 +76,9 @@ def fit_phase(
     first_epoch: int = 0,
     name: str = "phase",
     class_weight: dict[int, float] | None = None,
+    callbacks: list | tuple = (),
 ) -> list[dict]:
-    """Compile and fit `model`; returns one row of metrics per epoch.
+    """Compile and fit `model` (with extra Keras `callbacks`); returns one row of metrics per epoch.
 
     The best epoch by validation AUC is checkpointed and restored when `restore_best`.
     """
@@ -87,9 +88,10 @@ def fit_phase(
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "best.weights.h5"
         callbacks = [
+            *callbacks,
             keras.callbacks.ModelCheckpoint(
                 checkpoint, monitor="val_auc", mode="max", save_best_only=True, save_weights_only=True
-            )
+            ),
         ]
         if phase.patience is not None:
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=phase.patience))
@@ -151,9 +153,11 @@ def train_phase(
     prepared_dir: Path,
     features_dir: Path,
     first_epoch: int = 0,
+    callbacks: list | tuple = (),
 ) -> list[dict]:
     """One training phase of `classifier` (the head, or fine-tuning once unfrozen) on the prepared
-    data, with `train.class_weight` over its classes; returns one row of metrics per epoch."""
+    data, with `train.class_weight` over its classes and extra Keras `callbacks`; returns one row of
+    metrics per epoch."""
     units = classifier.output_shape[-1]
     n_classes = 2 if units == 1 else units
     train_ds, val_ds = datasets(cfg, prepared_dir, features_dir, units)
@@ -166,6 +170,7 @@ def train_phase(
         first_epoch=first_epoch,
         name=name,
         class_weight=training_class_weights(cfg, prepared_dir, n_classes),
+        callbacks=callbacks,
     )
 
 

@@ -1,14 +1,17 @@
 """Training under tf.distribute strategies: two worker processes (MultiWorkerMirroredStrategy) on
 loopback and as SLURM tasks against one, and MirroredStrategy in the stage's own process."""
 
+import json
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
 from skin_cancer import paths
 from skin_cancer.config import write_params
+from skin_cancer.store import tracking_uri
 from tests.helpers import slurm_cluster
 
 pytestmark = pytest.mark.slow
@@ -44,6 +47,11 @@ def test_two_workers_here_and_on_slurm_train_like_one(workspace, tmp_path):
     one, two = (train_and_finetune(workspace(*deterministic, f"train.distribute.workers={n}")) for n in (1, 2))
     print(one.to_string(), two.to_string(), sep="\n")
     assert_same_training(one, two)
+    # The chief alone logs the epochs to MLflow: each once, as its history has them.
+    client = MlflowClient(tracking_uri())
+    run_id = json.loads(paths.FINETUNE_RUN.read_text())["run_id"]
+    logged = [(m.step, m.value) for key in ("head.val_auc", "finetune.val_auc") for m in client.get_metric_history(run_id, key)]
+    assert logged == list(zip(two.epoch, two.val_auc))
     # In a SLURM allocation the stage starts its workers with srun; SLURM's environment names the cluster.
     with slurm_cluster(tmp_path / "slurm") as slurm_conf, pytest.MonkeyPatch.context() as patch:
         patch.setenv("SLURM_CONF", slurm_conf)

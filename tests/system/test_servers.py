@@ -21,19 +21,19 @@ def test_registry_on_a_tracking_server_and_mlflow_models_serve(trained, tmp_path
     import base64
 
     from skin_cancer.config import write_params
+    from skin_cancer.registry import publish
     from skin_cancer.serving import MAX_BATCH, load_classifier
-    from skin_cancer.tracking import log_pipeline_run
 
     write_params(trained)
     with tracking_server() as (tracking_uri, _):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-        first = log_pipeline_run(trained)
+        first = publish(trained)
         assert first["tracking_uri"] == tracking_uri and first["registry"]["champion"]
         metrics = json.loads(open("reports/metrics.json").read())
         metrics["validation"]["roc_auc"] += 0.01  # a better model on validation takes the alias
         with open("reports/metrics.json", "w") as handle:
             json.dump(metrics, handle)
-        second = log_pipeline_run(trained)["registry"]
+        second = publish(trained)["registry"]
         assert (second["version"], second["champion"], second["previous_champion"]) == (2, True, 1)
         champion = load_classifier("models:/skin-cancer-classifier@champion")
         assert champion.source == "models:/skin-cancer-classifier@champion"

@@ -172,6 +172,8 @@ def test_dvc_outputs_match_the_paths_the_code_writes():
         paths.OPERATING_POINT,
         paths.TRAIN_HISTORY,
         paths.FINETUNE_HISTORY,
+        paths.TRAIN_RUN,
+        paths.FINETUNE_RUN,
         paths.METRICS,
         paths.EVALUATION,
         paths.FIGURES,

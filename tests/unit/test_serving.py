@@ -138,11 +138,11 @@ def test_missing_model_and_operating_point_are_one_line_errors(trained, tmp_path
 def test_model_of_an_mlflow_run_predicts_the_same(trained, tmp_path):
 
     from skin_cancer.config import write_params
+    from skin_cancer.registry import publish
     from skin_cancer.serving import load_classifier
-    from skin_cancer.tracking import log_pipeline_run
 
     write_params(trained)
-    run_id = log_pipeline_run(trained)["run_id"]
+    run_id = publish(trained)["run_id"]
     path = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
     local = load_classifier("models/model.keras").predict([path])[0]
     logged = load_classifier(run_id=run_id).predict([path])[0]

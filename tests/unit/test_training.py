@@ -35,6 +35,8 @@ def test_stages_produce_every_declared_output(request, recipe):
         paths.METRICS,
         paths.TRAIN_HISTORY,
         paths.FINETUNE_HISTORY,
+        paths.TRAIN_RUN,
+        paths.FINETUNE_RUN,
         paths.FIGURES / "training_curves.png",
         paths.FIGURES / "test_gradcam.png",
         paths.MODEL_REPORT,
@@ -295,10 +297,10 @@ def test_three_generated_classes_run_every_stage(workspace, tmp_path):
 
     import mlflow
 
-    from skin_cancer.tracking import log_pipeline_run
+    from skin_cancer.registry import publish
 
     write_params(cfg)
-    logged = log_pipeline_run(cfg)
+    logged = publish(cfg)
     mlflow.set_tracking_uri(logged["tracking_uri"])
     run = mlflow.get_run(logged["run_id"])
     assert {"test.balanced_accuracy", "test.macro_auc", "test.mel.sensitivity", "binary.roc_auc"} <= set(run.data.metrics)

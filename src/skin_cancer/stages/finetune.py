@@ -1,13 +1,15 @@
 """DVC stage `finetune`: unfreeze the backbone above model.frozen_until, recompile, train ->
-models/model.keras (and models/model.h5 for `load_model` habits) + per-epoch history."""
+models/model.keras (and models/model.h5 for `load_model` habits) + per-epoch history, each epoch
+logged to the pipeline's MLflow run as it ends (the run's id in reports/finetune_run.json)."""
 
 import pandas as pd
 
 from skin_cancer import distribute, paths
 from skin_cancer.config import Config
-from skin_cancer.io import atomic_path
+from skin_cancer.io import atomic_path, write_json
 from skin_cancer.model import load_model, trainable_summary, unfreeze
 from skin_cancer.stages import run_stage
+from skin_cancer.tracking import training_run
 from skin_cancer.training import history_frame, seed_everything, train_phase, training_seed
 
 
@@ -17,10 +19,13 @@ def main(cfg: Config) -> None:
     seed_everything(training_seed(cfg))
     strategy = distribute.strategy(cfg.train.distribute)
     head_epochs = len(pd.read_csv(paths.TRAIN_HISTORY))
-    with strategy.scope():
+    chief = distribute.is_chief(strategy)
+    with strategy.scope(), training_run(cfg, "finetune", head_epochs, chief=chief) as (callbacks, run):
         classifier = load_model(paths.HEAD_MODEL)
         unfreeze(classifier, cfg.model.frozen_until, cfg.model.freeze_batchnorm)
-        rows = train_phase(cfg, classifier, cfg.train.finetune, "finetune", paths.PREPARED, paths.FEATURES, head_epochs)
+        rows = train_phase(
+            cfg, classifier, cfg.train.finetune, "finetune", paths.PREPARED, paths.FEATURES, head_epochs, callbacks=callbacks
+        )
     print(f"finetune: {trainable_summary(classifier)}")
     if not distribute.is_chief(strategy):
         return
@@ -29,6 +34,7 @@ def main(cfg: Config) -> None:
             classifier.save(tmp)
     with atomic_path(paths.FINETUNE_HISTORY) as tmp:
         history_frame(rows).to_csv(tmp, index=False)
+    write_json(paths.FINETUNE_RUN, run)
 
 
 if __name__ == "__main__":

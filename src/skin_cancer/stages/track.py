@@ -1,15 +1,15 @@
-"""DVC stage `track`: one MLflow run for the pipeline's current outputs, its model registered (and
-made champion when it beats the current one) -> reports/mlflow_run.json."""
+"""DVC stage `track`: the pipeline's MLflow run completed from its current outputs, its model
+registered (and made champion when it beats the current one) -> reports/mlflow_run.json."""
 
 from skin_cancer import paths
 from skin_cancer.config import Config
 from skin_cancer.io import write_json
+from skin_cancer.registry import publish
 from skin_cancer.stages import run_stage
-from skin_cancer.tracking import log_pipeline_run
 
 
 def main(cfg: Config) -> None:
-    run = log_pipeline_run(cfg)
+    run = publish(cfg)
     write_json(paths.MLFLOW_RUN, run)
     print(f"track: MLflow run {run['run_id']} in {run['tracking_uri']}")
     if "registry" in run:

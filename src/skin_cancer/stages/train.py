@@ -1,11 +1,13 @@
-"""DVC stage `train`: the head phase (frozen backbone) -> models/head.keras + per-epoch history."""
+"""DVC stage `train`: the head phase (frozen backbone) -> models/head.keras + per-epoch history, each
+epoch logged to the pipeline's MLflow run as it ends (the run's id in reports/train_run.json)."""
 
 from skin_cancer import distribute, paths
 from skin_cancer.config import Config
-from skin_cancer.io import atomic_path, read_json
+from skin_cancer.io import atomic_path, read_json, write_json
 from skin_cancer.model import build_classifier, output_units, trainable_summary
 from skin_cancer.stages import run_stage
 from skin_cancer.store import check_reachable, tracking_uri
+from skin_cancer.tracking import training_run
 from skin_cancer.training import history_frame, seed_everything, train_phase, training_seed
 
 
@@ -18,9 +20,9 @@ def main(cfg: Config) -> None:
     strategy = distribute.strategy(cfg.train.distribute)
     report = read_json(paths.PREPARE_REPORT)
     units = output_units(report["class_names"], report["positive_class"])
-    with strategy.scope():
+    with strategy.scope(), training_run(cfg, "head", chief=distribute.is_chief(strategy)) as (callbacks, run):
         classifier = build_classifier(cfg.model, cfg.data.image_size, units)
-        rows = train_phase(cfg, classifier, cfg.train.head, "head", paths.PREPARED, paths.FEATURES)
+        rows = train_phase(cfg, classifier, cfg.train.head, "head", paths.PREPARED, paths.FEATURES, callbacks=callbacks)
     print(f"train: {trainable_summary(classifier)}")
     if not distribute.is_chief(strategy):
         return
@@ -28,6 +30,7 @@ def main(cfg: Config) -> None:
         classifier.save(tmp)
     with atomic_path(paths.TRAIN_HISTORY) as tmp:
         history_frame(rows).to_csv(tmp, index=False)
+    write_json(paths.TRAIN_RUN, run)
 
 
 if __name__ == "__main__":
