@@ -198,6 +198,7 @@ def training_run(cfg: Config, phase: str, first_epoch: int = 0, *, chief: bool =
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(cfg.tracking)
+    check_reachable(uri)
     with store_lock(uri):
         client = MlflowClient(uri)
         experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, uri)
