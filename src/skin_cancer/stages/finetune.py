@@ -27,7 +27,7 @@ def main(cfg: Config) -> None:
             cfg, classifier, cfg.train.finetune, "finetune", paths.PREPARED, paths.FEATURES, head_epochs, callbacks=callbacks
         )
     print(f"finetune: {trainable_summary(classifier)}")
-    if not distribute.is_chief(strategy):
+    if not chief:
         return
     for path in (paths.MODEL, paths.MODEL_H5):
         with atomic_path(path) as tmp:
