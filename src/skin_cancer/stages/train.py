@@ -20,11 +20,12 @@ def main(cfg: Config) -> None:
     strategy = distribute.strategy(cfg.train.distribute)
     report = read_json(paths.PREPARE_REPORT)
     units = output_units(report["class_names"], report["positive_class"])
-    with strategy.scope(), training_run(cfg, "head", chief=distribute.is_chief(strategy)) as (callbacks, run):
+    chief = distribute.is_chief(strategy)
+    with strategy.scope(), training_run(cfg, "head", chief=chief) as (callbacks, run):
         classifier = build_classifier(cfg.model, cfg.data.image_size, units)
         rows = train_phase(cfg, classifier, cfg.train.head, "head", paths.PREPARED, paths.FEATURES, callbacks=callbacks)
     print(f"train: {trainable_summary(classifier)}")
-    if not distribute.is_chief(strategy):
+    if not chief:
         return
     with atomic_path(paths.HEAD_MODEL) as tmp:
         classifier.save(tmp)
