@@ -13,11 +13,22 @@ import numpy as np
 import pytest
 
 from skin_cancer.config import write_params
-from tests.helpers import ROOT, TINY, kaggle_folder, run_all
+from tests.helpers import ROOT, TINY, kaggle_folder, make_csv_collection, run_all
 
 # The data and overrides of `workspace()` and of the session's finished pipeline.
 WORKSPACE_DATA = {"train": 16, "test": 6}
 WORKSPACE_OVERRIDES = ("data.val_fraction=0.25",)
+# A HAM10000-like collection of three diagnoses, 12 lesions each, for the session's K-class pipeline:
+# a softmax over them, and an external set labelled only malignant / benign, scored through the
+# malignant score.
+THREE_CLASS_OVERRIDES = (
+    "data.label_map={mel: mel, nv: nv, bkl: bkl}",
+    "data.positive_class=null",
+    "data.malignant_classes=[mel]",
+    "train.class_weight=balanced",
+    "+evaluate.external.binary.split=test",
+    "+evaluate.external.binary.label_map={mel: malignant, nv: benign, bkl: benign}",
+)
 
 
 @pytest.fixture(scope="session")
@@ -105,17 +116,43 @@ def finished(tmp_path_factory, compose, tiny):
     return folder, cfg
 
 
-@pytest.fixture
-def trained(finished, tmp_path, monkeypatch):
-    """A copy of the finished tiny pipeline in the working directory (tmp_path); returns its config."""
+@pytest.fixture(scope="session")
+def finished_three_classes(tmp_path_factory, compose, tiny):
+    """The tiny pipeline on three generated diagnoses (THREE_CLASS_OVERRIDES), run once per session:
+    (its folder, its config); the collection is in its `ham/`."""
+    folder = tmp_path_factory.mktemp("finished_three_classes")
+    ham = make_csv_collection(folder / "ham", {"mel": 12, "nv": 12, "bkl": 12}, malignant=("mel", "bkl"))
+    roots = (f"data.root={ham}", f"+evaluate.external.binary.root={ham}")
+    cfg = compose(*tiny, *roots, *WORKSPACE_OVERRIDES, *THREE_CLASS_OVERRIDES)
+    with contextlib.chdir(folder), pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("DVC_ROOT", raising=False)
+        run_all(cfg)
+    return folder, cfg
+
+
+def copy_finished(finished: tuple, data: str, tmp_path: Path, monkeypatch):
+    """A copy of a finished pipeline in the working directory (tmp_path); returns its config."""
     folder, cfg = finished
     # Its data stays where it is; its MLflow store (the runs its training opened) stays behind too.
-    ignore = lambda where, names: ["kaggle", "mlruns"] if where == str(folder) else []  # noqa: E731
+    ignore = lambda where, names: [data, "mlruns"] if where == str(folder) else []  # noqa: E731
     shutil.copytree(folder, tmp_path, dirs_exist_ok=True, ignore=ignore)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_ROOT", raising=False)
     return copy.deepcopy(cfg)  # tests may change their config
+
+
+@pytest.fixture
+def trained(finished, tmp_path, monkeypatch):
+    """A copy of the finished tiny pipeline in the working directory (tmp_path); returns its config."""
+    return copy_finished(finished, "kaggle", tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def trained_three_classes(finished_three_classes, tmp_path, monkeypatch):
+    """A copy of the finished three-class pipeline in the working directory; returns its config."""
+    return copy_finished(finished_three_classes, "ham", tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -26,19 +26,29 @@ CHROMIUM_ARGS = [
 pytestmark = pytest.mark.slow
 
 
+def serve_app(folder: Path):
+    """The app serving the model of the finished pipeline in `folder` on a free loopback port."""
+    port = free_port()
+    return server(["skin-cancer", "app", "--port", str(port)], port, folder / "app.log", "/_stcore/health", cwd=folder)
+
+
 @pytest.fixture
 def app_url(trained, tmp_path):
-    """A finished tiny pipeline and the app serving its model on a free loopback port."""
-    port = free_port()
-    with server(["skin-cancer", "app", "--port", str(port)], port, tmp_path / "app.log", "/_stcore/health", cwd=tmp_path) as url:
+    """A finished tiny pipeline and the app serving its model."""
+    with serve_app(tmp_path) as url:
         yield url
+
+
+def chromium():
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is needed for the browser test (`make browser` installs it)")
+    return CHROMIUM
 
 
 def test_upload_shows_prediction_and_grad_cam_and_rejects_a_non_image(app_url, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is needed for the browser test (`make browser` installs it)")
+    chromium()
     image = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
     fake = tmp_path / "notes.jpg"
     fake.write_text("not an image at all")
@@ -60,6 +70,35 @@ def test_upload_shows_prediction_and_grad_cam_and_rejects_a_non_image(app_url, t
         expect(page.get_by_text("notes.jpg: rejected: not a recognised image")).to_be_visible(timeout=90_000)
         browser.close()
     assert (tmp_path / "prediction.png").stat().st_size > 10_000
+
+
+def test_a_three_class_model_shows_every_class_and_the_evidence_for_the_top_one(trained_three_classes, tmp_path):
+    """K classes in the browser: the card says argmax over K, the upload gets its most probable class,
+    the malignant score, a bar per class and a Grad-CAM of the predicted class."""
+    from playwright.sync_api import expect, sync_playwright
+
+    chromium()
+    predictions = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv")
+    image = predictions.path[0]
+    top = predictions.filter(like="probability_").iloc[0].idxmax().removeprefix("probability_")
+    with serve_app(tmp_path) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 1200})
+        page.goto(url)
+        expect(page.get_by_text("Most probable of 3 classes")).to_be_visible(timeout=60_000)
+        page.locator('input[type="file"]').set_input_files(image)
+        expect(page.get_by_text("Most probable:")).to_be_visible(timeout=90_000)
+        # The same class as the evaluate stage's predictions, and the same one the Grad-CAM explains.
+        assert page.get_by_text("Most probable:").inner_text().split()[2] == top
+        expect(page.get_by_text(f"Grad-CAM: evidence for {top}")).to_be_visible()
+        expect(page.get_by_text("Malignant score (mel):")).to_be_visible()
+        chart = page.locator("[data-testid='stVegaLiteChart']")
+        expect(chart).to_be_visible(timeout=30_000)
+        for name in ("bkl", "mel", "nv"):  # one bar per class, labelled on its axis
+            expect(chart.get_by_text(name, exact=True).first).to_be_attached()
+        page.screenshot(path=str(tmp_path / "three_classes.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "three_classes.png").stat().st_size > 10_000
 
 
 def test_sigterm_to_the_app_command_stops_its_server(trained, tmp_path):

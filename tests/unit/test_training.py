@@ -243,21 +243,11 @@ def test_a_lesion_collection_runs_every_stage_with_its_test_lesions_held_out(wor
     assert metrics["ham_test"]["n_images"] == 10 and metrics["ham_test"]["excluded"] == 0
 
 
-def test_three_generated_classes_run_every_stage(workspace, tmp_path):
+def test_three_generated_classes_run_every_stage(trained_three_classes):
     """A K-class model (softmax, argmax, temperature on logits) through every stage, with a
     malignant/benign-labelled external set scored through its malignant score."""
-    ham = make_csv_collection(tmp_path / "ham", {"mel": 12, "nv": 12, "bkl": 12}, malignant=("mel", "bkl"))
-    cfg = workspace(
-        f"data.root={ham}",
-        "data.label_map={mel: mel, nv: nv, bkl: bkl}",
-        "data.positive_class=null",
-        "data.malignant_classes=[mel]",
-        "train.class_weight=balanced",
-        f"+evaluate.external.binary.root={ham}",
-        "+evaluate.external.binary.split=test",
-        "+evaluate.external.binary.label_map={mel: malignant, nv: benign, bkl: benign}",
-    )
-    run_all(cfg)
+    cfg = trained_three_classes
+    ham = Path(cfg.data.root)
     op = json.loads(paths.OPERATING_POINT.read_text())
     assert op["class_names"] == ["bkl", "mel", "nv"] and op["threshold"] is None and op["threshold_policy"] == "argmax"
     assert keras.saving.load_model(paths.MODEL).output_shape == (None, 3)
