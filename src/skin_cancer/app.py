@@ -58,6 +58,8 @@ def show_card(card: dict, classifier) -> list:
     (six columns do not fit the sidebar)."""
     op = classifier.operating_point
     decision = f"Most probable of {len(op.class_names)} classes" if op.multiclass else f"Threshold **{op.threshold:.3f}**"
+    if op.class_prior:
+        decision += " under a uniform class prior"
     st.markdown(f"{decision} ({op.threshold_policy}, chosen on validation); temperature {op.temperature:.2f}.")
     for key in ("MLflow run", "data fingerprint", "recipe"):
         if card.get(key):

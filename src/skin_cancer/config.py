@@ -154,6 +154,7 @@ class EvaluateConfig:
     target_sensitivity: float = MISSING
     bootstrap_resamples: int = MISSING
     temperature_scaling: bool = MISSING
+    class_prior: str = MISSING
     calibration_bins: int = MISSING
     external: Dict[str, DatasetSpec] = MISSING
 
@@ -181,6 +182,7 @@ _CHOICES = {
     "train.distribute.strategy": ("none", "mirrored", "multi_worker"),
     "train.augment.flip": ("horizontal", "vertical", "horizontal_and_vertical", "none"),
     "evaluate.threshold_policy": ("fixed", "youden", "target_sensitivity"),
+    "evaluate.class_prior": ("training", "uniform"),
     "evaluate.runtime": ("openvino", "tensorflow"),
     "train.head.schedule": ("constant", "cosine"),
     "train.finetune.schedule": ("constant", "cosine"),
@@ -276,6 +278,11 @@ def _range_errors(cfg: Config) -> list[str]:
         value = OmegaConf.select(structured, key)
         if not ok(value):
             errors.append(f"{key}={value!r} must be {expected}")
+    if cfg.evaluate.class_prior == "uniform" and cfg.data.positive_class is not None:
+        errors.append(
+            "evaluate.class_prior='uniform' is for K-class models (data.positive_class: null); a binary model's "
+            "threshold policy makes that choice"
+        )
     for phase in ("head", "finetune"):
         settings = getattr(cfg.train, phase)
         if settings.warmup_epochs >= settings.epochs:

@@ -37,12 +37,17 @@ def _softmax_logits(prob) -> np.ndarray:
     return np.log(np.clip(np.asarray(prob, dtype=float), 1e-12, 1.0))
 
 
-def apply_temperature(prob, temperature: float) -> np.ndarray:
+def apply_temperature(prob, temperature: float, class_prior=None) -> np.ndarray:
     """Probabilities with their logits divided by `temperature` (1 leaves them unchanged; the
     0.5 point, the argmax and the ranking never change). `prob`: one sigmoid probability per
-    image (n,) or softmax rows (n, K)."""
+    image (n,) or softmax rows (n, K). K classes only: `class_prior` (the share of each class
+    among the training images) is then divided out, giving the probabilities of a uniform class mix,
+    whose argmax is the Bayes decision for balanced accuracy (post-hoc logit adjustment, Menon et
+    al. 2021). Renormalising moves one-vs-rest rankings a little, so AUCs may change too."""
     if np.ndim(prob) == 2:
         z = _softmax_logits(prob) / temperature
+        if class_prior is not None:
+            z = z - np.log(np.asarray(class_prior, dtype=float))
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
     return 1.0 / (1.0 + np.exp(-_logit(prob) / temperature))

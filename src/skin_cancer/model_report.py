@@ -198,9 +198,17 @@ def build(
 
     validation = operating_point.validation
     if operating_point.multiclass:
+        shares = zip(operating_point.class_names, operating_point.class_prior or [])
+        prior = (
+            ", each class's probability divided by its share of the training images (a uniform class prior: "
+            + ", ".join(f"{name} {share:.3f}" for name, share in shares)
+            + ")"
+            if operating_point.class_prior
+            else ""
+        )
         decision = [
             f"- Decision: the most probable of the {len(operating_point.class_names)} classes "
-            f"{operating_point.class_names} (argmax, no threshold).",
+            f"{operating_point.class_names} (argmax, no threshold){prior}.",
             f"- Malignant score: the summed probability of {operating_point.malignant_classes or 'no class'}; "
             "sets labelled only malignant / benign are scored on it at 0.5.",
         ]

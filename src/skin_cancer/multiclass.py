@@ -13,6 +13,14 @@ import sklearn.metrics as skm
 from skin_cancer.evaluation import bootstrap_ci
 
 
+def class_shares(label_index, k: int) -> list[float]:
+    """Each of the K classes' share of the labels; a class without any is an error (its prior would be 0)."""
+    counts = np.bincount(np.asarray(label_index, dtype=int), minlength=k)
+    if not counts.all():
+        raise ValueError(f"classes {np.flatnonzero(counts == 0).tolist()} have no training image: no class prior to divide out")
+    return (counts / counts.sum()).tolist()
+
+
 def predicted(prob) -> np.ndarray:
     """The decision: the most probable class per row."""
     return np.asarray(prob).argmax(axis=1)

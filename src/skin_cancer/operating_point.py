@@ -24,6 +24,9 @@ class OperatingPoint:
     validation: dict = field(default_factory=dict)  # validation metrics at this operating point
     validation_fingerprint: str | None = None  # which validation images: comparable models share it
     malignant_classes: list[str] | None = None  # K classes: summed into the malignant score
+    # K classes, evaluate.class_prior=uniform: each class's share of the training images, divided out
+    # of the calibrated probabilities (None: probabilities of the training class mix).
+    class_prior: list[float] | None = None
 
     @property
     def multiclass(self) -> bool:

@@ -32,7 +32,7 @@ def scored_sets(cfg: Config, model, op: OperatingPoint) -> tuple[dict[str, tuple
 
     def predict(frame, name):
         raw = inference.predict_files(predictor, frame.path, cfg.data.image_size, cfg.evaluate.batch_size, f"evaluate: {name}")
-        return ev.apply_temperature(raw, op.temperature)
+        return ev.apply_temperature(raw, op.temperature, op.class_prior)
 
     test = read_manifest(paths.PREPARED / "test.csv")
     test_prob = predict(test, "test")

@@ -56,7 +56,7 @@ class Classifier:
     def _probabilities(self, images) -> np.ndarray:
         """Calibrated probability per image of a (n, size, size, 3) float batch in [0, 255]: the mean
         raw probability over the test-time views (the same compiled graph as the evaluate stage's),
-        then the temperature."""
+        then the temperature (and a K-class model's class prior)."""
         from skin_cancer.evaluation import apply_temperature
         from skin_cancer.inference import compile_predictor, run_batches
 
@@ -69,7 +69,7 @@ class Classifier:
             raw = run_batches(
                 self._forward, (images[i : i + BATCH] for i in range(0, len(images), BATCH)), len(images), BATCH, "predicting"
             )
-        return apply_temperature(raw, self.operating_point.temperature)
+        return apply_temperature(raw, self.operating_point.temperature, self.operating_point.class_prior)
 
     def predict(self, images: list) -> list[dict]:
         """One result per input (a path or an RGB array): probability, label and threshold, or an

@@ -75,6 +75,8 @@ def test_unknown_key_or_wrong_type_names_the_key(raw, key):
         ({"train": {"jitter": {"min_jpeg_quality": 0}}}, "train.jitter.min_jpeg_quality"),
         ({"train": {"jitter": {"contrast": 1.0}}}, "train.jitter.contrast"),
         ({"train": {"jitter": {"hue": 0.6}}}, "train.jitter.hue"),
+        ({"evaluate": {"class_prior": "balanced"}}, "evaluate.class_prior"),
+        ({"evaluate": {"class_prior": "uniform"}}, "evaluate.class_prior"),  # the default data is binary
     ],
 )
 def test_out_of_range_values_name_the_key(raw, key):

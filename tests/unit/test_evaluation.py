@@ -143,6 +143,18 @@ def test_temperature_scaling_recovers_an_overconfident_model():
     assert (np.argsort(calibrated) == np.argsort(overconfident)).all()
 
 
+def test_a_uniform_class_prior_divides_the_training_shares_out():
+    rng = np.random.default_rng(0)
+    prob = rng.dirichlet(np.ones(3), 200)
+    prior = [0.7, 0.2, 0.1]
+    adjusted = ev.apply_temperature(prob, 1.0, prior)
+    np.testing.assert_allclose(adjusted.sum(axis=1), 1.0)
+    np.testing.assert_allclose(adjusted, (prob / prior) / (prob / prior).sum(axis=1, keepdims=True))
+    assert (adjusted.argmax(axis=1) != prob.argmax(axis=1)).any()  # rare classes win more often
+    # An equal prior changes nothing; temperature still applies first.
+    np.testing.assert_allclose(ev.apply_temperature(prob, 2.0, [1 / 3] * 3), ev.apply_temperature(prob, 2.0))
+
+
 def test_set_metrics_without_both_classes_skips_ranking():
     m = ev.set_metrics([1, 1, 1], [0.9, 0.2, 0.7], 0.5, _evaluate_cfg(), seed=0)
     assert "roc_auc_ci_low" not in m and m["sensitivity"] == pytest.approx(2 / 3) and "ece" in m

@@ -95,3 +95,9 @@ def test_a_set_without_every_class_has_no_macro_auc():
     metrics = mc.multiclass_metrics(Y[keep], PROB[keep], CLASSES, malignant=[], bins=5, resamples=100, seed=0)
     assert metrics["macro_auc"] is None and "macro_auc_ci_low" not in metrics
     assert metrics["nv.sensitivity"] is None and metrics["nv.n"] == 0
+
+
+def test_class_shares_are_the_training_prior_and_need_every_class():
+    assert mc.class_shares([0, 0, 1, 2, 2, 2], 3) == pytest.approx([2 / 6, 1 / 6, 3 / 6])
+    with pytest.raises(ValueError, match=r"\[1\]"):
+        mc.class_shares([0, 2, 2], 3)

@@ -243,6 +243,31 @@ def test_a_lesion_collection_runs_every_stage_with_its_test_lesions_held_out(wor
     assert metrics["ham_test"]["n_images"] == 10 and metrics["ham_test"]["excluded"] == 0
 
 
+def test_a_uniform_class_prior_is_fitted_with_the_operating_point_and_used_everywhere(trained_three_classes):
+    """evaluate.class_prior=uniform: calibrate stores each class's training share, and the evaluate
+    stage, the served classifier and the report all divide it out."""
+    from skin_cancer.operating_point import OperatingPoint
+    from skin_cancer.serving import load_classifier
+    from skin_cancer.stages import calibrate, evaluate, report
+
+    cfg = trained_three_classes
+    before = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv")
+    cfg.evaluate.class_prior = "uniform"
+    for stage in (calibrate, evaluate, report):
+        stage.main(cfg)
+    op = OperatingPoint.load(paths.OPERATING_POINT)
+    train_labels = read_manifest(paths.PREPARED / "train.csv").label
+    assert op.class_prior == pytest.approx([(train_labels == c).mean() for c in op.class_names])
+    after = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv")
+    columns = [f"probability_{c}" for c in op.class_names]
+    expected = before[columns].to_numpy() / op.class_prior
+    np.testing.assert_allclose(after[columns], expected / expected.sum(axis=1, keepdims=True), atol=1e-5)
+    served = load_classifier(paths.MODEL).predict(list(after.path[:3]))
+    for row, result in zip(after[columns].to_numpy(), served):
+        assert [result["probabilities"][c] for c in op.class_names] == pytest.approx(row, abs=1e-5)
+    assert "uniform class prior" in paths.MODEL_REPORT.read_text()
+
+
 def test_three_generated_classes_run_every_stage(trained_three_classes):
     """A K-class model (softmax, argmax, temperature on logits) through every stage, with a
     malignant/benign-labelled external set scored through its malignant score."""

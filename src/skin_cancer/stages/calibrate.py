@@ -22,7 +22,10 @@ def main(cfg: Config) -> None:
     predictor = inference.compile_predictor(model, cfg.evaluate.tta_views, cfg.evaluate.runtime)
     raw = inference.predict_files(predictor, val.path, cfg.data.image_size, cfg.evaluate.batch_size, "calibrate: validation")
     temperature = ev.fit_temperature(val.label_index, raw) if cfg.evaluate.temperature_scaling else 1.0
-    prob = ev.apply_temperature(raw, temperature)
+    class_prior = None
+    if cfg.evaluate.class_prior == "uniform":
+        class_prior = mc.class_shares(read_manifest(paths.PREPARED / "train.csv").label_index, len(report["class_names"]))
+    prob = ev.apply_temperature(raw, temperature, class_prior)
     bins = cfg.evaluate.calibration_bins
     if report["positive_class"] is None:  # K classes: argmax decides, nothing to choose
         threshold, policy = None, "argmax"
@@ -51,6 +54,7 @@ def main(cfg: Config) -> None:
         class_names=report["class_names"],
         positive_class=report["positive_class"],
         malignant_classes=cfg.data.malignant_classes,
+        class_prior=class_prior,
         validation=ev.json_safe(validation),
         # Which images the validation metrics come from: only models validated alike are compared.
         validation_fingerprint=hashlib.sha256("\n".join(sorted(val.sha256)).encode()).hexdigest()[:16],
