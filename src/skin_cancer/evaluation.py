@@ -43,7 +43,7 @@ def apply_temperature(prob, temperature: float, class_prior=None) -> np.ndarray:
     image (n,) or softmax rows (n, K). K classes only: `class_prior` (the share of each class
     among the training images) is then divided out, giving the probabilities of a uniform class mix,
     whose argmax is the Bayes decision for balanced accuracy (post-hoc logit adjustment, Menon et
-    al. 2021). Renormalising moves one-vs-rest rankings a little, so AUCs may change too."""
+    al. 2021). Renormalising reorders each class's images too, so one-vs-rest AUCs change as well."""
     if np.ndim(prob) == 2:
         z = _softmax_logits(prob) / temperature
         if class_prior is not None:
