@@ -39,16 +39,15 @@ def app_url(trained, tmp_path):
         yield url
 
 
-def chromium():
+def require_chromium() -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is needed for the browser test (`make browser` installs it)")
-    return CHROMIUM
 
 
 def test_upload_shows_prediction_and_grad_cam_and_rejects_a_non_image(app_url, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    chromium()
+    require_chromium()
     image = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
     fake = tmp_path / "notes.jpg"
     fake.write_text("not an image at all")
@@ -77,7 +76,7 @@ def test_a_three_class_model_shows_every_class_and_the_evidence_for_the_top_one(
     the malignant score, a bar per class and a Grad-CAM of the predicted class."""
     from playwright.sync_api import expect, sync_playwright
 
-    chromium()
+    require_chromium()
     predictions = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv")
     image = predictions.path[0]
     top = predictions.filter(like="probability_").iloc[0].idxmax().removeprefix("probability_")
