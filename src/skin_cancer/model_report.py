@@ -198,14 +198,10 @@ def build(
 
     validation = operating_point.validation
     if operating_point.multiclass:
-        shares = zip(operating_point.class_names, operating_point.class_prior or [])
-        prior = (
-            ", each class's probability divided by its share of the training images (a uniform class prior: "
-            + ", ".join(f"{name} {share:.3f}" for name, share in shares)
-            + ")"
-            if operating_point.class_prior
-            else ""
-        )
+        prior = ""
+        if operating_point.class_prior:
+            shares = ", ".join(f"{c} {s:.3f}" for c, s in zip(operating_point.class_names, operating_point.class_prior))
+            prior = f", each class's probability divided by its share of the training images (a uniform class prior: {shares})"
         decision = [
             f"- Decision: the most probable of the {len(operating_point.class_names)} classes "
             f"{operating_point.class_names} (argmax, no threshold){prior}.",
