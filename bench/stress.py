@@ -78,8 +78,6 @@ def shifted_files(paths: list[str], folder: Path) -> dict[str, list[str]]:
 
 def stress(project: Path, files: dict[str, list[str]], labels: np.ndarray, groups: np.ndarray, seed: int = 0) -> dict:
     """Metrics of one project's model under every shift, with the change from no shift."""
-    from sklearn.metrics import roc_auc_score
-
     from skin_cancer import evaluation as ev
     from skin_cancer.serving import load_classifier
 
@@ -88,7 +86,7 @@ def stress(project: Path, files: dict[str, list[str]], labels: np.ndarray, group
     for name, paths in files.items():
         prob = np.array([r["probability"] for r in classifier.predict(paths)])
         m = ev.binary_metrics(labels, prob, classifier.threshold)
-        low, high = ev.bootstrap_ci(labels, prob, roc_auc_score, n_resamples=500, seed=seed, groups=groups)
+        low, high = ev.bootstrap_ci(labels, prob, ev.roc_auc, n_resamples=500, seed=seed, groups=groups)
         rows[name] = {
             "roc_auc": m["roc_auc"],
             "roc_auc_ci": [low, high],

@@ -8,9 +8,8 @@ models compare on one scale. Decisions are the argmax."""
 from __future__ import annotations
 
 import numpy as np
-import sklearn.metrics as skm
 
-from skin_cancer.evaluation import bootstrap_ci
+from skin_cancer.evaluation import bootstrap_ci, roc_auc
 
 
 def class_shares(label_index, k: int) -> list[float]:
@@ -35,13 +34,17 @@ def balanced_accuracy(y_true, prob) -> float:
 
 
 def macro_auc(y_true, prob) -> float:
-    """Unweighted mean of the one-vs-rest ROC AUCs over the K classes (every class must be present)."""
-    return float(skm.roc_auc_score(y_true, prob, multi_class="ovr", average="macro", labels=np.arange(np.shape(prob)[1])))
+    """Unweighted mean of the one-vs-rest ROC AUCs over the K classes (every class must be present):
+    scikit-learn's roc_auc_score(multi_class="ovr", average="macro")."""
+    y_true, prob = np.asarray(y_true), np.asarray(prob)
+    return float(np.mean([roc_auc(y_true == k, prob[:, k]) for k in range(prob.shape[1])]))
 
 
 def confusion_counts(y_true, prob) -> np.ndarray:
-    """K x K counts: rows are true classes, columns predicted ones."""
-    return skm.confusion_matrix(y_true, predicted(prob), labels=np.arange(np.shape(prob)[1]))
+    """K x K counts: rows are true classes, columns predicted ones (scikit-learn's confusion_matrix,
+    without the input checks that dominate when the bootstrap asks for it a thousand times)."""
+    k = np.shape(prob)[1]
+    return np.bincount(np.asarray(y_true).astype(int) * k + predicted(prob), minlength=k * k).reshape(k, k)
 
 
 def per_class(y_true, prob, classes: list[str]) -> dict[str, dict[str, float]]:
@@ -64,7 +67,7 @@ def per_class(y_true, prob, classes: list[str]) -> dict[str, dict[str, float]]:
             "specificity": ratio(tn, tn + fp),
             "precision": precision,
             "f1": ratio(2 * tp, 2 * tp + fp + fn),
-            "roc_auc": float(skm.roc_auc_score(positives, prob[:, k])) if 0 < positives.sum() < len(y_true) else None,
+            "roc_auc": roc_auc(positives, prob[:, k]) if 0 < positives.sum() < len(y_true) else None,
         }
     return out
 
@@ -117,7 +120,7 @@ def multiclass_metrics(
         called = score >= 0.5
         metrics["malignant.n_positive"] = int(is_malignant.sum())
         if 0 < is_malignant.sum() < len(y_true):
-            metrics["malignant.roc_auc"] = float(skm.roc_auc_score(is_malignant, score))
+            metrics["malignant.roc_auc"] = roc_auc(is_malignant, score)
             metrics["malignant.sensitivity"] = float(called[is_malignant].mean())
             metrics["malignant.specificity"] = float((~called[~is_malignant]).mean())
     return metrics

@@ -95,6 +95,21 @@ def test_operating_points_by_hand():
     assert ev.specificity_at_sensitivity(Y, P, 0.6) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_ranking_statistics_equal_scikit_learns(tied):
+    from sklearn.metrics import average_precision_score, roc_curve
+
+    rng = np.random.default_rng(3)
+    for n in (5, 60, 700):
+        y = np.r_[0, 1, rng.integers(0, 2, n)]
+        p = y * 0.3 + rng.uniform(0, 0.7, n + 2)
+        p = np.round(p * 6) / 6 if tied else p  # few distinct values: tied groups of both classes
+        assert ev.roc_auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+        assert ev.average_precision(y, p) == pytest.approx(average_precision_score(y, p), abs=1e-12)
+        fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
+        assert np.allclose(ev.roc_rates(y, p), (fpr, tpr))
+
+
 def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)

@@ -37,6 +37,16 @@ def test_confusion_and_per_class_metrics_match_hand_counts():
     assert per["mel"]["roc_auc"] == pytest.approx(skm.roc_auc_score(Y == 1, PROB[:, 1]))
 
 
+def test_macro_auc_and_confusion_counts_equal_scikit_learns():
+    rng = np.random.default_rng(0)
+    y = np.r_[0, 1, 2, 3, rng.integers(0, 4, 400)]
+    prob = rng.dirichlet(np.ones(4), len(y)) + np.eye(4)[y] * 0.2
+    prob /= prob.sum(axis=1, keepdims=True)
+    expected = skm.roc_auc_score(y, prob, multi_class="ovr", average="macro")
+    assert mc.macro_auc(y, prob) == pytest.approx(expected, abs=1e-12)
+    assert (mc.confusion_counts(y, prob) == skm.confusion_matrix(y, prob.argmax(axis=1), labels=range(4))).all()
+
+
 def test_balanced_accuracy_is_the_isic_challenge_metric():
     """The same number as isic-challenge-scoring's balanced_multiclass_accuracy, on hand data and
     on a random seven-class set."""
