@@ -133,6 +133,8 @@ def roc_counts(y_true, prob) -> tuple[np.ndarray, np.ndarray]:
     collinear points by default) every threshold is kept, so the operating points below are the
     achievable ones even where tied probabilities make a diagonal step."""
     y_true, prob = np.asarray(y_true).astype(int), np.asarray(prob, dtype=float)
+    if np.isnan(prob).any():  # scikit-learn refused these; a sort would rank them silently
+        raise ValueError(f"{int(np.isnan(prob).sum())} of {len(prob)} probabilities are NaN")
     order = np.argsort(-prob, kind="mergesort")
     distinct = np.r_[np.flatnonzero(np.diff(prob[order])), len(prob) - 1]
     true_positives = np.cumsum(y_true[order])[distinct]

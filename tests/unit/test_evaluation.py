@@ -110,6 +110,11 @@ def test_ranking_statistics_equal_scikit_learns(tied):
         assert np.allclose(ev.roc_rates(y, p), (fpr, tpr))
 
 
+def test_ranking_statistics_refuse_nan_probabilities():
+    with pytest.raises(ValueError, match="1 of 7 probabilities are NaN"):
+        ev.roc_auc(Y, [0.1, 0.4, float("nan"), 0.2, 0.9, 0.3, 0.7])
+
+
 def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)
