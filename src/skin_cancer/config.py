@@ -129,6 +129,7 @@ class TrainConfig:
     restore_best: bool = MISSING
     seed: Optional[int] = MISSING
     class_weight: str = MISSING
+    source_weight: str = MISSING
     distribute: DistributeConfig = field(default_factory=DistributeConfig)
 
 
@@ -179,6 +180,7 @@ _CHOICES = {
     "model.input_scaling": ("backbone", "unit"),
     "model.color_constancy": ("none", "shades_of_gray"),
     "train.class_weight": ("none", "balanced"),
+    "train.source_weight": ("none", "balanced"),
     "train.distribute.strategy": ("none", "mirrored", "multi_worker"),
     "train.augment.flip": ("horizontal", "vertical", "horizontal_and_vertical", "none"),
     "evaluate.threshold_policy": ("fixed", "youden", "target_sensitivity"),

@@ -274,6 +274,13 @@ def source_subsets(frame: pd.DataFrame, sources, prefix: str) -> dict[str, np.nd
     return out
 
 
+def per_source_metrics(frame: pd.DataFrame, prob, threshold: float, sources, prefix: str) -> dict[str, dict]:
+    """`binary_metrics` of each of `source_subsets` (no intervals): how a split's numbers look inside
+    one source, e.g. validation's, so that a recipe can be chosen on them without a test split."""
+    y, prob = frame.label_index.to_numpy(), np.asarray(prob)
+    return {name: binary_metrics(y[mask], prob[mask], threshold) for name, mask in source_subsets(frame, sources, prefix).items()}
+
+
 def set_metrics(y_true, prob, threshold: float, cfg: EvaluateConfig, seed: int, groups=None) -> dict:
     """Everything we report for one labelled set at a frozen threshold: threshold metrics (also at
     0.5, so a chosen threshold never hides what 0.5 gives), ranking metrics with bootstrap

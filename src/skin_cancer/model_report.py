@@ -76,6 +76,8 @@ def transfer_rows(metrics: dict[str, dict]) -> list[list[str]]:
             return "unseen collection"
         if name in ("test", "clean_test"):
             return "collection trained on"
+        if name.startswith("validation"):
+            return None
         return "collection trained on, one source" if "_from_" in name and "_not_from_" not in name else None
 
     rows = []

@@ -23,6 +23,9 @@ class OperatingPoint:
     positive_class: str | None  # None: a K-class model, decided by argmax
     validation: dict = field(default_factory=dict)  # validation metrics at this operating point
     validation_fingerprint: str | None = None  # which validation images: comparable models share it
+    # Binary models: validation metrics per source, `validation_from_<dataset>` and
+    # `validation_positives_not_from_<dataset>` (the subsets evaluate scores on test).
+    validation_by_source: dict = field(default_factory=dict)
     malignant_classes: list[str] | None = None  # K classes: summed into the malignant score
     # K classes, evaluate.class_prior=uniform: each class's share of the training images, divided out
     # of the calibrated probabilities (None: probabilities of the training class mix).

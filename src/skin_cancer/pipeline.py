@@ -127,13 +127,17 @@ def image_dataset(
     views: tuple[int, ...] = (0,),
     jitter_cfg: JitterConfig | None = None,
     jitter_seed: int = 0,
+    weights=None,
 ) -> tf.data.Dataset:
-    """Batched (image, label) pairs: parallel decode and resize, in-memory cache, optional shuffle and
-    augmentation on the graph, prefetch. `views` repeats every image in the given dihedral views.
+    """Batched (image, label) pairs, or (image, label, weight) triples with per-image loss `weights`:
+    parallel decode and resize, in-memory cache, optional shuffle and augmentation on the graph,
+    prefetch. `views` repeats every image in the given dihedral views.
 
     With `jitter_cfg`, every image (every view) gets its own `jitter` draw: the same draws on every
     run from `jitter_seed`, fresh ones in every epoch."""
-    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), np.asarray(labels, dtype="float32")))
+    if weights is not None and views != (0,):
+        raise ValueError("per-image weights are for training data, which has one view per image")
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), _targets(labels, weights)))
     ds = ds.map(lambda p, y: (load_image(p, image_size), y), num_parallel_calls=AUTOTUNE)
     if views != (0,):
         ds = ds.map(
@@ -149,23 +153,37 @@ def image_dataset(
     ds = ds.batch(batch_size)
     if augment is not None:
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=AUTOTUNE)
-    return without_autotune_thread(ds.prefetch(AUTOTUNE))
+    return without_autotune_thread(_unpack_targets(ds, weights).prefetch(AUTOTUNE))
 
 
-def feature_dataset(features: np.ndarray, labels, batch_size: int, *, shuffle_seed: int | None = None) -> tf.data.Dataset:
-    """Batched (features, label) pairs from cached backbone outputs of shape (N, views, ...).
+def _targets(labels, weights):
+    """What travels beside each input: its label, or (label, weight); one opaque element, so the
+    maps in between need not know which."""
+    labels = np.asarray(labels, dtype="float32")
+    return labels if weights is None else (labels, np.asarray(weights, dtype="float32"))
+
+
+def _unpack_targets(ds: tf.data.Dataset, weights) -> tf.data.Dataset:
+    """(input, (label, weight)) -> (input, label, weight): the triple Keras reads as sample weights."""
+    return ds if weights is None else ds.map(lambda x, t: (x, *t))
+
+
+def feature_dataset(
+    features: np.ndarray, labels, batch_size: int, *, shuffle_seed: int | None = None, weights=None
+) -> tf.data.Dataset:
+    """Batched (features, label) pairs from cached backbone outputs of shape (N, views, ...), or
+    (features, label, weight) triples with per-image loss `weights`.
 
     With several views, each epoch shows every image in one randomly drawn view (augmentation by
     cached dihedral views); with one view the features are used as they are.
     """
-    labels = np.asarray(labels, dtype="float32")
     n_views = features.shape[1]
-    ds = tf.data.Dataset.from_tensor_slices((features, labels))
+    ds = tf.data.Dataset.from_tensor_slices((features, _targets(labels, weights)))
     if shuffle_seed is not None:
-        ds = ds.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(features), seed=shuffle_seed, reshuffle_each_iteration=True)
     if n_views > 1:
         pick = lambda f, y: (f[tf.random.uniform((), 0, n_views, dtype=tf.int32)], y)  # noqa: E731
     else:
         pick = lambda f, y: (f[0], y)  # noqa: E731
     ds = ds.map(pick, num_parallel_calls=AUTOTUNE).batch(batch_size)
-    return without_autotune_thread(ds.map(lambda f, y: (tf.cast(f, tf.float32), y)).prefetch(AUTOTUNE))
+    return without_autotune_thread(_unpack_targets(ds.map(lambda f, y: (tf.cast(f, tf.float32), y)), weights).prefetch(AUTOTUNE))

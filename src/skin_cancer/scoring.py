@@ -69,14 +69,15 @@ def scored_sets(cfg: Config, model, op: OperatingPoint) -> tuple[dict[str, tuple
 
 
 def score(cfg: Config, model, op: OperatingPoint, out: Path, figures: Path) -> dict:
-    """Metrics of every scored set (one namespace each, validation's from the operating point), with
+    """Metrics of every scored set (one namespace each, validation's and its per-source subsets' from
+    the operating point), with
     tables under `out/<set>/` and figures under `figures/`; returns the metrics."""
     class_names, threshold = op.class_names, op.threshold
     refit = [name for name, spec in cfg.evaluate.external.items() if spec.recalibration_sample]
     if op.multiclass and refit:
         raise DataError(f"evaluate.external.{refit[0]}.recalibration_sample: re-fitting a threshold needs a binary model")
     sets, records = scored_sets(cfg, model, op)
-    metrics = {"validation": op.validation}
+    metrics = {"validation": op.validation, **op.validation_by_source}
     bins = cfg.evaluate.calibration_bins
     for name, (frame, prob) in sets.items():
         if prob.ndim == 2:

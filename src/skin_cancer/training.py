@@ -61,9 +61,36 @@ def class_weights(label_index, n_classes: int, policy: str) -> dict[int, float] 
     return dict(zip(classes.tolist(), compute_class_weight(policy, classes=classes, y=np.asarray(label_index)).tolist()))
 
 
-def training_class_weights(cfg: Config, prepared_dir: Path, n_classes: int) -> dict[int, float] | None:
-    """`train.class_weight` applied to the training manifest's labels."""
-    return class_weights(read_manifest(prepared_dir / "train.csv").label_index, n_classes, cfg.train.class_weight)
+def source_weights(sources, label_index) -> np.ndarray:
+    """Loss weight per image under which, inside every source, each class present carries the same
+    total weight, and every source keeps its share of the images (the weights average 1).
+
+    Where one source holds both classes (the Kaggle folders' HAM10000 melanomas and nevi), the model
+    cannot lower its loss much by telling sources apart: the lesions inside the source weigh as much
+    as the contrast between sources."""
+    frame = pd.DataFrame({"source": np.asarray(sources, dtype=str), "label": np.asarray(label_index, dtype=int)})
+    by_source = frame.groupby("source").label
+    cell_size = frame.groupby(["source", "label"]).label.transform("size")
+    return (by_source.transform("size") / (by_source.transform("nunique") * cell_size)).to_numpy(dtype=float)
+
+
+def image_sources(frame: pd.DataFrame) -> pd.Series:
+    """Where each manifest image comes from: the collections the audit found copies of it in, else
+    the collection it was loaded from."""
+    return frame.found_in.where(frame.found_in != "", frame.collection)
+
+
+def loss_weights(cfg: Config, train: pd.DataFrame, n_classes: int) -> tuple[dict[int, float] | None, np.ndarray | None]:
+    """(class weights, per-image weights) of `train.class_weight` and `train.source_weight` on the
+    training manifest. Keras refuses class weights beside per-image weights, so once the source
+    weights are on they carry the class weights too."""
+    per_class = class_weights(train.label_index, n_classes, cfg.train.class_weight)
+    if cfg.train.source_weight == "none":
+        return per_class, None
+    weights = source_weights(image_sources(train), train.label_index)
+    if per_class:
+        weights = weights * train.label_index.map(per_class).to_numpy(dtype=float)
+    return None, weights
 
 
 def fit_phase(
@@ -106,10 +133,10 @@ def fit_phase(
     return rows.to_dict("records")
 
 
-def datasets(cfg: Config, prepared_dir: Path, features_dir: Path, units: int = 1):
+def datasets(cfg: Config, prepared_dir: Path, features_dir: Path, units: int = 1, weights: np.ndarray | None = None):
     """(train, validation) datasets for a model with `units` outputs: cached features (augmented by
     their views) when train.cache_features, else images with train.augment's and train.jitter's
-    random augmentation."""
+    random augmentation; with per-image loss `weights` for the training images if given."""
     train = read_manifest(prepared_dir / "train.csv")
     val = read_manifest(prepared_dir / "val.csv")
     y_train, y_val = targets(train.label_index, units), targets(val.label_index, units)
@@ -118,7 +145,7 @@ def datasets(cfg: Config, prepared_dir: Path, features_dir: Path, units: int = 1
         from skin_cancer.features import load_features
 
         return (
-            feature_dataset(load_features(features_dir, "train"), y_train, batch, shuffle_seed=seed),
+            feature_dataset(load_features(features_dir, "train"), y_train, batch, shuffle_seed=seed, weights=weights),
             feature_dataset(load_features(features_dir, "val"), y_val, batch),
         )
     size = cfg.data.image_size
@@ -133,6 +160,7 @@ def datasets(cfg: Config, prepared_dir: Path, features_dir: Path, units: int = 1
             augment=aug,
             jitter_cfg=cfg.train.jitter,
             jitter_seed=seed,
+            weights=weights,
         ),
         image_dataset(val.path, y_val, size, batch),
     )
@@ -156,11 +184,12 @@ def train_phase(
     callbacks: list | tuple = (),
 ) -> list[dict]:
     """One training phase of `classifier` (the head, or fine-tuning once unfrozen) on the prepared
-    data, with `train.class_weight` over its classes and extra Keras `callbacks`; returns one row of
-    metrics per epoch."""
+    data, weighted by `train.class_weight` and `train.source_weight`, with extra Keras `callbacks`;
+    returns one row of metrics per epoch."""
     units = classifier.output_shape[-1]
     n_classes = 2 if units == 1 else units
-    train_ds, val_ds = datasets(cfg, prepared_dir, features_dir, units)
+    class_weight, weights = loss_weights(cfg, read_manifest(prepared_dir / "train.csv"), n_classes)
+    train_ds, val_ds = datasets(cfg, prepared_dir, features_dir, units, weights)
     return fit_phase(
         trainable_model(cfg, classifier),
         train_ds,
@@ -169,7 +198,7 @@ def train_phase(
         restore_best=cfg.train.restore_best,
         first_epoch=first_epoch,
         name=name,
-        class_weight=training_class_weights(cfg, prepared_dir, n_classes),
+        class_weight=class_weight,
         callbacks=callbacks,
     )
 

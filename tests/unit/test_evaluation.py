@@ -252,6 +252,17 @@ def test_source_subsets_split_a_mixed_test_set_by_provenance():
     assert subsets["test_positives_not_from_other"].all()
 
 
+def test_per_source_metrics_score_each_provenance_subset_by_hand():
+    frame = pd.DataFrame({"label_index": [1, 1, 1, 0, 0, 0], "found_in": ["ham10000", "", "", "ham10000", "ham10000", ""]})
+    prob = np.array([0.9, 0.8, 0.7, 0.95, 0.2, 0.1])
+    metrics = ev.per_source_metrics(frame, prob, 0.5, ["ham10000"], "validation")
+    assert set(metrics) == {"validation_from_ham10000", "validation_positives_not_from_ham10000"}
+    inside = metrics["validation_from_ham10000"]  # 0.9 (melanoma) against 0.95 and 0.2 (nevi)
+    assert (inside["n_images"], inside["n_positive"]) == (3, 1)
+    assert inside["roc_auc"] == pytest.approx(0.5) and inside["specificity"] == pytest.approx(0.5)
+    assert metrics["validation_positives_not_from_ham10000"]["roc_auc"] == pytest.approx(4 / 6)
+
+
 def test_recalibration_sample_draws_whole_lesions_half_per_class_and_is_seeded():
     y = np.array([0] * 60 + [1] * 40)
     groups = np.array([f"l{i // 3}" for i in range(100)])  # lesions of 3 images (one spans both classes' border)

@@ -70,6 +70,17 @@ def test_feature_dataset_draws_one_view_per_image():
     assert not single.numpy().any()
 
 
+def test_weights_travel_with_their_images_through_shuffle_and_views(image_files):
+    features = np.arange(6, dtype=np.float16).reshape(6, 1, 1)[:, None].repeat(2, axis=1)  # (6, 2 views, 1, 1)
+    weights = np.arange(6) / 10
+    x, y, w = next(iter(feature_dataset(features, np.arange(6), batch_size=6, shuffle_seed=0, weights=weights)))
+    assert x.numpy().ravel().tolist() == y.numpy().tolist() != list(range(6))  # shuffled, still paired
+    np.testing.assert_allclose(w.numpy(), y.numpy() / 10)
+    x, y, w = next(iter(image_dataset(image_files, [0, 1, 2], 8, batch_size=3, shuffle_seed=1, weights=[0.5, 1.0, 2.0])))
+    np.testing.assert_allclose(w.numpy(), np.array([0.5, 1.0, 2.0])[y.numpy().astype(int)])
+    assert len(next(iter(feature_dataset(features, np.arange(6), batch_size=6)))) == 2
+
+
 JITTER_OFF = JitterConfig(
     min_crop_area=1.0, min_scale=1.0, min_jpeg_quality=100, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0
 )

@@ -120,6 +120,47 @@ def test_finetune_trains_only_above_the_cut(trained):
         assert (not np.array_equal(before, after)) == changed, name
 
 
+def test_source_weights_balance_the_classes_inside_each_source():
+    from skin_cancer.training import source_weights
+
+    sources = np.array(["ham10000"] * 4 + ["data"] * 2)
+    labels = np.array([1, 0, 0, 0, 1, 1])
+    weights = source_weights(sources, labels)
+    np.testing.assert_allclose(weights, [2.0, 2 / 3, 2 / 3, 2 / 3, 1.0, 1.0])
+    assert weights.sum() == pytest.approx(len(labels))  # every source keeps its share
+
+
+def test_source_weights_carry_the_class_weights_and_change_training(trained):
+    from skin_cancer.training import image_sources, loss_weights, source_weights
+
+    manifest = read_manifest(paths.PREPARED / "train.csv")
+    # Every benign and half the malignant training images "found in" another collection: one source
+    # with both classes, unbalanced, beside the data's own malignant images.
+    positives = manifest.index[manifest.label_index == 1]
+    manifest.loc[(manifest.label_index == 0) | manifest.index.isin(positives[::2]), "found_in"] = "ham10000"
+    manifest.to_csv(paths.PREPARED / "train.csv", index=False)
+    cfg = trained
+    assert loss_weights(cfg, manifest, 2) == (None, None)
+    cfg.train.class_weight = "balanced"
+    per_class, weights = loss_weights(cfg, manifest, 2)
+    assert weights is None and per_class[0] == pytest.approx(len(manifest) / (2 * (manifest.label_index == 0).sum()))
+    cfg.train.source_weight = "balanced"
+    # Keras takes class weights or per-image weights, not both: the per-image ones carry both.
+    no_class_weights, weights = loss_weights(cfg, manifest, 2)
+    by_source = source_weights(image_sources(manifest), manifest.label_index)
+    assert no_class_weights is None and len(set(np.round(by_source, 6))) == 3
+    np.testing.assert_allclose(weights, by_source * manifest.label_index.map(per_class).to_numpy())
+
+    def head_weights():
+        train.main(cfg)
+        return keras.saving.load_model(paths.HEAD_MODEL).get_layer("classifier").get_weights()[0]
+
+    cfg.train.class_weight = "none"
+    weighted = head_weights()
+    cfg.train.source_weight = "none"
+    assert not np.allclose(weighted, head_weights())
+
+
 def test_failed_stage_leaves_no_output(workspace, monkeypatch):
     cfg = workspace()
     audit.main(cfg)

@@ -9,6 +9,7 @@ from skin_cancer import inference, paths
 from skin_cancer import multiclass as mc
 from skin_cancer.config import Config
 from skin_cancer.data import read_manifest
+from skin_cancer.datasets import other_collections
 from skin_cancer.io import read_json
 from skin_cancer.model import load_model
 from skin_cancer.operating_point import OperatingPoint
@@ -27,6 +28,7 @@ def main(cfg: Config) -> None:
         class_prior = mc.class_shares(read_manifest(paths.PREPARED / "train.csv").label_index, len(report["class_names"]))
     prob = ev.apply_temperature(raw, temperature, class_prior)
     bins = cfg.evaluate.calibration_bins
+    by_source = {}
     if report["positive_class"] is None:  # K classes: argmax decides, nothing to choose
         threshold, policy = None, "argmax"
         validation = mc.multiclass_metrics(
@@ -44,6 +46,9 @@ def main(cfg: Config) -> None:
         validation = ev.binary_metrics(val.label_index, prob, threshold)
         validation.update({f"uncalibrated_{k}": v for k, v in ev.calibration_metrics(val.label_index, raw, bins).items()})
         validation.update(ev.calibration_metrics(val.label_index, prob, bins))
+        # The one-source subsets, as evaluate scores them on test: a recipe for ranking lesions inside
+        # one source can be chosen on these without looking at a test split.
+        by_source = ev.per_source_metrics(val, prob, threshold, other_collections(cfg), "validation")
     operating_point = OperatingPoint(
         temperature=temperature,
         threshold=threshold,
@@ -56,6 +61,7 @@ def main(cfg: Config) -> None:
         malignant_classes=cfg.data.malignant_classes,
         class_prior=class_prior,
         validation=ev.json_safe(validation),
+        validation_by_source=ev.json_safe(by_source),
         # Which images the validation metrics come from: only models validated alike are compared.
         validation_fingerprint=hashlib.sha256("\n".join(sorted(val.sha256)).encode()).hexdigest()[:16],
     )
