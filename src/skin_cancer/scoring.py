@@ -69,9 +69,9 @@ def scored_sets(cfg: Config, model, op: OperatingPoint) -> tuple[dict[str, tuple
 
 
 def score(cfg: Config, model, op: OperatingPoint, out: Path, figures: Path) -> dict:
-    """Metrics of every scored set (one namespace each, validation's and its per-source subsets' from
-    the operating point), with
-    tables under `out/<set>/` and figures under `figures/`; returns the metrics."""
+    """Metrics of every scored set (one namespace each; validation's and its per-source subsets' come
+    from the operating point), with tables under `out/<set>/` and figures under `figures/`; returns
+    the metrics."""
     class_names, threshold = op.class_names, op.threshold
     refit = [name for name, spec in cfg.evaluate.external.items() if spec.recalibration_sample]
     if op.multiclass and refit:

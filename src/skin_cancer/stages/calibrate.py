@@ -1,6 +1,6 @@
 """DVC stage `calibrate`: on the validation split, fit the temperature (temperature scaling) and
 choose the decision threshold by `evaluate.threshold_policy` -> models/operating_point.json, which
-every later prediction uses. No test image is looked at."""
+every later prediction uses, with the validation metrics (per source too). No test image is looked at."""
 
 import hashlib
 
