@@ -12,11 +12,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -43,52 +38,17 @@ def time_calls(call, repeats: int, warmup: int = 5) -> list[float]:
 
 
 def rest_latency(model_uri: str, tracking_uri: str, image: Path, repeats: int) -> list[float]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            model_uri,
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
-        payload = json.dumps(
-            {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(image.read_bytes()).decode()]]}}
-        ).encode()
+    from serve_load import served_model  # bench/ is on sys.path when a bench script runs
 
-        def call():
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/invocations", data=payload, headers={"Content-Type": "application/json"}
-            )
-            with urllib.request.urlopen(request, timeout=60) as response:
-                json.loads(response.read())
+    payload = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(image.read_bytes()).decode()]]}})
 
-        return time_calls(call, repeats)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    def call(url):
+        request = urllib.request.Request(url, data=payload.encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            json.loads(response.read())
+
+    with served_model(model_uri, tracking_uri) as (url, _):
+        return time_calls(lambda: call(f"{url}/invocations"), repeats)
 
 
 def main() -> None:
@@ -101,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     from skin_cancer.serving import image_files, load_classifier
 
-    files = image_files([str(args.images)])
+    files, _ = image_files([str(args.images)])
     one = files[0]
     clf = load_classifier(args.project / "models" / "model.keras")
     views = clf.operating_point.tta_views

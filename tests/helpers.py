@@ -141,16 +141,23 @@ def runs(uri, experiment="skin-cancer"):
     return client, client.search_runs([experiment_id])
 
 
-def post_json(url: str, payload: dict):
+def post_json(url: str, payload: dict | str):
+    """(status, answer) of a JSON POST; a str payload is sent as it is (malformed JSON), an error
+    body that is not JSON comes back as {"text": ...}."""
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
+        body = error.read()
+        try:
+            return error.code, json.loads(body or b"{}")
+        except ValueError:
+            return error.code, {"text": body.decode(errors="replace")}
 
 
 def _script(name: str, *args: str, timeout: int = 600) -> str:
@@ -164,20 +171,35 @@ def _script(name: str, *args: str, timeout: int = 600) -> str:
 
 @contextlib.contextmanager
 def tracking_server():
-    """The project's shared tracking server (scripts/tracking-server): `mlflow server` on a PostgreSQL
-    store with proxied artifacts, on a free loopback port; yields (URI, PostgreSQL URL). Its folder is
-    outside pytest's private temp folder, which the `postgres` user cannot enter."""
+    """The project's shared tracking server (scripts/tracking-server): MLflow's basic-auth app, a
+    PostgreSQL store with a password, proxied artifacts, on a free loopback port; yields (URI,
+    PostgreSQL URL with the password, server folder). Its folder is outside pytest's private temp
+    folder, which the `postgres` user cannot enter."""
     import shutil
     import tempfile
 
-    folder = tempfile.mkdtemp(prefix="skin-cancer-tracking-")
+    folder = Path(tempfile.mkdtemp(prefix="skin-cancer-tracking-"))
     port = free_port()
     try:
-        uri = _script("tracking-server", "start", folder, str(port))
-        yield uri, f"postgresql://mlflow@127.0.0.1:{port + 1}/mlflow"
+        uri = _script("tracking-server", "start", str(folder), str(port))
+        password = (folder / "secrets" / "db-password").read_text().strip()
+        yield uri, f"postgresql://mlflow:{password}@127.0.0.1:{port + 1}/mlflow", folder
     finally:
-        _script("tracking-server", "stop", folder)
+        _script("tracking-server", "stop", str(folder))
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def tracking_user(folder: Path, name: str, permission: str = "EDIT") -> dict[str, str]:
+    """A user of the tracking server in `folder` (scripts/tracking-server add-user), as the
+    environment variables MLflow's client reads."""
+    import configparser
+
+    credentials = configparser.ConfigParser()
+    credentials.read(_script("tracking-server", "add-user", name, "--permission", permission, "--dir", str(folder)))
+    return {
+        "MLFLOW_TRACKING_USERNAME": credentials["mlflow"]["mlflow_tracking_username"],
+        "MLFLOW_TRACKING_PASSWORD": credentials["mlflow"]["mlflow_tracking_password"],
+    }
 
 
 @contextlib.contextmanager

@@ -70,7 +70,7 @@ def fingerprint(paths: list[str], workers: int = 4, desc: str = "audit: hashing"
             return np.zeros((THUMB, THUMB), np.float32), "", str(error)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(tqdm(pool.map(work, paths), total=len(paths), desc=desc, unit="img", mininterval=2))
+        results = list(tqdm(pool.map(work, paths), total=len(paths), desc=desc, unit="img", mininterval=2, disable=None))
     thumbs = np.stack([r[0] for r in results]) if results else np.zeros((0, THUMB, THUMB), np.float32)
     return Fingerprints(thumbs, [r[1] for r in results], [r[2] for r in results])
 

@@ -1,11 +1,20 @@
-"""`skin-cancer` console entry point."""
+"""`skin-cancer` console entry point.
+
+Exit codes: 0 all good; 1 some inputs failed (each named on stderr, the others still answered);
+2 usage or configuration error (bad arguments, no images found, unknown model, unreadable path).
+Results go to stdout; messages, errors and progress bars (on a terminal only) to stderr; library
+start-up logs only with -v/--verbose."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
 from pathlib import Path
 
+from skin_cancer.access import AccessError
 from skin_cancer.config import PARAMS_FILE, ConfigError, compose, write_params
 from skin_cancer.data import DataError
 
@@ -23,7 +32,7 @@ def run_audit(args) -> None:
     with atomic_dir(args.out) as out:
         audit.write(result, out)
     print(audit.summary_text(result.report))
-    print(f"wrote {args.out}/report.json, images.csv, pairs.csv, provenance.csv")
+    print(f"wrote {args.out}/report.json, images.csv, pairs.csv, provenance.csv", file=sys.stderr)
 
 
 def _classifier(args):
@@ -33,28 +42,43 @@ def _classifier(args):
     return classifier.with_views(args.tta) if args.tta else classifier
 
 
-def run_predict(args) -> None:
+def run_predict(args) -> int:
+    import json
+
     import pandas as pd
 
     from skin_cancer.io import atomic_path
     from skin_cancer.serving import image_files
 
-    files = image_files(args.images)
-    rows = []
-    for row in _classifier(args).predict_iter(files):  # bounded batches: memory flat in folder size
+    files, skipped = image_files(args.images)
+    report_skipped(skipped)
+    rows, failed = [], 0
+    for i, row in enumerate(_classifier(args).predict_iter(files)):  # bounded batches: memory flat in folder size
         rows.append(table_row(row))
         if "error" in row:
+            failed += 1
             print(f"{row['image']}: error: {row['error']}", file=sys.stderr)
+        elif args.format == "json":
+            print(json.dumps(row), flush=True)
+        elif args.format == "csv":
+            print(pd.DataFrame([rows[-1]]).to_csv(index=False, header=i == 0), end="", flush=True)
         elif "top3" in row:
-            print(f"{row['image']}: {row['label']} (top 3: {rows[-1]['top3']})")
+            print(f"{row['image']}: {row['label']} (top 3: {rows[-1]['top3']})", flush=True)
         else:
-            print(f"{row['image']}: {row['label']} (p={row['probability']:.4f}, threshold {row['threshold']:.4f})")
-    results = pd.DataFrame(rows)
+            print(f"{row['image']}: {row['label']} (p={row['probability']:.4f}, threshold {row['threshold']:.4f})", flush=True)
     out = args.out or ("predictions.csv" if any(Path(i).is_dir() for i in args.images) else None)
     if out:
         with atomic_path(out) as tmp:
-            results.to_csv(tmp, index=False)
-        print(f"wrote {out}")
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+        print(f"wrote {out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def report_skipped(skipped: list[str]) -> None:
+    """Files in the named folders that were not taken, on stderr: none is dropped without a record."""
+    if skipped:
+        shown = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        print(f"skipped {len(skipped)} files that are not images by their suffix: {shown}", file=sys.stderr)
 
 
 def table_row(result: dict) -> dict:
@@ -67,18 +91,22 @@ def table_row(result: dict) -> dict:
     return row
 
 
-def run_explain(args) -> None:
+def run_explain(args) -> int:
     from skin_cancer import explain
     from skin_cancer.serving import image_files
 
+    files, skipped = image_files(args.images)
+    report_skipped(skipped)
     classifier = _classifier(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.class_name and args.class_name not in classifier.class_names:
         raise DataError(f"--class {args.class_name!r} is not a class of the model: {classifier.class_names}")
-    for path in image_files(args.images):
+    failed = 0
+    for path in files:
         result, image, heatmap = explain.explain_file(classifier, path, args.class_name)
         if "error" in result:
+            failed += 1
             print(f"{path}: error: {result['error']}", file=sys.stderr)
             continue
         target = out / f"{Path(path).stem}_gradcam.png"
@@ -87,6 +115,51 @@ def run_explain(args) -> None:
         title = f"{Path(path).name}: {result['label']} (p={result['probability']:.3f}, {decided}{explained})"
         explain.save_overlay(image, heatmap, title, target)
         print(f"{path}: {result['label']} (p={result['probability']:.4f}) -> {target}")
+    return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def library_logs_hidden(verbose: bool):
+    """Hide TensorFlow, absl and oneDNN start-up logs unless `verbose`; an exception that escapes
+    (a crash, not a handled error) shows them.
+
+    They are written from C++ straight to file descriptor 2, some before absl's logging is set up,
+    so TF_CPP_MIN_LOG_LEVEL does not silence them (TensorFlow 2.21). While the command runs, that
+    descriptor points at a temporary file and Python's own stderr (errors, progress bars) at the
+    real one."""
+    if verbose:
+        yield
+        return
+    import logging
+    import warnings
+
+    loggers = {name: logging.getLogger(name) for name in ("tensorflow", "absl", "mlflow", "h5py")}
+    levels = {name: logger.level for name, logger in loggers.items()}
+    for logger in loggers.values():
+        logger.setLevel(logging.ERROR)
+    previous = sys.stderr
+    previous.flush()
+    real = os.dup(2)
+    with tempfile.TemporaryFile() as captured, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # library warnings (Keras, MLflow) are logs too
+        os.dup2(captured.fileno(), 2)
+        if previous is sys.__stderr__:  # the process's own stderr, not a caller's capture: keep it on the terminal
+            sys.stderr = open(real, "w", buffering=1, closefd=False)  # noqa: SIM115 - restored below
+        try:
+            yield
+        except BaseException as error:
+            if not isinstance(error, (SystemExit, KeyboardInterrupt)):
+                sys.stderr.flush()
+                captured.seek(0)
+                os.write(real, captured.read()[-20_000:])
+            raise
+        finally:
+            sys.stderr.flush()
+            sys.stderr = previous
+            os.dup2(real, 2)
+            os.close(real)
+            for name, logger in loggers.items():
+                logger.setLevel(levels[name])
 
 
 def run_app(args) -> int:
@@ -126,24 +199,27 @@ def main(argv: list[str] | None = None) -> int:
         from skin_cancer.sweep import main as sweep
 
         return sweep(argv[1:])
-    parser = argparse.ArgumentParser(prog="skin-cancer", description=__doc__)
+    raw = argparse.RawDescriptionHelpFormatter  # keeps the exit codes' paragraph as written
+    parser = argparse.ArgumentParser(prog="skin-cancer", description=__doc__, formatter_class=raw)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="show TensorFlow's and the other libraries' logs")
     commands = parser.add_subparsers(dest="command", required=True)
-    composer = commands.add_parser(
-        "compose", help="compose conf/ with Hydra overrides into params.yaml (what `dvc exp run -S` does)"
-    )
+
+    def subcommand(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, parents=[common])
+
+    composer = subcommand("compose", "compose conf/ with Hydra overrides into params.yaml (what `dvc exp run -S` does)")
     composer.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=notebook model.dropout=0.3")
     composer.add_argument("--out", default=PARAMS_FILE, help="file to write (default: params.yaml)")
-    auditor = commands.add_parser(
-        "audit", help="duplicates inside a dataset, copies in other datasets, carried-over groups, test leaks"
-    )
+    auditor = subcommand("audit", "duplicates inside a dataset, copies in other datasets, carried-over groups, test leaks")
     auditor.add_argument("data", help="dataset: Kaggle-style folder, or image folder + metadata CSV")
     auditor.add_argument("--against", nargs="*", default=[], metavar="OTHER", help="datasets to look for copies in")
     auditor.add_argument("--out", default="audit-report", help="output folder (default: audit-report)")
     auditor.add_argument("--candidate-distance", type=int, default=10, help="hash distance of candidate pairs")
     auditor.add_argument("--min-correlation", type=float, default=0.97, help="thumbnail correlation of a copy")
     auditor.add_argument("--workers", type=int, default=4, help="decoding threads")
-    predictor = commands.add_parser("predict", help="malignancy probability and label per image (a folder gives a CSV)")
-    explainer = commands.add_parser("explain", help="Grad-CAM overlays: which regions raised the malignancy score")
+    predictor = subcommand("predict", "malignancy probability and label per image (a folder gives a CSV)")
+    explainer = subcommand("explain", "Grad-CAM overlays: which regions raised the malignancy score")
     for sub in (predictor, explainer):
         sub.add_argument("images", nargs="+", help="image files or folders")
         sub.add_argument(
@@ -152,17 +228,20 @@ def main(argv: list[str] | None = None) -> int:
             help="a .keras file (operating_point.json beside it) or models:/NAME@ALIAS (default: models/model.keras)",
         )
         sub.add_argument("--run", help="use the model logged by this MLflow run instead")
-        sub.add_argument("--tta", type=int, help="test-time views 1-8 (default: the model's own)")
+        sub.add_argument("--tta", type=int, choices=range(1, 9), metavar="1-8", help="test-time views (default: the model's own)")
     predictor.add_argument("--out", help="CSV to write (default: predictions.csv when a folder is given)")
+    predictor.add_argument(
+        "--format",
+        choices=("text", "csv", "json"),
+        default="text",
+        help="stdout: a line per image (text), CSV with a header, or a JSON object per line (default: text)",
+    )
     explainer.add_argument("--out", default="explanations", help="folder for the overlay PNGs (default: explanations)")
     explainer.add_argument(
         "--class", dest="class_name", help="K-class models: the class whose evidence to map (default: the predicted one)"
     )
-    commands.add_parser(
-        "sweep",
-        help="Hydra multirun: each job a DVC experiment, one MLflow group (skin-cancer sweep --help; docs/scaling-out.md)",
-    )
-    app = commands.add_parser("app", help="the Streamlit web app (upload images, see predictions and Grad-CAM)")
+    subcommand("sweep", "Hydra multirun: each job a DVC experiment, one MLflow group (`skin-cancer sweep --help`)")
+    app = subcommand("app", "the Streamlit web app (upload images, see predictions and Grad-CAM)")
     app.add_argument("--model", default="models/model.keras", help="initial model: a .keras file or models:/NAME@ALIAS")
     app.add_argument(
         "--registered-model", help="registry name listed in the picker (default: params.yaml's tracking.registered_model)"
@@ -172,24 +251,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "app":
         return run_app(args)
-    try:
-        if args.command == "compose":
-            write_params(compose(args.overrides), args.out)
-            print(f"wrote {args.out}")
-        elif args.command == "audit":
-            run_audit(args)
-        elif args.command == "predict":
-            run_predict(args)
-        elif args.command == "explain":
-            run_explain(args)
-    except (ConfigError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except Exception as error:  # Hydra's override and missing-config errors
-        if type(error).__module__.startswith(("hydra", "omegaconf")):
-            print(f"error: {error}".splitlines()[0], file=sys.stderr)
-            return 1
-        raise
+    with library_logs_hidden(args.verbose):  # only a crash escapes it, and then shows the hidden logs
+        try:
+            if args.command == "compose":
+                write_params(compose(args.overrides), args.out)
+                print(f"wrote {args.out}", file=sys.stderr)
+            elif args.command == "audit":
+                run_audit(args)
+            elif args.command == "predict":
+                return run_predict(args)
+            elif args.command == "explain":
+                return run_explain(args)
+        except (ConfigError, DataError, AccessError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except Exception as error:  # Hydra's override and missing-config errors
+            if type(error).__module__.startswith(("hydra", "omegaconf")):
+                print(f"error: {error}".splitlines()[0], file=sys.stderr)
+                return 2
+            raise
     return 0
 
 

@@ -160,7 +160,7 @@ def read_all(frame: pd.DataFrame, max_pixels: int, converted: tuple[Path, Path],
         return record, None
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for record, skip in tqdm(pool.map(work, jobs), total=len(jobs), desc="prepare: decoding", unit="img"):
+        for record, skip in tqdm(pool.map(work, jobs), total=len(jobs), desc="prepare: decoding", unit="img", disable=None):
             (records.append(record) if record else skipped.append(skip))
     return records, skipped
 

@@ -8,6 +8,8 @@ CPU, most of all for single images; `tensorflow` is there for GPUs and for check
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -63,11 +65,48 @@ def compile_forward(function, input_shape: tuple, runtime: str) -> Forward:
     if runtime == "tensorflow":
         return lambda images: graph(tf.convert_to_tensor(images, tf.float32)).numpy()
     ov = _import_openvino()
+    # The converter prints a report on stdout whenever "--verbose" is in sys.argv (as in
+    # `skin-cancer predict --verbose`): stdout carries results only, so the report goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        converted = ov.convert_model(graph)
     # float32 explicitly: on CPUs with bfloat16 units OpenVINO would otherwise lower the precision.
-    compiled = ov.Core().compile_model(
-        ov.convert_model(graph), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-    )
-    return lambda images: compiled(np.ascontiguousarray(images, dtype=np.float32))[0]
+    compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+    return InferPool(compiled)
+
+
+class InferPool:
+    """A compiled OpenVINO model callable from many threads at once.
+
+    Calling the compiled model directly reuses its one infer request, so two concurrent calls (two
+    REST requests, two app sessions) fail with "Infer Request is busy". Each call here borrows an
+    idle request, or creates one while fewer than `size` exist, and otherwise waits for one.
+    OpenVINO's AsyncInferQueue does not fit: it hands results to callbacks of a single producer,
+    while callers here are blocking threads that each need their own result back. `size` defaults to
+    the device's optimal number of requests (1 under the LATENCY hint: one request already uses
+    every core, so more would only hold more activation memory)."""
+
+    def __init__(self, compiled, size: int | None = None):
+        import queue
+        import threading
+
+        self._compiled = compiled
+        size = size or int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self._slots = threading.BoundedSemaphore(max(1, size))
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        import queue
+
+        with self._slots:
+            try:
+                request = self._idle.get_nowait()
+            except queue.Empty:
+                request = self._compiled.create_infer_request()
+            try:
+                # share_outputs=False (the default) copies the result out of the request's buffers.
+                return request.infer(np.ascontiguousarray(images, dtype=np.float32))[0]
+            finally:
+                self._idle.put(request)
 
 
 def compile_model(model, runtime: str) -> Forward:
@@ -98,7 +137,7 @@ def run_batches(forward: Forward, batches, n_images: int, batch_size: int, desc:
     from tqdm import tqdm
 
     out = []
-    for batch in tqdm(batches, desc=desc, total=-(-n_images // batch_size), unit="batch", mininterval=2):
+    for batch in tqdm(batches, desc=desc, total=-(-n_images // batch_size), unit="batch", mininterval=2, disable=None):
         # A short last batch is padded: OpenVINO plans anew (seconds) for every new input shape.
         images = np.asarray(batch)
         padded = np.concatenate([images, np.zeros((batch_size - len(images), *images.shape[1:]), images.dtype)])

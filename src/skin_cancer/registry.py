@@ -13,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from skin_cancer import paths
+from skin_cancer.access import explained_refusals, refused
 from skin_cancer.config import Config, TrackingConfig
 from skin_cancer.operating_point import OperatingPoint
 from skin_cancer.serving import serving_model, serving_signature
-from skin_cancer.store import tracking_uri
+from skin_cancer.store import check_tracking, tracking_uri
 from skin_cancer.tracking import pipeline_run
 
 HEADLINE = (
@@ -187,7 +188,8 @@ def publish(cfg: Config) -> dict:
     from mlflow.tracking import MlflowClient
 
     operating_point = OperatingPoint.load(paths.OPERATING_POINT)
-    with pipeline_run(cfg) as run:
+    uri = check_tracking(cfg.tracking)  # before the run opens: a refusal half-way would leave half a run
+    with explained_refusals(uri, "logging the run and registering its model"), pipeline_run(cfg) as run:
         numbers = run.pop("numbers")
         if cfg.tracking.log_model:
             log_models(cfg, operating_point)
@@ -210,7 +212,8 @@ def load_logged_model(uri: str):
     import skin_cancer.model  # noqa: F401  registers the model's own layers with Keras
     from skin_cancer.data import DataError
 
-    mlflow.set_tracking_uri(tracking_uri())
+    server = tracking_uri()
+    mlflow.set_tracking_uri(server)
     try:
         info = mlflow.models.get_model_info(uri)
         if "keras" in info.flavors:
@@ -218,6 +221,8 @@ def load_logged_model(uri: str):
         else:  # the registered serving pyfunc wraps the Keras model
             model = mlflow.pyfunc.load_model(uri).unwrap_python_model().classifier.model
     except (MlflowException, OSError, AttributeError) as error:
+        if isinstance(error, MlflowException) and error.get_http_status_code() in (401, 403):
+            raise refused(error.get_http_status_code(), server, f"loading {uri}") from None
         raise DataError(f"{uri}: {str(error).splitlines()[0]}") from None
     operating_point = (info.metadata or {}).get("operating_point")
     if not operating_point:

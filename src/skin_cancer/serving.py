@@ -9,6 +9,7 @@ views, class names) and predict calibrated probabilities and labels for image fi
 from __future__ import annotations
 
 import tempfile
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +31,8 @@ class Classifier:
     operating_point: OperatingPoint
     source: str = ""
     _forward: object = field(default=None, repr=False, compare=False)
+    # Threads (REST workers, app sessions) share one classifier: the graph is compiled once.
+    _compiling: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @property
     def image_size(self) -> int:
@@ -60,8 +63,9 @@ class Classifier:
         from skin_cancer.evaluation import apply_temperature
         from skin_cancer.inference import compile_predictor, run_batches
 
-        if self._forward is None:
-            self._forward = compile_predictor(self.model, self.operating_point.tta_views, self.operating_point.runtime)
+        with self._compiling:
+            if self._forward is None:
+                self._forward = compile_predictor(self.model, self.operating_point.tta_views, self.operating_point.runtime)
         images = np.asarray(images, dtype="float32")
         if len(images) <= BATCH:  # one request's worth: no padding, no progress bar
             raw = self._forward(images)
@@ -186,18 +190,26 @@ def load_classifier(source: str | Path = "models/model.keras", *, run_id: str | 
     return Classifier(load_model(path), OperatingPoint.load(op_path), str(path))
 
 
-def image_files(inputs: list[str]) -> list[str]:
-    """The files named, with folders expanded to the files they hold (recursively, sorted)."""
-    files = []
+def image_files(inputs: list[str]) -> tuple[list[str], list[str]]:
+    """(images, skipped): the files named, and the image files (by suffix) that named folders hold,
+    recursively and sorted; `skipped` lists the other files in those folders. A file named directly
+    is taken whatever its suffix. DataError naming the path for a missing path, or when no image is found."""
+    from skin_cancer.datasets import IMAGE_SUFFIXES
+
+    files, skipped = [], []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files += sorted(str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            files += [str(p) for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
+            skipped += [str(p) for p in found if p.suffix.lower() not in IMAGE_SUFFIXES]
         elif path.exists():
             files.append(str(path))
         else:
             raise DataError(f"{path}: no such file or folder")
-    return files
+    if not files:
+        raise DataError(f"no images found in {', '.join(inputs)} (looked for {' '.join(sorted(IMAGE_SUFFIXES))})")
+    return files, skipped
 
 
 # REST serving limits (pyfunc model behind `mlflow models serve`).
@@ -205,16 +217,26 @@ MAX_BATCH = 32
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 
 
+class RequestRejected(ValueError):
+    """A request over the serving limits: the client's to fix, refused whole (HTTP 400)."""
+
+
 def predict_encoded(
     classifier: Classifier, encoded: list, max_batch: int = MAX_BATCH, max_bytes: int = MAX_IMAGE_BYTES
 ) -> list[dict]:
     """Predictions for base64-encoded image files (JPEG, PNG, ...: the REST request format), one
-    result per item; an item that is not base64, too large or not a usable image gets an `error`."""
+    result per item; an item that is not base64 or not a usable image gets an `error`. A request
+    over `max_batch` items, or holding an image over `max_bytes`, raises RequestRejected."""
     import base64
     import binascii
 
     if len(encoded) > max_batch:
-        raise ValueError(f"a request holds at most {max_batch} images, this one {len(encoded)}")
+        raise RequestRejected(f"a request holds at most {max_batch} images, this one {len(encoded)}")
+    for i, text in enumerate(encoded):
+        # base64 holds 3 bytes per 4 characters: measured before decoding, so a huge row costs nothing.
+        size = len(str(text)) * 3 // 4
+        if size > max_bytes + 2:
+            raise RequestRejected(f"row {i}: about {size} bytes of image, over the limit of {max_bytes} bytes per image")
     results: list[dict] = [{} for _ in encoded]
     with tempfile.TemporaryDirectory() as folder:
         files = []
@@ -225,8 +247,7 @@ def predict_encoded(
                 results[i] = {"error": "not base64-encoded image bytes"}
                 continue
             if len(data) > max_bytes:
-                results[i] = {"error": f"{len(data)} bytes exceeds the limit of {max_bytes}"}
-                continue
+                raise RequestRejected(f"row {i}: {len(data)} bytes of image, over the limit of {max_bytes} bytes per image")
             path = Path(folder) / f"image-{i}"
             path.write_bytes(data)
             files.append((i, path))
@@ -240,19 +261,37 @@ def serving_model():
     """An MLflow pyfunc model around `Classifier`: rows with a base64 `image` column in,
     probability, label, threshold (or error) out; what the registry holds and `mlflow models serve`
     serves. Built in a function so that importing this module does not import mlflow; cloudpickle
-    stores the class with the model, and the model carries this package as its code."""
+    stores the class with the model, and the model carries this package as its code.
+
+    MLflow's scoring server answers any exception from `predict` with 400 Bad Request, so a fault
+    of the server (the model failing) would read as the client's mistake: requests over the limits
+    are refused as invalid (400), every other exception is re-raised as an internal error (500)."""
     import json
+    import logging
 
     import mlflow.pyfunc
     import pandas as pd
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
     class ImageClassifierModel(mlflow.pyfunc.PythonModel):
         def load_context(self, context):
             self.classifier = load_classifier(context.artifacts["model"])
 
         def predict(self, context, model_input, params=None):
+            if isinstance(model_input, pd.DataFrame) and "image" not in model_input.columns:
+                raise MlflowException("the request has no `image` column", error_code=INVALID_PARAMETER_VALUE)
             images = model_input["image"] if isinstance(model_input, pd.DataFrame) else model_input
-            results = predict_encoded(self.classifier, list(images))
+            try:
+                results = predict_encoded(self.classifier, list(images))
+            except RequestRejected as error:
+                raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from None
+            except Exception as error:
+                logging.getLogger(__name__).exception("the model failed on a request")
+                raise MlflowException(
+                    f"the model failed on this request ({type(error).__name__}: {error}); the request itself was valid",
+                    error_code=INTERNAL_ERROR,
+                ) from error
             if not self.classifier.operating_point.multiclass:
                 return pd.DataFrame(results, columns=["probability", "label", "threshold", "error"])
             # K classes: every class's probability as a JSON object per row.

@@ -59,6 +59,17 @@ def ensure_experiment(client, name: str, uri: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+def check_tracking(cfg: TrackingConfig) -> str:
+    """The tracking URI, once its server answers and accepts the user's credentials and permission to
+    write to the experiment and registered model: checked before a run's work, not after it."""
+    from skin_cancer.access import check_access
+
+    uri = tracking_uri(cfg)
+    check_reachable(uri)
+    check_access(uri, cfg.experiment_name, cfg.registered_model)
+    return uri
+
+
 def check_reachable(uri: str, timeout: float = 10.0) -> None:
     """Raise ConnectionError naming the URI when a tracking server does not answer its health check,
     so that a run fails before training rather than after it."""

@@ -86,15 +86,16 @@ def run_job(config: DictConfig) -> float:
 
 
 class SweepCallbacks(Callback):
-    """Before any job: the objective is a validation metric and the tracking store answers. After the
+    """Before any job: the objective is a validation metric and the tracking store answers and lets
+    the user write. After the
     last: the Optuna sweeper's best trial goes onto the sweep's parent run."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from skin_cancer.store import check_reachable, tracking_uri
+        from skin_cancer.store import check_tracking
 
         cfg = pipeline_config(config)
         objective_metric(cfg)
-        check_reachable(tracking_uri(cfg.tracking))
+        check_tracking(cfg.tracking)
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         self.on_multirun_start(config)

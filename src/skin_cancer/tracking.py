@@ -16,10 +16,11 @@ from pathlib import Path
 import pandas as pd
 
 from skin_cancer import paths
+from skin_cancer.access import explained_refusals
 from skin_cancer.config import Config, TrackingConfig, flatten, to_dict
 from skin_cancer.io import read_json
 from skin_cancer.operating_point import OperatingPoint
-from skin_cancer.store import check_reachable, ensure_experiment, store_lock, tracking_uri
+from skin_cancer.store import check_tracking, ensure_experiment, store_lock, tracking_uri
 
 GROUP_TAG = "sweep.group"
 
@@ -35,19 +36,38 @@ def run_group(cfg: TrackingConfig) -> str | None:
 def parent_run(client, experiment_id: str, group: str) -> str:
     """Id of the group's parent run, created on first use.
 
-    Safe with concurrent writers on a tracking server, where no file lock reaches: every writer
-    that finds several parents keeps the oldest (start time, then id) and deletes its own
-    duplicate, so all of them converge on one parent."""
+    Safe with concurrent writers on a tracking server, where no file lock reaches, and for users who
+    may not delete runs (EDIT): the oldest parent (start time, then id) is the group's. A writer that
+    finds younger ones deletes them where it may, else takes them out of the group (the group and
+    parent tags removed, `sweep.duplicate_of` set: what EDIT allows). The oldest is never removed,
+    so every writer converges on it; a run that chose a parent before an older one appeared is
+    re-pointed when it ends (`adopt_parent`)."""
+    from mlflow.exceptions import MlflowException
+
     query = f"tags.`{GROUP_TAG}` = '{group}' and tags.`sweep.parent` = 'true'"
     if not client.search_runs([experiment_id], filter_string=query):
         run = client.create_run(experiment_id, run_name=f"sweep {group}", tags={GROUP_TAG: group, "sweep.parent": "true"})
-        with contextlib.suppress(Exception):  # already deleted as a duplicate by another writer
+        with contextlib.suppress(MlflowException):  # already removed as a duplicate by another writer
             client.set_terminated(run.info.run_id)
     found = sorted(client.search_runs([experiment_id], filter_string=query), key=lambda r: (r.info.start_time, r.info.run_id))
     for duplicate in found[1:]:
-        with contextlib.suppress(Exception):  # another writer may have deleted it already
+        # Another writer may have removed it already; a user without MANAGE may not delete it.
+        with contextlib.suppress(MlflowException):
+            client.set_tag(duplicate.info.run_id, "sweep.duplicate_of", found[0].info.run_id)
+            client.set_tag(duplicate.info.run_id, "mlflow.runName", f"sweep {group} (duplicate parent, empty)")
+            for tag in (GROUP_TAG, "sweep.parent"):
+                client.delete_tag(duplicate.info.run_id, tag)
             client.delete_run(duplicate.info.run_id)
     return found[0].info.run_id
+
+
+def adopt_parent(client, experiment_id: str, run_id: str, group: str) -> str:
+    """Point the run at its group's surviving parent (see `parent_run`), once its own logging is done
+    and every concurrent writer's parent exists; returns the parent's id."""
+    parent = parent_run(client, experiment_id, group)
+    if client.get_run(run_id).data.tags.get("mlflow.parentRunId") != parent:
+        client.set_tag(run_id, "mlflow.parentRunId", parent)
+    return parent
 
 
 def git_commit() -> str:
@@ -197,9 +217,8 @@ def training_run(cfg: Config, phase: str, first_epoch: int = 0, *, chief: bool =
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri(cfg.tracking)
-    check_reachable(uri)
-    with store_lock(uri):
+    uri = check_tracking(cfg.tracking)
+    with store_lock(uri), explained_refusals(uri, f"opening the {phase} run"):
         client = MlflowClient(uri)
         experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, uri)
         before = list(PHASES)[: list(PHASES).index(phase)]
@@ -268,6 +287,8 @@ def pipeline_run(cfg: Config):
             ):
                 mlflow.log_artifact(str(path), artifact_path="pipeline")
             group = run_group(cfg.tracking)
+            if group:
+                adopt_parent(client, experiment_id, run_id, group)
             yield {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": uri, "group": group, "numbers": numbers}
 
 
@@ -275,9 +296,8 @@ def _group_parent(cfg: TrackingConfig):
     """(client, experiment id, parent run id) of the configured sweep group."""
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri(cfg)
-    check_reachable(uri)
-    with store_lock(uri):
+    uri = check_tracking(cfg)
+    with store_lock(uri), explained_refusals(uri, "opening the sweep's parent run"):
         client = MlflowClient(uri)
         experiment_id = ensure_experiment(client, cfg.experiment_name, uri)
         return client, experiment_id, parent_run(client, experiment_id, cfg.run_group)

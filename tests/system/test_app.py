@@ -45,22 +45,29 @@ def require_chromium() -> None:
 
 
 def test_upload_shows_prediction_and_grad_cam_and_rejects_a_non_image(app_url, tmp_path):
+    """Two browser sessions upload at the same moment (Streamlit runs each in its own thread, on one
+    shared model): both get their result; then one goes on to a non-image."""
     from playwright.sync_api import expect, sync_playwright
 
     require_chromium()
-    image = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
+    images = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[:2]
     fake = tmp_path / "notes.jpg"
     fake.write_text("not an image at all")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1300, "height": 1000})
-        page.goto(app_url)
-        expect(page.get_by_text("Research tool, not a medical device")).to_be_visible(timeout=60_000)
-        expect(page.get_by_text("Model card")).to_be_visible(timeout=60_000)
-        page.locator('input[type="file"]').set_input_files(image)
-        expect(page.get_by_text("Label at threshold")).to_be_visible(timeout=90_000)
-        text = page.get_by_text("Label at threshold").inner_text()
-        assert "benign" in text or "malignant" in text
+        page, other = (browser.new_context().new_page(viewport={"width": 1300, "height": 1000}) for _ in range(2))
+        for session in (page, other):
+            session.goto(app_url)
+            expect(session.get_by_text("Research tool, not a medical device")).to_be_visible(timeout=60_000)
+            expect(session.get_by_text("Model card")).to_be_visible(timeout=60_000)
+        for session, image in zip((page, other), images):
+            session.locator('input[type="file"]').set_input_files(image)
+        for session in (page, other):
+            expect(session.get_by_text("Label at threshold")).to_be_visible(timeout=90_000)
+            text = session.get_by_text("Label at threshold").inner_text()
+            assert "benign" in text or "malignant" in text
+            expect(session.get_by_text("rejected")).to_have_count(0)
+        image = images[0]
         expect(page.get_by_text("Grad-CAM: regions that raised the score")).to_be_visible()
         overlays = page.locator("img[alt], [data-testid='stImage'] img")
         assert overlays.count() >= 2

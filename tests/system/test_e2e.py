@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import ROOT, SHARED, runs, slurm_cluster, tracking_server
+from tests.helpers import ROOT, SHARED, runs, slurm_cluster, tracking_server, tracking_user
 
 KAGGLE = SHARED / "data" / "skin-cancer-mvb"
 # The default config's data roots (relative, ../shared/data/...) stay as they are: the project copy
@@ -186,9 +186,13 @@ def group_runs(uri, group):
 
 @pytest.fixture(scope="module")
 def server(project):
-    """The project's shared tracking server: mlflow server on PostgreSQL, proxied artifacts."""
-    with tracking_server() as (uri, database):
-        yield uri, database
+    """The project's shared tracking server: mlflow server on PostgreSQL, proxied artifacts; an EDIT
+    user's credentials, which this process reads the runs with too."""
+    with tracking_server() as (uri, database, folder), pytest.MonkeyPatch.context() as patch:
+        credentials = tracking_user(folder, "sweeper")
+        for key, value in credentials.items():
+            patch.setenv(key, value)
+        yield uri, database, credentials
 
 
 def test_the_readmes_sweep_on_the_postgresql_tracking_server(project, server, shared_weights):
@@ -196,9 +200,9 @@ def test_the_readmes_sweep_on_the_postgresql_tracking_server(project, server, sh
     temporary copies, two at a time, four complete runs under one parent, all rows in PostgreSQL."""
     import psycopg
 
-    uri, database = server
+    uri, database, credentials = server
     before = experiment_names(project)
-    out = sweep(project, "sweep=grid", env={"MLFLOW_TRACKING_URI": uri})
+    out = sweep(project, "sweep=grid", env={"MLFLOW_TRACKING_URI": uri, **credentials})  # an EDIT user's
     group = re.search(r"tracking.run_group=(sweep-[\d-]+)", out).group(1)
     parents, children = group_runs(uri, group)
     assert sorted((r.data.params["model.dropout"], r.data.params["train.head.lr"]) for r in children) == [
@@ -231,9 +235,10 @@ def test_the_readmes_sweep_on_the_postgresql_tracking_server(project, server, sh
 def test_the_grid_on_a_slurm_cluster(project, server, tmp_path, shared_weights):
     """The same grid through SLURM (submitit): four jobs queued on a real single-node cluster, four
     more DVC experiments and MLflow runs. Every stage before `track` comes from DVC's run cache."""
-    uri, _ = server
+    uri, _, credentials = server
     with slurm_cluster(tmp_path / "slurm") as slurm_conf:
-        out = sweep(project, "sweep=grid", "hydra/launcher=slurm", env={"MLFLOW_TRACKING_URI": uri, "SLURM_CONF": slurm_conf})
+        env = {"MLFLOW_TRACKING_URI": uri, "SLURM_CONF": slurm_conf, **credentials}  # the jobs inherit them
+        out = sweep(project, "sweep=grid", "hydra/launcher=slurm", env=env)
     group = re.search(r"tracking.run_group=(sweep-[\d-]+)", out).group(1)
     parents, children = group_runs(uri, group)
     assert len(parents) == 1 and len(children) == 4 and all(r.info.status == "FINISHED" for r in children)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from skin_cancer import paths
-from tests.helpers import free_port, post_json, runs, server, tracking_server
+from tests.helpers import free_port, post_json, runs, server, tracking_server, tracking_user
 
 pytestmark = pytest.mark.slow
 
@@ -25,8 +25,10 @@ def test_registry_on_a_tracking_server_and_mlflow_models_serve(trained, tmp_path
     from skin_cancer.serving import MAX_BATCH, load_classifier
 
     write_params(trained)
-    with tracking_server() as (tracking_uri, _):
+    with tracking_server() as (tracking_uri, _, folder):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+        for key, value in tracking_user(folder, "researcher").items():  # EDIT: what running the pipeline needs
+            monkeypatch.setenv(key, value)
         first = publish(trained)
         assert first["tracking_uri"] == tracking_uri and first["registry"]["champion"]
         metrics = json.loads(open("reports/metrics.json").read())
@@ -75,7 +77,58 @@ def test_registry_on_a_tracking_server_and_mlflow_models_serve(trained, tmp_path
             status, body = post_json(
                 f"{url}/invocations", {"dataframe_split": {"columns": ["image"], "data": [[encoded]] * (MAX_BATCH + 1)}}
             )
-            assert status >= 400 and f"at most {MAX_BATCH} images" in json.dumps(body)
+            assert status == 400 and f"at most {MAX_BATCH} images" in json.dumps(body)
+            test_images = list(pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path)
+            answers_concurrent_mixed_traffic(f"{url}/invocations", test_images)
+
+
+def mixed_requests(images: list[str], count: int, seed: int = 0) -> list[tuple[str, object]]:
+    """`count` requests as (kind, JSON body or raw text): 70% one valid image, 15% a batch of eight,
+    10% valid rows mixed with garbage rows, 5% malformed JSON."""
+    import base64
+    import random
+
+    rng = random.Random(seed)
+    encoded = [base64.b64encode(open(image, "rb").read()).decode() for image in images]
+    garbage = [base64.b64encode(b"not an image").decode(), "%% not base64 %%", ""]
+    requests = []
+    for i in range(count):
+        draw = rng.random()
+        if draw < 0.70:
+            rows, kind = [rng.choice(encoded)], "single"
+        elif draw < 0.85:
+            rows, kind = rng.choices(encoded, k=8), "batch"
+        elif draw < 0.95:
+            rows, kind = [rng.choice(encoded), rng.choice(garbage), rng.choice(encoded)], "garbage"
+        else:
+            requests.append(("malformed", '{"dataframe_split": {"columns": ["image"], "data": [[' + str(i)))
+            continue
+        requests.append((kind, {"dataframe_split": {"columns": ["image"], "data": [[row] for row in rows]}}))
+    return requests
+
+
+def answers_concurrent_mixed_traffic(url: str, images: list[str]) -> None:
+    """300 mixed requests from four clients at once: every valid request and row answered 200 with the
+    probabilities of a sequential run, garbage rows in their own row, malformed JSON a 4xx, the
+    server alive after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    requests = mixed_requests(images, 300)
+    sequential = [post_json(url, body) for _, body in requests]
+    with ThreadPoolExecutor(4) as clients:
+        concurrent = list(clients.map(lambda request: post_json(url, request[1]), requests))
+    for (kind, _), (status, answer), (_, expected) in zip(requests, concurrent, sequential):
+        if kind == "malformed":
+            assert 400 <= status < 500, answer
+            continue
+        assert status == 200, answer
+        rows = answer["predictions"]
+        assert json.dumps(rows) == json.dumps(expected["predictions"])  # as text: a garbage row's NaN equals itself
+        failed = [isinstance(row["error"], str) for row in rows]  # a valid row's error is NaN (pandas' missing value)
+        assert failed == ([False, True, False] if kind == "garbage" else [False] * len(rows))
+    assert sum(kind != "malformed" for kind, _ in requests) > 250  # the mix is what it says
+    status, answer = post_json(url, requests[0][1])
+    assert status == 200 and answer == sequential[0][1]
 
 
 # One sweep worker: log a run under the sweep's parent and register it, all at once with the others.
@@ -86,7 +139,7 @@ from mlflow.tracking import MlflowClient
 from skin_cancer.config import TrackingConfig
 from skin_cancer.registry import register_model
 from skin_cancer.store import ensure_experiment
-from skin_cancer.tracking import GROUP_TAG, parent_run
+from skin_cancer.tracking import GROUP_TAG, adopt_parent, parent_run
 
 uri, value, fingerprint, start_at = sys.argv[1], float(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 
@@ -101,6 +154,7 @@ experiment = ensure_experiment(client, "skin-cancer", uri)
 parent = parent_run(client, experiment, "sweep-x")
 with mlflow.start_run(experiment_id=experiment, tags={GROUP_TAG: "sweep-x", "mlflow.parentRunId": parent}) as run:
     mlflow.pyfunc.log_model(name="serving", python_model=Identity())
+adopt_parent(client, experiment, run.info.run_id, "sweep-x")  # as the track stage does once it has logged
 cfg = TrackingConfig(uri=uri, experiment_name="skin-cancer", run_group="sweep-x", log_model=True,
                      registered_model="classifier", champion_alias="champion", champion_metric="validation.roc_auc")
 result = register_model(client, run.info.run_id, cfg, {"validation.roc_auc": value},
@@ -109,13 +163,15 @@ print(result["version"], result["champion"], result["not_comparable"])
 """
 
 
-def test_concurrent_sweep_workers_on_a_tracking_server(tmp_path):
-    """Four processes log and register at once through the PostgreSQL-backed `mlflow server`: one parent run,
-    four children under it, the alias on the best; a later smoke run validated on other images,
-    though higher, does not take it."""
+def test_concurrent_sweep_workers_on_a_tracking_server(tmp_path, monkeypatch):
+    """Four processes log and register at once through the PostgreSQL-backed `mlflow server`, as an EDIT
+    user (who may not delete runs): one parent run, four children under it, the alias on the best;
+    a later smoke run validated on other images, though higher, does not take it."""
     import time
 
-    with tracking_server() as (uri, _):
+    with tracking_server() as (uri, _, folder):
+        for key, value in tracking_user(folder, "sweeper").items():  # the workers inherit the credentials
+            monkeypatch.setenv(key, value)
 
         def worker(value, fingerprint, start_at):
             return subprocess.Popen(
@@ -138,9 +194,98 @@ def test_concurrent_sweep_workers_on_a_tracking_server(tmp_path):
         assert verdict.split()[1] == "False" and "validated on other data" in verdict
 
         client, found = runs(uri)
-        parents = [r for r in found if r.data.tags.get("sweep.parent") == "true"]
-        children = [r for r in found if r.data.tags.get("sweep.parent") != "true"]
+        grouped = [r for r in found if r.data.tags.get("sweep.group") == "sweep-x"]
+        parents = [r for r in grouped if r.data.tags.get("sweep.parent") == "true"]
+        children = [r for r in grouped if r.data.tags.get("sweep.parent") != "true"]
         assert len(parents) == 1 and len(children) == 5
         assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+        # Parents made at the same moment by other workers, which EDIT may not delete, left the group.
+        duplicates = [r for r in found if "sweep.duplicate_of" in r.data.tags]
+        assert len(found) == 6 + len(duplicates)
+        assert all(r.data.tags["sweep.duplicate_of"] == parents[0].info.run_id for r in duplicates)
         champion = client.get_model_version_by_alias("classifier", "champion")
         assert champion.tags["validation.roc_auc"] == "0.84"
+
+
+def test_the_tracking_server_lets_no_one_in_where_they_do_not_belong(trained, tmp_path, monkeypatch):
+    """MLflow's basic-auth app on the project's server: no or wrong credentials are refused (401), a
+    well-known admin password does not work, a READ user sees runs but cannot log a run, register a
+    version or move the alias (403, one line, nothing written), secrets are 0600, PostgreSQL wants
+    its password; an EDIT user's run carries no secret in its params, tags or reports."""
+    import os
+    import stat
+
+    import psycopg
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from skin_cancer.access import AccessError, check_access
+    from skin_cancer.config import write_params
+    from skin_cancer.registry import publish
+
+    write_params(trained)
+    with tracking_server() as (uri, database, folder):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            monkeypatch.delenv(key, raising=False)
+        with pytest.raises(AccessError, match=r"refused the credentials of no user .*\(401\)"):
+            check_access(uri, "skin-cancer", "skin-cancer-classifier")
+        status, _ = post_json(f"{uri}/api/2.0/mlflow/experiments/search", {"max_results": 1})
+        assert status == 401
+        editor, reader = tracking_user(folder, "editor"), tracking_user(folder, "reader", "READ")
+        for key, value in editor.items():
+            monkeypatch.setenv(key, value)
+        published = publish(trained)  # the track stage's work, as the EDIT user
+        assert published["registry"]["champion"] and published["tracking_uri"] == uri
+
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+        with pytest.raises(AccessError, match=r"refused the credentials of user 'editor' .*\(401\)"):
+            check_access(uri, "skin-cancer", "skin-cancer-classifier")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "password1234")  # MLflow's old public default
+        with pytest.raises(AccessError, match="401"):
+            check_access(uri, "skin-cancer", "skin-cancer-classifier")
+
+        for key, value in reader.items():
+            monkeypatch.setenv(key, value)
+        client = MlflowClient(uri)
+        experiment_id = client.get_experiment_by_name("skin-cancer").experiment_id
+        seen = client.search_runs([experiment_id])
+        assert [r.info.run_id for r in seen] == [published["run_id"]]  # READ sees the runs
+        versions = client.search_model_versions("name = 'skin-cancer-classifier'")
+        with pytest.raises(AccessError, match=r"user 'reader' has READ on experiment 'skin-cancer'"):
+            publish(trained)  # refused before the run opens
+        for attempt in (
+            lambda: client.create_run(experiment_id),
+            lambda: client.create_model_version("skin-cancer-classifier", f"runs:/{published['run_id']}/serving"),
+            lambda: client.set_registered_model_alias("skin-cancer-classifier", "champion", "1"),
+        ):
+            with pytest.raises(MlflowException) as refused:
+                attempt()
+            assert refused.value.get_http_status_code() == 403
+        assert len(client.search_runs([experiment_id])) == 1  # nothing half-written
+        assert len(client.search_model_versions("name = 'skin-cancer-classifier'")) == len(versions)
+        track = subprocess.run(
+            [sys.executable, "-m", "skin_cancer.stages.track"], capture_output=True, text=True, env=dict(os.environ)
+        )
+        assert track.returncode == 1 and track.stderr.strip().count("\n") == 0, track.stderr[-2000:]
+        assert "user 'reader' has READ" in track.stderr
+
+        secrets = [p for p in (folder / "secrets").rglob("*") if p.is_file()]
+        assert {p.name for p in secrets} >= {"admin-password", "db-password", "flask-secret-key", "pgpass", "auth.ini"}
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in secrets)
+        assert "trust" not in "".join(
+            line for line in (folder / "pg" / "pg_hba.conf").read_text().splitlines() if not line.startswith("#")
+        )
+        without_password = database.replace(f":{(folder / 'secrets' / 'db-password').read_text().strip()}@", "@")
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(without_password, connect_timeout=10).close()
+        psycopg.connect(database, connect_timeout=10).close()
+
+        values = [p.read_text().strip() for p in secrets if p.suffix not in (".ini", ".credentials") and p.name != "pgpass"]
+        values += [editor["MLFLOW_TRACKING_PASSWORD"], reader["MLFLOW_TRACKING_PASSWORD"]]
+        run = client.get_run(published["run_id"])
+        logged = json.dumps([run.data.params, run.data.tags]) + open("params.yaml").read()
+        reports = [p for p in (tmp_path / "reports").rglob("*") if p.suffix in (".json", ".md", ".csv", ".html")]
+        logged += "".join(p.read_text(errors="ignore") for p in reports)
+        assert not [value for value in values if value in logged]

@@ -226,5 +226,5 @@ def test_cli_audit_writes_outputs_and_fails_cleanly(make_dataset, tmp_path, caps
     pairs = pd.read_csv(tmp_path / "out" / "pairs.csv")
     assert list(zip(pairs.a, pairs.b, pairs.exact)) == [("train/benign/0.jpg", "test/benign/copy.jpg", True)]
     (tmp_path / "empty").mkdir()
-    assert cli(["audit", str(tmp_path / "empty")]) == 1
+    assert cli(["audit", str(tmp_path / "empty")]) == 2
     assert "has no class folders" in capsys.readouterr().err

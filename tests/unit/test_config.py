@@ -106,7 +106,7 @@ def test_composing_an_out_of_range_value_fails_with_the_key(tmp_path, override, 
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(compose([override]))
-    assert main(["compose", override, "--out", str(tmp_path / "params.yaml")]) == 1
+    assert main(["compose", override, "--out", str(tmp_path / "params.yaml")]) == 2
     assert not (tmp_path / "params.yaml").exists()
 
 

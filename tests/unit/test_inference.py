@@ -57,3 +57,24 @@ def test_openvino_conversion_sends_no_telemetry(monkeypatch):
     forward = compile_forward(mean, (8, 8, 3), "openvino")
     assert forward(np.ones((2, 8, 8, 3), dtype="float32")).shape == (2, 3)
     assert sent == []
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_compiled_model_answers_many_threads_at_once(runtime):
+    """Concurrent calls (REST workers, app sessions) on one compiled graph: OpenVINO's compiled model
+    called directly reuses one infer request and fails with "Infer Request is busy"."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(
+        include_top=True, weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=1, classifier_activation="sigmoid"
+    )
+    forward = compile_predictor(model, 2, runtime)
+    batches = [np.random.default_rng(i).uniform(0, 255, (1 + i % 3, 32, 32, 3)).astype("float32") for i in range(12)]
+    sequential = [forward(batch) for batch in batches]
+    with ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(forward, batches * 4))
+    for got, expected in zip(concurrent, sequential * 4):
+        np.testing.assert_array_equal(got, expected)

@@ -122,11 +122,11 @@ def test_cli_predict_folder_writes_a_csv_agreeing_with_evaluate(trained, capsys)
     written = pd.read_csv("out.csv").set_index("image")
     assert set(written.index) == set(evaluated.path)
     assert list(written.loc[evaluated.path, "label"]) == list(evaluated.predicted)
-    assert "wrote out.csv" in capsys.readouterr().out
+    assert "wrote out.csv" in capsys.readouterr().err  # stdout holds only results
 
 
 def test_missing_model_and_operating_point_are_one_line_errors(trained, tmp_path, capsys):
-    assert cli(["predict", str(trained.data.root), "--model", "nowhere.keras"]) == 1
+    assert cli(["predict", str(trained.data.root), "--model", "nowhere.keras"]) == 2
     assert "model nowhere.keras not found" in capsys.readouterr().err
     paths.OPERATING_POINT.unlink()
     with pytest.raises(DataError, match="operating_point.json not found"):
@@ -214,3 +214,65 @@ def test_cli_explain_writes_overlays(trained, tmp_path):
     written = sorted(p.name for p in (tmp_path / "cams").iterdir())
     assert written and all(name.endswith("_gradcam.png") for name in written)
     assert (tmp_path / "cams" / written[0]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_api_answers_threads_at_once_as_it_answers_one(trained):
+    """One classifier shared by threads (REST workers, app sessions): every result equals a sequential run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skin_cancer import load_classifier
+
+    files = list(pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path)
+    requests = [files[i : i + 1 + i % 3] for i in range(len(files))]
+    clf = load_classifier("models/model.keras")  # not compiled yet: the threads race to compile it
+    with ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(clf.predict, requests * 3))
+    sequential = [load_classifier("models/model.keras").predict(request) for request in requests]
+    assert concurrent == sequential * 3
+
+
+def test_requests_over_the_limits_are_refused_whole():
+    import base64
+
+    from skin_cancer.serving import RequestRejected, predict_encoded
+
+    with pytest.raises(RequestRejected, match="at most 2 images, this one 3"):
+        predict_encoded(None, ["a", "b", "c"], max_batch=2)
+    small, large, just_over = (base64.b64encode(bytes(n)).decode() for n in (99, 120, 101))
+    with pytest.raises(RequestRejected, match="row 1: about 120 bytes of image, over the limit of 100"):
+        predict_encoded(None, [small, large, large], max_bytes=100)  # refused before anything is decoded
+    # Measured exactly once decoded: 101 bytes pass the length estimate (102) for a limit of 100, not the count.
+    with pytest.raises(RequestRejected, match="row 0: 101 bytes of image, over the limit of 100 bytes"):
+        predict_encoded(None, [just_over], max_bytes=100)
+
+
+def test_the_served_model_reports_its_own_faults_as_server_errors(trained):
+    """A request the model fails on is the server's fault (HTTP 500), not the client's (400); limits
+    are the client's (400); a garbage row is answered in its own row."""
+    import base64
+
+    from mlflow.exceptions import MlflowException
+
+    from skin_cancer import load_classifier
+    from skin_cancer.serving import serving_model
+
+    served = serving_model()
+    served.classifier = load_classifier("models/model.keras")
+    good = base64.b64encode(open(pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0], "rb").read()).decode()
+    rows = pd.DataFrame({"image": [good, base64.b64encode(b"junk").decode()]})
+    answered = served.predict(None, rows)
+    assert answered.error.isna().tolist() == [True, False] and 0 <= answered.probability[0] <= 1
+
+    def broken(images):
+        raise RuntimeError("Infer Request is busy")
+
+    served.classifier._forward = broken
+    with pytest.raises(MlflowException, match="the model failed on this request") as fault:
+        served.predict(None, rows)
+    assert fault.value.get_http_status_code() == 500
+    with pytest.raises(MlflowException, match="at most 32 images") as refused:
+        served.predict(None, pd.DataFrame({"image": [good] * 33}))
+    assert refused.value.get_http_status_code() == 400
+    with pytest.raises(MlflowException, match="no `image` column") as refused:
+        served.predict(None, pd.DataFrame({"picture": [good]}))
+    assert refused.value.get_http_status_code() == 400

@@ -6,14 +6,14 @@ from skin_cancer.config import Config
 from skin_cancer.io import atomic_path, read_json, write_json
 from skin_cancer.model import build_classifier, output_units, trainable_summary
 from skin_cancer.stages import run_stage
-from skin_cancer.store import check_reachable, tracking_uri
+from skin_cancer.store import check_tracking
 from skin_cancer.tracking import training_run
 from skin_cancer.training import history_frame, seed_everything, train_phase, training_seed
 
 
 def main(cfg: Config) -> None:
-    # The run is logged by the last stage: a tracking server that is down must stop us before training.
-    check_reachable(tracking_uri(cfg.tracking))
+    # The run is logged by the last stage: a tracking server that is down, or refuses us, must stop us before training.
+    check_tracking(cfg.tracking)
     if distribute.delegated_to_workers(cfg.train.distribute, "skin_cancer.stages.train"):
         return
     seed_everything(training_seed(cfg))
