@@ -26,14 +26,19 @@ def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="models/model.keras")
     parser.add_argument("--registered-model")  # None: no registry in the picker
+    parser.add_argument("--verbose", action="store_true")
     return parser.parse_known_args()[0]
 
 
 @st.cache_resource(show_spinner="Loading the model ...")
-def classifier(source: str):
+def classifier(source: str, verbose: bool = False):
+    """The model, loaded once for every session; TensorFlow's start-up logs (it is first imported
+    here) stay out of the server's terminal unless `skin-cancer app --verbose`."""
+    from skin_cancer.cli import library_logs_hidden
     from skin_cancer.serving import load_classifier
 
-    return load_classifier(source)
+    with library_logs_hidden(verbose):
+        return load_classifier(source)
 
 
 def local_card(model_path: Path) -> dict:
@@ -131,7 +136,7 @@ def main() -> None:
     args = arguments()
     source, card = pick_model(args)
     try:
-        clf = classifier(source)
+        clf = classifier(source, args.verbose)
     except Exception as error:  # noqa: BLE001 - shown to the user, one line
         st.error(f"Cannot load the model {source}: {error}")
         return

@@ -188,6 +188,7 @@ def run_app(args) -> int:
         "--model",
         args.model,
         *(["--registered-model", registered] if registered else []),
+        *(["--verbose"] if args.verbose else []),
     ]
     # The CLI process becomes the server, so a SIGTERM to it (a service manager) stops the server.
     os.execv(sys.executable, command)

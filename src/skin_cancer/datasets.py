@@ -42,12 +42,12 @@ def load_dataset(
     """Read a dataset in any supported layout; raises DataError naming what is wrong."""
     root = Path(root)
     if root.is_file() and root.suffix.lower() == ".csv":
-        csv, root = str(root), root.parent
+        csv, root = root.name, root.parent  # relative to root, like a configured csv
     if not root.is_dir():
         raise DataError(f"dataset {name!r}: {root} not found")
     csv_files = sorted(root.glob("*.csv"))
     if csv is None and len(csv_files) == 1 and not (root / "train").is_dir():
-        csv = str(csv_files[0])
+        csv = csv_files[0].name
     if csv is not None:
         return _from_csv(
             name, root, Path(csv) if Path(csv).is_absolute() else root / csv, images, path_column, label_column, group_column

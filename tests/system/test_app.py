@@ -76,6 +76,8 @@ def test_upload_shows_prediction_and_grad_cam_and_rejects_a_non_image(app_url, t
         expect(page.get_by_text("notes.jpg: rejected: not a recognised image")).to_be_visible(timeout=90_000)
         browser.close()
     assert (tmp_path / "prediction.png").stat().st_size > 10_000
+    log = (tmp_path / "app.log").read_text()
+    assert "oneDNN" not in log and "absl::InitializeLog" not in log  # TensorFlow's start-up logs, hidden without --verbose
 
 
 def test_a_three_class_model_shows_every_class_and_the_evidence_for_the_top_one(trained_three_classes, tmp_path):

@@ -143,3 +143,13 @@ def test_an_isic_row_that_is_not_one_hot_is_named(tmp_path):
     root = isic_layout(tmp_path / "isic", [[1, 0, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0, 0]])
     with pytest.raises(DataError, match=r"row 3 \(image 'ISIC_0000001'\) is not one-hot"):
         load_dataset("isic", root)
+
+
+def test_a_csv_collection_reads_from_a_relative_root(tmp_path, monkeypatch):
+    """`skin-cancer audit ../shared/data/ham10000` joined a relative root to its CSV twice."""
+    make_csv_collection(tmp_path / "data" / "ham", {"mel": 2, "nv": 2})
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    for root in ("../data/ham", "../data/ham/metadata.csv"):
+        frame = load_dataset("ham", root).frame
+        assert len(frame) == 8 and all((tmp_path / "work" / p).is_file() for p in frame.path), root
