@@ -55,7 +55,7 @@ def test_upload_shows_prediction_and_grad_cam_and_rejects_a_non_image(app_url, t
     fake.write_text("not an image at all")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page, other = (browser.new_context().new_page(viewport={"width": 1300, "height": 1000}) for _ in range(2))
+        page, other = (browser.new_context(viewport={"width": 1300, "height": 1000}).new_page() for _ in range(2))
         for session in (page, other):
             session.goto(app_url)
             expect(session.get_by_text("Research tool, not a medical device")).to_be_visible(timeout=60_000)
