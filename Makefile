@@ -33,7 +33,8 @@ pipeline: setup
 	@if [ -n "$(DATA)" ]; then skin-cancer compose data.root=$(DATA); fi
 	dvc repro
 
-# A shared MLflow server on PostgreSQL, on loopback (docs/scaling-out.md); stop: scripts/tracking-server stop .tracking
+# A shared, authenticated MLflow server on PostgreSQL, on loopback (docs/scaling-out.md); users:
+# scripts/tracking-server add-user NAME [--permission READ|EDIT|MANAGE]; stop: scripts/tracking-server stop .tracking
 tracking-server: setup
 	scripts/tracking-server start .tracking 5000
 
