@@ -87,8 +87,7 @@ def run_job(config: DictConfig) -> float:
 
 class SweepCallbacks(Callback):
     """Before any job: the objective is a validation metric and the tracking store answers and lets
-    the user write. After the
-    last: the Optuna sweeper's best trial goes onto the sweep's parent run."""
+    the user write. After the last: the Optuna sweeper's best trial goes onto the sweep's parent run."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from skin_cancer.store import check_tracking
