@@ -42,7 +42,7 @@ def host_cpu() -> str:
 
 
 @contextlib.contextmanager
-def served_model(model_uri: str, tracking_uri: str, log: Path | None = None):
+def served_model(model_uri: str, tracking_uri: str):
     """`mlflow models serve` of `model_uri` on a free loopback port; yields (URL, server pid)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,8 +50,7 @@ def served_model(model_uri: str, tracking_uri: str, log: Path | None = None):
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     mlflow = str(Path(sys.executable).parent / "mlflow")
     command = [mlflow, "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
-    output = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    server = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 300
         while True:
@@ -66,8 +65,6 @@ def served_model(model_uri: str, tracking_uri: str, log: Path | None = None):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-        if log:
-            output.close()
 
 
 def group_rss_mib(pgid: int) -> float:
