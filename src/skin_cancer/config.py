@@ -73,6 +73,7 @@ class AuditConfig:
 @dataclass
 class ModelConfig:
     backbone: str = MISSING
+    input_size: int = MISSING
     weights: Optional[str] = MISSING
     width: float = MISSING
     input_scaling: str = MISSING
@@ -211,6 +212,7 @@ _FRACTION = _between(0, 1, open_low=True, open_high=True)
 _RANGES = {
     "seed": _at_least(0),
     "data.image_size": _at_least(32),
+    "model.input_size": _at_least(32),
     "data.val_fraction": _FRACTION,
     "data.test_fraction": _between(0.05, 0.5),
     "data.test_seed": _at_least(0),

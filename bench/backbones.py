@@ -1,0 +1,184 @@
+"""Benchmark: every backbone side by side. Per backbone: parameters, multiply-adds, frozen-part and
+whole-model throughput on this machine's cores, then the whole pipeline of a recipe with that backbone
+and the notebook recipe as the time baseline of the same invocation; validation and test metrics with
+lesion-level 95% intervals. Writes backbones.json, backbones.md (the table) and backbones.png under
+--workdir.
+
+    python bench/backbones.py                                # all backbones, default recipe + notebook baseline
+    python bench/backbones.py --backbones mobilenet_v2 efficientnet_lite0
+    python bench/backbones.py --static-only                  # sizes and throughput, no pipelines
+    python bench/backbones.py --recipe ham10000 --no-baseline   # the seven diagnoses per backbone
+    python bench/backbones.py --table-only                   # redraw table and figure from backbones.json
+
+The transfer matrix per backbone is `bench/transfer.py --model <backbone>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline import RECIPES, bench, stage_env  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+def multiply_adds(model) -> int:
+    """Multiply-adds of one forward pass through the convolution and dense layers (what papers call
+    FLOPs for these networks). Keras has no counter and TensorFlow's profiler needs a frozen v1 graph,
+    so this reads each layer's kernel and output shape."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += multiply_adds(layer)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            _, h, w, c = layer.output.shape
+            total += h * w * c * int(np.prod(layer.kernel_size))
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c = layer.output.shape
+            total += h * w * c * int(np.prod(layer.kernel.shape[:-1]))
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(np.prod(layer.kernel.shape))
+    return total
+
+
+def throughput(forward, size: int, batch: int, seconds: float = 20.0) -> float:
+    """Images per second of `forward` on batches of random images, after one warm-up batch."""
+    images = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype("float32")
+    forward(images)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        forward(images)
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def static(backbone: str) -> dict:
+    """Sizes and throughput of `backbone`'s classifier as the default recipe builds it (OpenVINO)."""
+    from skin_cancer.config import compose, validate
+    from skin_cancer.inference import compile_model
+    from skin_cancer.model import build_classifier, feature_extractor, get_backbone
+
+    cfg = validate(compose([f"model={backbone}"], ROOT / "conf"))
+    model = build_classifier(cfg.model, cfg.data.image_size)
+    frozen = feature_extractor(model, cfg.model.frozen_until)
+    return {
+        "input_size": cfg.data.image_size,
+        "frozen_until": cfg.model.frozen_until,
+        "backbone_params": get_backbone(model).count_params(),
+        "multiply_adds": multiply_adds(get_backbone(model)),
+        "feature_shape": list(frozen.output.shape[1:]),
+        "features_img_s": round(throughput(compile_model(frozen, "openvino"), cfg.data.image_size, 64), 1),
+        "predict_img_s": round(throughput(compile_model(model, "openvino"), cfg.data.image_size, 16), 1),
+    }
+
+
+def metric(m: dict, key: str) -> str:
+    if m is None or m.get(key) is None:
+        return "n/a"
+    low, high = m.get(f"{key}_ci_low"), m.get(f"{key}_ci_high")
+    return f"{m[key]:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None else "")
+
+
+def markdown(results: dict) -> str:
+    """One row per backbone: size, speed, pipeline time (and its ratio to the baseline), and the
+    validation and test numbers of its recipe."""
+    baseline = results.get("_baseline", {}).get("total_s")
+    lines = [
+        "| backbone | input | params | multiply-adds | features img/s | predict img/s | pipeline s (x baseline) "
+        "| validation | clean test | HAM10000 unseen mel vs nv |",
+        "|---" * 10 + "|",
+    ]
+    for name, r in results.items():
+        if name.startswith("_"):
+            continue
+        s, p = r["static"], r.get("pipeline")
+        if p:
+            m = p["metrics"]
+            key = "balanced_accuracy" if "macro_auc" in m["validation"] else "roc_auc"
+            ratio = f" ({p['total_s'] / baseline:.2f})" if baseline else ""
+            clean = m.get("clean_test") or m.get("test")
+            ham = m.get("ham10000")
+            ham_text = f"{metric(ham, 'roc_auc')}<br>spec {ham['specificity']:.3f}" if ham and "roc_auc" in ham else "n/a"
+            cells = [f"{p['total_s']:.0f}{ratio}", metric(m["validation"], key), metric(clean, key), ham_text]
+        else:
+            cells = ["not run"] * 4
+        lines.append(
+            f"| {name} | {s['input_size']} | {s['backbone_params'] / 1e6:.2f} M | {s['multiply_adds'] / 1e6:.0f} M | "
+            f"{s['features_img_s']:.1f} | {s['predict_img_s']:.1f} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def figure(results: dict, path: Path) -> None:
+    """Validation metric with its interval against pipeline time, one point per backbone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in results.items():
+        p = r.get("pipeline") if not name.startswith("_") else None
+        if not p:
+            continue
+        m = p["metrics"]["validation"]
+        key = "balanced_accuracy" if "macro_auc" in m else "roc_auc"
+        low, high = m.get(f"{key}_ci_low", m[key]), m.get(f"{key}_ci_high", m[key])
+        ax.errorbar(p["total_s"], m[key], yerr=[[m[key] - low], [high - m[key]]], fmt="o", capsize=4)
+        ax.annotate(name, (p["total_s"], m[key]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    if "_baseline" in results:
+        ax.axvline(results["_baseline"]["total_s"] * 0.5, ls="--", color="grey", lw=1, label="0.5 x notebook recipe")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("whole pipeline, s (this machine)")
+    ax.set_ylabel("validation " + ("ROC AUC" if key == "roc_auc" else "balanced accuracy"))
+    ax.set_title("Backbones: validation metric [lesion-level 95% interval] vs time", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", nargs="+", choices=BACKBONES, default=list(BACKBONES))
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="default", help="the recipe each backbone runs")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the notebook recipe's timing run")
+    parser.add_argument("--static-only", action="store_true", help="sizes and throughput only")
+    parser.add_argument("--table-only", action="store_true", help="only rebuild the table and figure from backbones.json")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    workdir = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / f"backbones_{args.recipe}.json"
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    if not args.table_only:
+        env = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
+        for name in args.backbones:
+            results.setdefault(name, {})["static"] = static(name)
+            print(name, results[name]["static"], flush=True)
+            out.write_text(json.dumps(results, indent=2))
+        if not args.static_only:
+            for name in args.backbones:
+                overrides = [*RECIPES[args.recipe], f"model={name}"]
+                results[name]["pipeline"] = bench(f"{args.recipe}_{name}", overrides, workdir, env, [], 1)
+                out.write_text(json.dumps(results, indent=2))  # after every backbone: a later failure loses nothing
+            if not args.no_baseline:
+                results["_baseline"] = bench("notebook", RECIPES["notebook"], workdir, env, [], 1)
+                out.write_text(json.dumps(results, indent=2))
+    (workdir / f"backbones_{args.recipe}.md").write_text(markdown(results))
+    figure(results, workdir / f"backbones_{args.recipe}.png")
+    print(markdown(results))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
