@@ -8,6 +8,7 @@ Writes transfer.json, transfer.md (the table) and transfer.png (a heatmap) under
     python bench/transfer.py --rows ham10000 both         # some rows; earlier rows in transfer.json are kept
     python bench/transfer.py --external derm7pt=/data/derm7pt   # also score an extra labelled set
     python bench/transfer.py --table-only                 # redraw table and heatmap from transfer.json
+    python bench/transfer.py --model efficientnet_lite0   # another backbone: transfer_efficientnet_lite0.{json,md,png}
 
 "HAM10000 unseen lesions" is HAM10000's lesion-grouped test part (data.test_fraction, data.test_seed):
 the same lesions for every model, less any image that copies one of that model's training images and
@@ -115,17 +116,20 @@ def main() -> None:
     parser.add_argument("--external", action="append", default=[], metavar="NAME=ROOT", help="repeatable: an extra labelled set")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--table-only", action="store_true", help="only rebuild the table and heatmap from transfer.json")
+    parser.add_argument("--model", help="a backbone other than the default (conf/model/<name>.yaml)")
     args = parser.parse_args()
     externals = dict(item.split("=", 1) for item in args.external)
     workdir = args.workdir.resolve()
-    out = workdir / "transfer.json"
+    suffix = f"_{args.model}" if args.model else ""
+    out = workdir / f"transfer{suffix}.json"
     results = json.loads(out.read_text()) if out.is_file() else {}
     if not args.table_only:
         env = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
         extra = [f"+evaluate.external.{name}.root={Path(root).resolve()}" for name, root in externals.items()]
         for row in args.rows:
             label, overrides = ROWS[row]
-            run = bench(f"transfer_{row}", overrides + SCORED_EVERYWHERE + extra, workdir, env, [], 1)
+            backbone = [f"model={args.model}"] if args.model else []
+            run = bench(f"transfer_{row}{suffix}", overrides + backbone + SCORED_EVERYWHERE + extra, workdir, env, [], 1)
             metrics = run["metrics"]
             results[row] = {
                 "label": label,
@@ -137,10 +141,10 @@ def main() -> None:
             }
             out.write_text(json.dumps(results, indent=2))  # after every row: a later failure loses nothing
     results = {row: results[row] for row in ROWS if row in results}
-    (workdir / "transfer.md").write_text(markdown(results))
-    heatmap(results, workdir / "transfer.png")
+    (workdir / f"transfer{suffix}.md").write_text(markdown(results))
+    heatmap(results, workdir / f"transfer{suffix}.png")
     print(markdown(results))
-    print(f"wrote {out}, {workdir / 'transfer.md'}, {workdir / 'transfer.png'}")
+    print(f"wrote {out}, {workdir / f'transfer{suffix}.md'}, {workdir / f'transfer{suffix}.png'}")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,8 @@ class ModelConfig:
     color_constancy: str = MISSING
     minkowski_norm: float = MISSING
     resolution_divisor: int = MISSING
+    # backbone=ensemble: folders of trained members (each a finished pipeline's models/).
+    members: List[str] = MISSING
 
 
 @dataclass
@@ -287,6 +289,8 @@ def _range_errors(cfg: Config) -> list[str]:
             "evaluate.class_prior='uniform' is for K-class models (data.positive_class: null); a binary model's "
             "threshold policy makes that choice"
         )
+    if (cfg.model.backbone == "ensemble") != bool(cfg.model.members):
+        errors.append("model.members must list the trained members when, and only when, model.backbone='ensemble'")
     for phase in ("head", "finetune"):
         settings = getattr(cfg.train, phase)
         if settings.warmup_epochs >= settings.epochs:

@@ -188,6 +188,12 @@ def fingerprint(records: list[ImageRecord]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
+def images_fingerprint(sha256s) -> str:
+    """Hash of a set of images' contents (order-free): which validation images a model was calibrated
+    on, so that models validated alike can be compared or combined."""
+    return hashlib.sha256("\n".join(sorted(sha256s)).encode()).hexdigest()[:16]
+
+
 def counts(records: list[ImageRecord]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for r in records:

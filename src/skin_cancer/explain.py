@@ -1,6 +1,7 @@
 """Grad-CAM (Selvaraju et al. 2017) for the classifier: which regions of the image raised the
 malignancy score. The heatmap is taken at the backbone's last convolutional feature map, found from
-the model itself (the nested backbone's output, named in the result), not hard-coded per backbone."""
+the model itself (the nested backbone's output, named in the result), not hard-coded per backbone.
+An ensemble's map is the mean of its members' maps, each taken at the member's own input size."""
 
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ def grad_cam(model, image: np.ndarray, class_index: int | None = None) -> tuple[
     """
     import tensorflow as tf
 
+    from skin_cancer.ensemble import members_of
+
+    if members_of(model):
+        maps = [heatmap for _, heatmap in member_grad_cams(model, image, class_index)]
+        mean = np.mean(maps, axis=0)
+        probabilities = model(image[None].astype("float32"), training=False).numpy()[0]
+        k = (0 if probabilities.shape[-1] == 1 else int(np.argmax(probabilities))) if class_index is None else class_index
+        return mean / (mean.max() + 1e-8), float(probabilities[k])
     before, backbone, after = split_at_backbone(model)
     *hidden, output = after
     if getattr(output, "activation", None) is None or not hasattr(output, "kernel"):
@@ -62,6 +71,25 @@ def grad_cam(model, image: np.ndarray, class_index: int | None = None) -> tuple[
     cam = cam / (tf.reduce_max(cam) + 1e-8)
     heatmap = tf.image.resize(cam[..., None], image.shape[:2])[..., 0].numpy()
     return np.clip(heatmap, 0, 1), probability
+
+
+def member_grad_cams(model, image: np.ndarray, class_index: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """(member name, its Grad-CAM heatmap at the image's size) for each member of an ensemble, each
+    member seeing the image at its own input size (unexplained class: the ensemble's prediction)."""
+    import tensorflow as tf
+
+    from skin_cancer.ensemble import members_of
+
+    if class_index is None:
+        probabilities = model(image[None].astype("float32"), training=False).numpy()[0]
+        class_index = None if probabilities.shape[-1] == 1 else int(np.argmax(probabilities))
+    maps = []
+    for member in members_of(model):
+        size = member.input.shape[1:3]
+        resized = tf.image.resize(image[None].astype("float32"), size)[0].numpy() if tuple(size) != image.shape[:2] else image
+        heatmap, _ = grad_cam(member, resized, class_index)
+        maps.append((member.name, tf.image.resize(heatmap[..., None], image.shape[:2])[..., 0].numpy()))
+    return maps
 
 
 def explain_file(classifier, path, class_name: str | None = None) -> tuple[dict, np.ndarray | None, np.ndarray | None]:

@@ -21,8 +21,9 @@ def compute_features(cfg: Config, prepared_dir: Path, out_dir: Path) -> dict:
     from skin_cancer.inference import compile_model, run_batches
     from skin_cancer.model import build_classifier, feature_extractor
 
-    info = {"enabled": cfg.train.cache_features}
-    if not cfg.train.cache_features:
+    # An ensemble trains nothing, so it has nothing to cache.
+    info = {"enabled": cfg.train.cache_features and cfg.model.backbone != "ensemble"}
+    if not info["enabled"]:
         return info
     extractor = feature_extractor(build_classifier(cfg.model, cfg.data.image_size), cfg.model.frozen_until)
     forward = compile_model(extractor, cfg.evaluate.runtime)

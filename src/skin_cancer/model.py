@@ -29,6 +29,27 @@ class ShadesOfGray(keras.layers.Layer):
         return {**super().get_config(), "p": self.p}
 
 
+@keras.saving.register_keras_serializable(package="skin_cancer")
+class TemperatureScaled(keras.layers.Layer):
+    """A member's probabilities recalibrated with its own temperature T: one sigmoid output becomes
+    sigmoid(logit(p) / T), K softmax outputs softmax(log(p) / T) (the operating point's temperature
+    scaling, inside the graph, so the mean is taken over calibrated probabilities)."""
+
+    def __init__(self, temperature: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = float(temperature)
+
+    def call(self, probabilities):
+        ops = keras.ops
+        p = ops.clip(probabilities, 1e-7, 1 - 1e-7)
+        if probabilities.shape[-1] == 1:
+            return ops.sigmoid((ops.log(p) - ops.log1p(-p)) / self.temperature)
+        return ops.softmax(ops.log(p) / self.temperature, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
 def output_units(class_names: list[str], positive_class: str | None) -> int:
     """One sigmoid output for a binary task with a positive class, else one softmax output per class."""
     return 1 if positive_class else len(class_names)

@@ -7,6 +7,7 @@ SOURCES = Path("data/sources")
 SOURCE_DATA = SOURCES / "data.json"
 SOURCE_AGAINST = SOURCES / "against.json"
 SOURCE_EXTERNAL = SOURCES / "external.json"
+SOURCE_MEMBERS = SOURCES / "members.json"  # model=ensemble: its trained members
 AUDIT = Path("data/audit")  # report.json, images.csv, pairs.csv, provenance.csv
 AUDIT_REPORT = AUDIT / "report.json"
 AUDIT_IMAGES = AUDIT / "images.csv"

@@ -165,6 +165,7 @@ def test_dvc_outputs_match_the_paths_the_code_writes():
         paths.SOURCE_DATA,
         paths.SOURCE_AGAINST,
         paths.SOURCE_EXTERNAL,
+        paths.SOURCE_MEMBERS,
         paths.AUDIT,
         paths.PREPARED,
         paths.FEATURES,

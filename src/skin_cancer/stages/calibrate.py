@@ -2,13 +2,11 @@
 choose the decision threshold by `evaluate.threshold_policy` -> models/operating_point.json, which
 every later prediction uses, with the validation metrics (per source too). No test image is looked at."""
 
-import hashlib
-
 from skin_cancer import evaluation as ev
 from skin_cancer import inference, paths
 from skin_cancer import multiclass as mc
 from skin_cancer.config import Config
-from skin_cancer.data import read_manifest
+from skin_cancer.data import images_fingerprint, read_manifest
 from skin_cancer.datasets import other_collections
 from skin_cancer.io import read_json
 from skin_cancer.model import load_model
@@ -63,7 +61,7 @@ def main(cfg: Config) -> None:
         validation=ev.json_safe(validation),
         validation_by_source=ev.json_safe(by_source),
         # Which images the validation metrics come from: only models validated alike are compared.
-        validation_fingerprint=hashlib.sha256("\n".join(sorted(val.sha256)).encode()).hexdigest()[:16],
+        validation_fingerprint=images_fingerprint(val.sha256),
     )
     operating_point.save(paths.OPERATING_POINT)
     print(

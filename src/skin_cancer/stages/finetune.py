@@ -1,6 +1,7 @@
 """DVC stage `finetune`: unfreeze the backbone above model.frozen_until, recompile, train ->
 models/model.keras (and models/model.h5 for `load_model` habits) + per-epoch history, each epoch
-logged to the pipeline's MLflow run as it ends (the run's id in reports/finetune_run.json)."""
+logged to the pipeline's MLflow run as it ends (the run's id in reports/finetune_run.json).
+model=ensemble: the assembled ensemble passes through (its members were fine-tuned)."""
 
 import pandas as pd
 
@@ -21,11 +22,12 @@ def main(cfg: Config) -> None:
     head_epochs = len(pd.read_csv(paths.TRAIN_HISTORY))
     chief = distribute.is_chief(strategy)
     with strategy.scope(), training_run(cfg, "finetune", head_epochs, chief=chief) as (callbacks, run):
-        classifier = load_model(paths.HEAD_MODEL)
-        unfreeze(classifier, cfg.model.frozen_until, cfg.model.freeze_batchnorm)
-        rows = train_phase(
-            cfg, classifier, cfg.train.finetune, "finetune", paths.PREPARED, paths.FEATURES, head_epochs, callbacks=callbacks
-        )
+        classifier, rows = load_model(paths.HEAD_MODEL), []
+        if cfg.model.backbone != "ensemble":
+            unfreeze(classifier, cfg.model.frozen_until, cfg.model.freeze_batchnorm)
+            rows = train_phase(
+                cfg, classifier, cfg.train.finetune, "finetune", paths.PREPARED, paths.FEATURES, head_epochs, callbacks=callbacks
+            )
     print(f"finetune: {trainable_summary(classifier)}")
     if not chief:
         return

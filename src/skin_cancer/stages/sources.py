@@ -1,5 +1,6 @@
 """DVC stage `sources`: a content fingerprint of each data folder the pipeline reads from outside
-the project -> data/sources/{data,against,external}.json, which the later stages depend on.
+the project -> data/sources/{data,against,external}.json, which the later stages depend on, and of
+an ensemble's member folders -> data/sources/members.json.
 
 Why not `${data.root}` as a dependency: DVC resolves a relative path outside the repository inside
 its temporary copy when it runs a queued experiment, and fails there. This stage always runs
@@ -17,6 +18,7 @@ def main(cfg: Config) -> None:
         paths.SOURCE_DATA: {"data": cfg.data.root, **{name: spec.root for name, spec in cfg.data.sources.items()}},
         paths.SOURCE_AGAINST: {name: spec.root for name, spec in cfg.audit.against.items()},
         paths.SOURCE_EXTERNAL: {name: spec.root for name, spec in cfg.evaluate.external.items()},
+        paths.SOURCE_MEMBERS: {f"member_{i}": folder for i, folder in enumerate(cfg.model.members)},
     }
     for path, roots in groups.items():
         write_json(path, {name: folder_fingerprint(resolve_from_project(root)) for name, root in sorted(roots.items())})

@@ -1,8 +1,10 @@
 """DVC stage `train`: the head phase (frozen backbone) -> models/head.keras + per-epoch history, each
-epoch logged to the pipeline's MLflow run as it ends (the run's id in reports/train_run.json)."""
+epoch logged to the pipeline's MLflow run as it ends (the run's id in reports/train_run.json).
+model=ensemble: its trained members assembled, nothing trained."""
 
 from skin_cancer import distribute, paths
 from skin_cancer.config import Config
+from skin_cancer.ensemble import assemble
 from skin_cancer.io import atomic_path, read_json, write_json
 from skin_cancer.model import build_classifier, output_units, trainable_summary
 from skin_cancer.stages import run_stage
@@ -22,8 +24,11 @@ def main(cfg: Config) -> None:
     units = output_units(report["class_names"], report["positive_class"])
     chief = distribute.is_chief(strategy)
     with strategy.scope(), training_run(cfg, "head", chief=chief) as (callbacks, run):
-        classifier = build_classifier(cfg.model, cfg.data.image_size, units)
-        rows = train_phase(cfg, classifier, cfg.train.head, "head", paths.PREPARED, paths.FEATURES, callbacks=callbacks)
+        if cfg.model.backbone == "ensemble":
+            classifier, rows = assemble(cfg, paths.PREPARED, report["class_names"], report["positive_class"]), []
+        else:
+            classifier = build_classifier(cfg.model, cfg.data.image_size, units)
+            rows = train_phase(cfg, classifier, cfg.train.head, "head", paths.PREPARED, paths.FEATURES, callbacks=callbacks)
     print(f"train: {trainable_summary(classifier)}")
     if not chief:
         return
