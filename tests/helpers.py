@@ -250,3 +250,34 @@ def exhaustive_copies(query, reference=None, *, candidate_distance=10, min_corre
                 )
             )
     return matched_pairs(found, query, reference, same)  # shared: the candidate search is what is compared
+
+
+# Loads the served model where the project is not importable: its package path is taken off
+# sys.path (and checked gone) before MLflow loads the model, which brings its own copy of the code.
+OUTSIDE = """
+import base64, sys
+sys.path = [p for p in sys.path if p not in ("", {src!r})]
+try:
+    import skin_cancer
+    raise SystemExit("skin_cancer is still importable")
+except ModuleNotFoundError:
+    pass
+import mlflow.pyfunc, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+image = base64.b64encode(open(sys.argv[2], "rb").read()).decode()
+print(model.predict(pd.DataFrame({{"image": [image]}})).to_json(orient="records"))
+"""
+
+
+def predict_outside_the_project(model_dir, image, cwd: Path) -> dict:
+    """The served model at `model_dir` loaded and run on `image` by a Python that cannot import the
+    project: its one prediction."""
+    result = subprocess.run(
+        [sys.executable, "-c", OUTSIDE.format(src=str(ROOT / "src")), str(model_dir), str(Path(image).resolve())],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])[0]

@@ -177,17 +177,29 @@ def build(
         )
         lines.append(f"- Copies in **{name}** ({source['images']} images, groups from `{source['group_column']}`): {per_class}.")
 
+    model = params["model"]
+    if model["backbone"] == "ensemble":
+        recipe = (
+            f"An ensemble of {len(model['members'])} trained members (the mean of their temperature-scaled probabilities, "
+            f"input {params['data']['image_size']} px, each member at its own size): "
+            + ", ".join(f"`{member}`" for member in model["members"])
+            + "; each member's own report describes its training."
+        )
+    else:
+        recipe = (
+            f"Backbone `{model['backbone']}` ({model['weights']} weights), input "
+            f"{params['data']['image_size']} px, dropout {model['dropout']}; head "
+            f"{params['train']['head']['epochs']} epochs at {params['train']['head']['lr']}, fine-tuning from "
+            f"`{model['frozen_until']}` for {params['train']['finetune']['epochs']} epochs at "
+            f"{params['train']['finetune']['lr']} ({params['train']['finetune']['schedule']}); seed {params['seed']}. "
+            f"Inside the model: colour constancy `{model['color_constancy']}`, resolution divided by "
+            f"{model['resolution_divisor']}; training jitter {params['train']['jitter']}."
+        )
     lines += [
         "",
         "## Training recipe",
         "",
-        f"Backbone `{params['model']['backbone']}` ({params['model']['weights']} weights), input "
-        f"{params['data']['image_size']} px, dropout {params['model']['dropout']}; head "
-        f"{params['train']['head']['epochs']} epochs at {params['train']['head']['lr']}, fine-tuning from "
-        f"`{params['model']['frozen_until']}` for {params['train']['finetune']['epochs']} epochs at "
-        f"{params['train']['finetune']['lr']} ({params['train']['finetune']['schedule']}); seed {params['seed']}. "
-        f"Inside the model: colour constancy `{params['model']['color_constancy']}`, resolution divided by "
-        f"{params['model']['resolution_divisor']}; training jitter {params['train']['jitter']}.",
+        recipe,
         "",
         "<details><summary>Composed configuration (params.yaml)</summary>",
         "",

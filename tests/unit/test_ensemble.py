@@ -17,6 +17,7 @@ from skin_cancer.evaluation import apply_temperature
 from skin_cancer.explain import grad_cam, member_grad_cams
 from skin_cancer.model import load_model
 from skin_cancer.serving import load_classifier
+from tests.helpers import predict_outside_the_project
 
 
 def member_folders(names, temperatures=None) -> list[str]:
@@ -43,7 +44,11 @@ def test_an_ensemble_averages_its_members_calibrated_probabilities(trained):
     assert larger.input.shape[1:3] == (48, 48) and larger.get_layer("member_0_resize").output.shape[1:3] == (32, 32)
 
 
-def test_an_ensemble_runs_every_stage_and_is_served_and_explained_like_one_model(trained):
+def test_an_ensemble_runs_every_stage_and_is_served_and_explained_like_one_model(trained, tmp_path):
+    import mlflow
+
+    from skin_cancer.config import write_params
+    from skin_cancer.registry import publish
     from skin_cancer.stages import calibrate, evaluate, features, finetune, report, train
 
     trained.model.backbone, trained.model.members = "ensemble", member_folders(["a", "b"])
@@ -53,6 +58,7 @@ def test_an_ensemble_runs_every_stage_and_is_served_and_explained_like_one_model
     metrics = json.loads(paths.METRICS.read_text())
     assert metrics["test"]["n_images"] == 12 and "roc_auc_ci_low" in metrics["test"]
     assert (paths.FIGURES / "test_gradcam.png").exists()
+    assert "An ensemble of 2 trained members" in paths.MODEL_REPORT.read_text()
     classifier = load_classifier(paths.MODEL)
     image_path = str(next(Path(trained.data.root).glob("test/*/*.jpg")))
     assert 0 <= classifier.predict([image_path])[0]["probability"] <= 1
@@ -62,6 +68,15 @@ def test_an_ensemble_runs_every_stage_and_is_served_and_explained_like_one_model
     assert [name for name, _ in maps] == ["member_0", "member_1"] and heatmap.shape == (32, 32) and heatmap.max() <= 1
     np.testing.assert_allclose(heatmap, maps[0][1] / (maps[0][1].max() + 1e-8), atol=1e-5)  # identical members
     assert 0 <= probability <= 1
+    # The served model brings its own code (the ensemble's layer too) where the project is not installed.
+    write_params(trained)
+    logged = publish(trained)
+    mlflow.set_tracking_uri(logged["tracking_uri"])
+    model_dir = mlflow.artifacts.download_artifacts(
+        run_id=logged["run_id"], artifact_path="serving", dst_path=str(tmp_path / "out")
+    )
+    served = predict_outside_the_project(model_dir, image_path, tmp_path)
+    assert served["probability"] == pytest.approx(classifier.predict([image_path])[0]["probability"], abs=1e-5)
 
 
 def test_members_validated_on_other_images_or_classes_are_refused(trained):

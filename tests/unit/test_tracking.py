@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from skin_cancer.config import TrackingConfig, write_params
 from skin_cancer.registry import publish
 from skin_cancer.store import tracking_uri
-from tests.helpers import ROOT, runs
+from tests.helpers import ROOT, predict_outside_the_project, runs
 
 
 def test_one_run_holds_the_whole_picture(outputs, tmp_path):
@@ -190,23 +190,6 @@ def test_the_champion_is_chosen_among_comparable_versions_only():
     assert best_comparable(versions, {**like, "validation.fingerprint": "other"}, "validation.roc_auc") is None
 
 
-# Loads the served model where the project is not importable: its package path is taken off
-# sys.path (and checked gone) before MLflow loads the model, which brings its own copy of the code.
-OUTSIDE = """
-import base64, sys
-sys.path = [p for p in sys.path if p not in ("", {src!r})]
-try:
-    import skin_cancer
-    raise SystemExit("skin_cancer is still importable")
-except ModuleNotFoundError:
-    pass
-import mlflow.pyfunc, pandas as pd
-model = mlflow.pyfunc.load_model(sys.argv[1])
-image = base64.b64encode(open(sys.argv[2], "rb").read()).decode()
-print(model.predict(pd.DataFrame({{"image": [image]}})).to_json(orient="records"))
-"""
-
-
 def test_the_served_model_loads_and_predicts_where_the_project_is_not_importable(outputs, tmp_path):
     import mlflow
     import pandas as pd
@@ -224,15 +207,7 @@ def test_the_served_model_loads_and_predicts_where_the_project_is_not_importable
         assert package in requirements.lower(), package
     assert (Path(model_dir) / "serving_input_example.json").is_file()
     image = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
-    result = subprocess.run(
-        [sys.executable, "-c", OUTSIDE.format(src=str(ROOT / "src")), model_dir, str(Path(image).resolve())],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    predicted = json.loads(result.stdout.strip().splitlines()[-1])[0]
+    predicted = predict_outside_the_project(model_dir, image, tmp_path)
     expected = load_classifier("models/model.keras").predict([image])[0]
     assert predicted["probability"] == pytest.approx(expected["probability"], abs=1e-5)
 
