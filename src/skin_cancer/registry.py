@@ -36,6 +36,8 @@ HEADLINE = (
 )
 # Version tags that say which versions may be compared for the champion alias.
 COMPARABLE = ("task.classes", "validation.fingerprint")
+# Errors that no retry can mend: the user may not move the alias.
+REFUSED = ("PERMISSION_DENIED", "UNAUTHENTICATED")
 
 
 def promote(new: float | None, current: float | None) -> bool:
@@ -71,7 +73,8 @@ def register_model(client, run_id: str, cfg: TrackingConfig, numbers: dict, comp
     version comparable with it, unless the alias is held by a version that is not comparable.
 
     The alias is set to the best of all comparable versions, then read back and set again while
-    another writer's stale choice is found: concurrent sweep workers converge on the best."""
+    another writer's stale choice is found (or another writer created it first): concurrent sweep
+    workers converge on the best."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -101,7 +104,13 @@ def register_model(client, run_id: str, cfg: TrackingConfig, numbers: dict, comp
             current = holder()
             if best is None or (current is not None and current.version == best.version):
                 break
-            client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, best.version)
+            try:
+                client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, best.version)
+            except MlflowException as error:
+                # Two workers that both saw no alias both insert it; the server refuses the second
+                # (a unique key). Lost that race: the next pass reads who holds it and corrects it.
+                if error.error_code in REFUSED or holder() is None:
+                    raise
     final = holder()
     return {
         "name": cfg.registered_model,

@@ -269,3 +269,53 @@ def test_training_that_fails_marks_its_run_failed_and_a_failed_sweep_job_keeps_i
     run = client.get_run(record["run_id"])
     assert run.data.tags["sweep.overrides"] == "model.dropout=0.1" and run.info.run_name == "sweep-1-0 (failed)"
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["dvc.log"]
+
+
+def test_a_worker_that_loses_the_race_to_create_the_alias_still_leaves_it_on_the_best(tmp_path, monkeypatch):
+    """On a PostgreSQL-backed server two workers that both saw no alias both insert it and the second
+    is refused (a unique key): the loser re-reads and moves the alias to the best comparable version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from skin_cancer.config import TrackingConfig
+    from skin_cancer.registry import register_model
+
+    class Identity(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    class OutracedClient(MlflowClient):
+        """The other worker sets the alias (to its own, worse, version) just before this one does."""
+
+        raced = False
+
+        def set_registered_model_alias(self, name, alias, version):
+            if not self.raced:
+                self.raced = True
+                super().set_registered_model_alias(name, alias, "1")
+                raise MlflowException("duplicate key value violates unique constraint", error_code="BAD_REQUEST")
+            super().set_registered_model_alias(name, alias, version)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    comparable = {"task.classes": "benign,malignant", "validation.fingerprint": "val-a"}
+    cfg = TrackingConfig(
+        uri=uri,
+        experiment_name="race",
+        run_group="",
+        log_model=True,
+        registered_model="classifier",
+        champion_alias="champion",
+        champion_metric="validation.roc_auc",
+    )
+    run_ids = []
+    for _ in range(2):
+        with mlflow.start_run() as run:
+            mlflow.pyfunc.log_model(name="serving", python_model=Identity())
+        run_ids.append(run.info.run_id)
+    mlflow.register_model(f"runs:/{run_ids[0]}/serving", "classifier", tags={**comparable, "validation.roc_auc": "0.81"})
+
+    result = register_model(OutracedClient(uri), run_ids[1], cfg, {"validation.roc_auc": 0.84}, comparable)
+    assert result["version"] == 2 and result["champion"]
+    assert str(MlflowClient(uri).get_model_version_by_alias("classifier", "champion").version) == "2"
