@@ -9,6 +9,10 @@ lesion-level 95% intervals. Writes backbones.json, backbones.md (the table) and 
     python bench/backbones.py --static-only                  # sizes and throughput, no pipelines
     python bench/backbones.py --recipe ham10000 --no-baseline   # the seven diagnoses per backbone
     python bench/backbones.py --table-only                   # redraw table and figure from backbones.json
+    python bench/backbones.py --ensemble-only                # the pre-registered ensemble of the two best
+
+After the backbones (and the baseline), the pre-registered ensemble of the two best by validation
+runs too; the table names the default the pre-registered rule picks (docs/backbones.md).
 
 The transfer matrix per backbone is `bench/transfer.py --model <backbone>`.
 """
@@ -28,6 +32,10 @@ from pipeline import RECIPES, bench, stage_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+# The pre-registered rule (docs/backbones.md): within this much validation metric, the faster wins;
+# a pipeline over this fraction of the notebook recipe's time is not eligible for the default.
+TIE, TIME_BOUND = 0.005, 0.5
+ENSEMBLE = "ensemble"
 
 
 def multiply_adds(model) -> int:
@@ -82,6 +90,78 @@ def static(backbone: str) -> dict:
     }
 
 
+def validation_metric(pipeline: dict) -> float:
+    """Balanced accuracy for K classes, ROC AUC for two: the metric the rule chooses by."""
+    m = pipeline["metrics"]["validation"]
+    return m["balanced_accuracy"] if "macro_auc" in m else m["roc_auc"]
+
+
+def cost_s(pipeline: dict) -> float:
+    """Whole time a result costs: an ensemble's includes its members' pipelines."""
+    return pipeline["total_s"] + pipeline.get("members_s", 0.0)
+
+
+def within_time(results: dict, pipeline: dict) -> bool:
+    """Whether `pipeline` (members included) takes at most TIME_BOUND x the notebook recipe's time."""
+    baseline = results.get("_baseline", {}).get("total_s")
+    return baseline is None or cost_s(pipeline) <= TIME_BOUND * baseline
+
+
+def ranked(results: dict, eligible_only: bool = True) -> list[str]:
+    """Single backbones best first by the pre-registered rule: the highest validation metric; of
+    those within TIE of it, the fastest; over the time bound, not eligible (unless `eligible_only`
+    is false: the ensemble's members are the two best whatever their time)."""
+    left = {
+        name: r["pipeline"]
+        for name, r in results.items()
+        if name in BACKBONES and r.get("pipeline") and (not eligible_only or within_time(results, r["pipeline"]))
+    }
+    order = []
+    while left:
+        best = max(validation_metric(p) for p in left.values())
+        close = [name for name, p in left.items() if validation_metric(p) >= best - TIE]
+        order.append(min(close, key=lambda name: cost_s(left[name])))
+        del left[order[-1]]
+    return order
+
+
+def choice(results: dict) -> str | None:
+    """The default by the pre-registered rule: the best single backbone, or the ensemble of the two
+    best if its validation metric beats it by more than TIE within the time bound."""
+    order = ranked(results)
+    if not order:
+        return None
+    ensemble = results.get(ENSEMBLE, {}).get("pipeline")
+    if (
+        ensemble
+        and validation_metric(ensemble) > validation_metric(results[order[0]]["pipeline"]) + TIE
+        and within_time(results, ensemble)
+    ):
+        return ENSEMBLE
+    return order[0]
+
+
+def run_ensemble(results: dict, recipe: str, workdir: Path, env: dict) -> dict:
+    """The pre-registered ensemble: the two best single backbones' trained models (by validation,
+    whatever their time: the table shows what it would cost), at the larger
+    member's input size (each member resizes to its own)."""
+    members = ranked(results, eligible_only=False)[:2]
+    if len(members) < 2:
+        raise SystemExit(f"the ensemble needs two backbones with pipelines in backbones_{recipe}.json")
+    folders = ",".join(str(workdir / f"{recipe}_{name}" / "models") for name in members)
+    size = max(results[name]["static"]["input_size"] for name in members)
+    overrides = [*RECIPES[recipe], f"model={ENSEMBLE}", f"model.members=[{folders}]", f"model.input_size={size}"]
+    pipeline = bench(f"{recipe}_{ENSEMBLE}", overrides, workdir, env, [], 1)
+    pipeline["members_s"] = sum(results[name]["pipeline"]["total_s"] for name in members)
+    static = {
+        "members": members,
+        "input_size": size,
+        "backbone_params": sum(results[name]["static"]["backbone_params"] for name in members),
+        "multiply_adds": sum(results[name]["static"]["multiply_adds"] for name in members),
+    }
+    return {"static": static, "pipeline": pipeline}
+
+
 def metric(m: dict, key: str) -> str:
     if m is None or m.get(key) is None:
         return "n/a"
@@ -105,17 +185,24 @@ def markdown(results: dict) -> str:
         if p:
             m = p["metrics"]
             key = "balanced_accuracy" if "macro_auc" in m["validation"] else "roc_auc"
-            ratio = f" ({p['total_s'] / baseline:.2f})" if baseline else ""
+            ratio = f" ({cost_s(p) / baseline:.2f})" if baseline else ""
             clean = m.get("clean_test") or m.get("test")
             ham = m.get("ham10000")
             ham_text = f"{metric(ham, 'roc_auc')}<br>spec {ham['specificity']:.3f}" if ham and "roc_auc" in ham else "n/a"
-            cells = [f"{p['total_s']:.0f}{ratio}", metric(m["validation"], key), metric(clean, key), ham_text]
+            own = f"{p['total_s']:.0f}" + (f" + members {p['members_s']:.0f}" if "members_s" in p else "")
+            cells = [own + ratio, metric(m["validation"], key), metric(clean, key), ham_text]
         else:
             cells = ["not run"] * 4
+        label = f"{name} ({' + '.join(s['members'])})" if "members" in s else name
+        speeds = [f"{s[k]:.1f}" if k in s else "-" for k in ("features_img_s", "predict_img_s")]
         lines.append(
-            f"| {name} | {s['input_size']} | {s['backbone_params'] / 1e6:.2f} M | {s['multiply_adds'] / 1e6:.0f} M | "
-            f"{s['features_img_s']:.1f} | {s['predict_img_s']:.1f} | " + " | ".join(cells) + " |"
+            f"| {label} | {s['input_size']} | {s['backbone_params'] / 1e6:.2f} M | {s['multiply_adds'] / 1e6:.0f} M | "
+            + " | ".join(speeds + cells)
+            + " |"
         )
+    chosen = choice(results)
+    if chosen:
+        lines.append(f"\nChosen by the pre-registered rule (validation only): **{chosen}**.")
     return "\n".join(lines) + "\n"
 
 
@@ -134,8 +221,8 @@ def figure(results: dict, path: Path) -> None:
         m = p["metrics"]["validation"]
         key = "balanced_accuracy" if "macro_auc" in m else "roc_auc"
         low, high = m.get(f"{key}_ci_low", m[key]), m.get(f"{key}_ci_high", m[key])
-        ax.errorbar(p["total_s"], m[key], yerr=[[m[key] - low], [high - m[key]]], fmt="o", capsize=4)
-        ax.annotate(name, (p["total_s"], m[key]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.errorbar(cost_s(p), m[key], yerr=[[m[key] - low], [high - m[key]]], fmt="o", capsize=4)
+        ax.annotate(name, (cost_s(p), m[key]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     if "_baseline" in results:
         ax.axvline(results["_baseline"]["total_s"] * 0.5, ls="--", color="grey", lw=1, label="0.5 x notebook recipe")
         ax.legend(fontsize=8)
@@ -154,14 +241,20 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the notebook recipe's timing run")
     parser.add_argument("--static-only", action="store_true", help="sizes and throughput only")
     parser.add_argument("--table-only", action="store_true", help="only rebuild the table and figure from backbones.json")
+    parser.add_argument(
+        "--ensemble-only", action="store_true", help="only the ensemble of the two best backbones in backbones.json"
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / f"backbones_{args.recipe}.json"
     results = json.loads(out.read_text()) if out.is_file() else {}
-    if not args.table_only:
-        env = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
+    env = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
+    if args.ensemble_only:
+        results[ENSEMBLE] = run_ensemble(results, args.recipe, workdir, env)
+        out.write_text(json.dumps(results, indent=2))
+    elif not args.table_only:
         for name in args.backbones:
             results.setdefault(name, {})["static"] = static(name)
             print(name, results[name]["static"], flush=True)
@@ -173,6 +266,9 @@ def main() -> None:
                 out.write_text(json.dumps(results, indent=2))  # after every backbone: a later failure loses nothing
             if not args.no_baseline:
                 results["_baseline"] = bench("notebook", RECIPES["notebook"], workdir, env, [], 1)
+                out.write_text(json.dumps(results, indent=2))
+            if len(ranked(results, eligible_only=False)) >= 2:
+                results[ENSEMBLE] = run_ensemble(results, args.recipe, workdir, env)
                 out.write_text(json.dumps(results, indent=2))
     (workdir / f"backbones_{args.recipe}.md").write_text(markdown(results))
     figure(results, workdir / f"backbones_{args.recipe}.png")
