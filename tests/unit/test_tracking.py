@@ -271,7 +271,7 @@ def test_training_that_fails_marks_its_run_failed_and_a_failed_sweep_job_keeps_i
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["dvc.log"]
 
 
-def test_a_worker_that_loses_the_race_to_create_the_alias_still_leaves_it_on_the_best(tmp_path, monkeypatch):
+def test_a_worker_that_loses_the_race_to_create_the_alias_still_leaves_it_on_the_best(tmp_path):
     """On a PostgreSQL-backed server two workers that both saw no alias both insert it and the second
     is refused (a unique key): the loser re-reads and moves the alias to the best comparable version."""
     import mlflow
@@ -298,7 +298,8 @@ def test_a_worker_that_loses_the_race_to_create_the_alias_still_leaves_it_on_the
             super().set_registered_model_alias(name, alias, version)
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # Not the environment variable: an earlier test's set_tracking_uri would take precedence.
+    mlflow.set_tracking_uri(uri)
     comparable = {"task.classes": "benign,malignant", "validation.fingerprint": "val-a"}
     cfg = TrackingConfig(
         uri=uri,
