@@ -51,3 +51,10 @@ def test_the_ensemble_members_are_the_two_best_whatever_their_time(rule):
     results["efficientnet_lite0"] = result(0.954, 600)
     assert rule.ranked(results) == ["mobilenet_v2"]
     assert rule.ranked(results, eligible_only=False)[:2] == ["efficientnet_lite1", "efficientnet_lite0"]
+
+
+def test_without_a_baseline_the_recipes_budget_bounds_the_time(rule):
+    results = {"_budget_s": 1800, "mobilenet_v2": result(0.70, 1300), "efficientnet_lite0": result(0.75, 1900)}
+    assert rule.choice(results) == "mobilenet_v2"
+    results["efficientnet_lite0"] = result(0.75, 1700)
+    assert rule.choice(results) == "efficientnet_lite0"
