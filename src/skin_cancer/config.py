@@ -29,6 +29,8 @@ class DatasetSpec:
     path_column: Optional[str] = None
     label_column: Optional[str] = None
     group_column: Optional[str] = None
+    group_pattern: Optional[str] = None
+    rest_label: Optional[str] = None
     # Dataset label -> our class name; null leaves the label's images out. Every label must appear.
     label_map: Optional[Dict[str, Optional[str]]] = None
     per_class_limit: Optional[int] = None
@@ -43,6 +45,14 @@ class DatasetSpec:
 @dataclass
 class DataConfig:
     root: str = MISSING
+    # How to read a collection with a metadata CSV (the keys of DatasetSpec; null: found by name).
+    csv: Optional[str] = MISSING
+    images: Optional[str] = MISSING
+    path_column: Optional[str] = MISSING
+    label_column: Optional[str] = MISSING
+    group_column: Optional[str] = MISSING
+    group_pattern: Optional[str] = MISSING
+    rest_label: Optional[str] = MISSING
     # Source label -> class (null leaves the label's images out); null keeps the labels as they are.
     label_map: Optional[Dict[str, Optional[str]]] = MISSING
     # Two classes: the one whose probability the sigmoid output models. Null: one softmax output per

@@ -1,10 +1,12 @@
 """Labelled image collections in the layouts we read: a Kaggle-style folder
 (`<root>/<split>/<class>/<image>` or `<root>/<class>/<image>`) or an image folder with a metadata CSV
 (HAM10000's layout: `images/` + `HAM10000_metadata.csv` with image_id, dx, lesion_id; or the ISIC
-challenge's ground truth, one-hot columns `image,MEL,NV,BCC,AKIEC,BKL,DF,VASC`)."""
+challenge's ground truth, one-hot columns `image,MEL,NV,BCC,AKIEC,BKL,DF,VASC`, or ISIC 2017's
+`image_id,melanoma,seborrheic_keratosis` where a row of zeros is the rest class)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 LABEL_COLUMNS = ("label", "dx", "diagnosis", "class", "target")
 GROUP_COLUMNS = ("lesion_id", "patient_id", "group")
 CSV_LAYOUT = "an image folder plus a metadata CSV with an image column and a label column"
+# The optional keys of a collection's config entry that say how to read it (load_dataset's arguments).
+LAYOUT_KEYS = ("csv", "images", "path_column", "label_column", "group_column", "group_pattern", "rest_label")
 
 
 @dataclass
@@ -38,8 +42,13 @@ def load_dataset(
     path_column: str | None = None,
     label_column: str | None = None,
     group_column: str | None = None,
+    group_pattern: str | None = None,
+    rest_label: str | None = None,
 ) -> Dataset:
-    """Read a dataset in any supported layout; raises DataError naming what is wrong."""
+    """Read a dataset in any supported layout; raises DataError naming what is wrong. Without a group
+    column, `group_pattern` (a regular expression searched in each image's path relative to the
+    root; its first group, else its match) names the lesion, e.g. a case's second image; `rest_label`
+    labels the rows of a one-hot ground truth that have no 1."""
     root = Path(root)
     if root.is_file() and root.suffix.lower() == ".csv":
         csv, root = root.name, root.parent  # relative to root, like a configured csv
@@ -49,10 +58,36 @@ def load_dataset(
     if csv is None and len(csv_files) == 1 and not (root / "train").is_dir():
         csv = csv_files[0].name
     if csv is not None:
-        return _from_csv(
-            name, root, Path(csv) if Path(csv).is_absolute() else root / csv, images, path_column, label_column, group_column
+        dataset = _from_csv(
+            name,
+            root,
+            Path(csv) if Path(csv).is_absolute() else root / csv,
+            images,
+            path_column,
+            label_column,
+            group_column,
+            rest_label,
         )
-    return _from_folders(name, root)
+    else:
+        dataset = _from_folders(name, root)
+    if group_pattern and dataset.group_column is None:
+        dataset.frame["group"] = groups_from_pattern(dataset.frame.key, group_pattern, f"dataset {name!r}")
+    return dataset
+
+
+def groups_from_pattern(keys: pd.Series, pattern: str, where: str) -> pd.Series:
+    """Each key's lesion: the first group of `pattern` searched in it (or the whole match); DataError
+    naming the first key it does not match."""
+    compiled = re.compile(pattern)
+
+    def group(key: str) -> str | None:
+        found = compiled.search(key)
+        return None if found is None else (found.group(1) if compiled.groups else found.group(0))
+
+    groups = keys.map(group)
+    if groups.isna().any():
+        raise DataError(f"{where}: group_pattern {pattern!r} does not match image {keys[groups.isna()].iloc[0]!r}")
+    return groups
 
 
 def _from_folders(name: str, root: Path) -> Dataset:
@@ -89,7 +124,7 @@ def _first_present(columns, candidates, what: str, csv: Path, given: str | None)
     return next((c for c in candidates if c in columns), None)
 
 
-def _from_csv(name, root, csv: Path, images, path_column, label_column, group_column) -> Dataset:
+def _from_csv(name, root, csv: Path, images, path_column, label_column, group_column, rest_label) -> Dataset:
     if not csv.is_file():
         raise DataError(f"dataset {name!r}: metadata CSV {csv} not found")
     table = pd.read_csv(csv, dtype=str)
@@ -99,10 +134,14 @@ def _from_csv(name, root, csv: Path, images, path_column, label_column, group_co
     files = [p for p in image_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise DataError(f"dataset {name!r}: no image files under {image_dir} ({CSV_LAYOUT})")
-    by_name = {}
+    by_name, by_lower_case = {}, {}
     for path in files:
         for key in (str(path.relative_to(image_dir)), path.name, path.stem):
             by_name.setdefault(key, path)
+        # A collection written on a case-insensitive disk (Derm7pt's "FCl/" is the folder "FCL/"):
+        # a path that differs in case only resolves, unless two files would.
+        lower = str(path.relative_to(image_dir)).lower()
+        by_lower_case[lower] = None if lower in by_lower_case else path
     if path_column is None:
         # The image column is the one whose values name image files (with or without extension).
         resolves = {c: table[c].map(lambda v: v in by_name).mean() for c in table.columns}
@@ -112,9 +151,11 @@ def _from_csv(name, root, csv: Path, images, path_column, label_column, group_co
     elif path_column not in table.columns:
         raise DataError(f"{csv}: no image column {path_column!r}; columns are {list(table.columns)}")
     label_column = _first_present(table.columns, LABEL_COLUMNS, "label", csv, label_column)
-    labels = table[label_column] if label_column else one_hot_labels(table, csv, path_column)
+    labels = table[label_column] if label_column else one_hot_labels(table, csv, path_column, rest_label)
     group_column = _first_present(table.columns, GROUP_COLUMNS, "group", csv, group_column)
-    paths = table[path_column].map(lambda v: by_name.get(v) or (image_dir / v if (image_dir / v).is_file() else None))
+    paths = table[path_column].map(
+        lambda v: by_name.get(v) or (image_dir / v if (image_dir / v).is_file() else None) or by_lower_case.get(str(v).lower())
+    )
     missing = table.loc[paths.isna(), path_column]
     if len(missing):
         raise DataError(
@@ -133,25 +174,27 @@ def _from_csv(name, root, csv: Path, images, path_column, label_column, group_co
     return Dataset(name, root, frame, group_column)
 
 
-def one_hot_labels(table: pd.DataFrame, csv: Path, image_column: str) -> pd.Series:
+def one_hot_labels(table: pd.DataFrame, csv: Path, image_column: str, rest_label: str | None = None) -> pd.Series:
     """Labels of the ISIC challenge ground-truth layout, one 0/1 column per class (`image,MEL,NV,...`):
-    the lower-cased name of the column holding the 1. DataError when there is no label column of
-    either kind, or naming the first row that is not one-hot."""
+    the lower-cased name of the column holding the 1, or `rest_label` where none does (ISIC 2017: a
+    row of zeros is a nevus). DataError when there is no label column of either kind, or naming the
+    first row that is not one-hot."""
     columns = [c for c in table.columns if c != image_column and table[c].isin(["0", "1", "0.0", "1.0"]).all()]
-    if len(columns) < 2:
+    if len(columns) < (1 if rest_label else 2):
         raise DataError(
             f"{csv}: no label column (one of {LABEL_COLUMNS}, or set label_column) and no one-hot class columns "
             "(the ISIC layout: image,MEL,NV,BCC,AKIEC,BKL,DF,VASC)"
         )
     values = table[columns].astype(float)
-    bad = values.index[values.sum(axis=1) != 1]
+    hits = values.sum(axis=1)
+    bad = values.index[(hits != 1) & ~((hits == 0) & bool(rest_label))]
     if len(bad):
         row = bad[0]
         raise DataError(
             f"{csv}: row {row + 2} (image {table[image_column][row]!r}) is not one-hot over {columns}: "
             f"{dict(zip(columns, values.loc[row].tolist()))}"
         )
-    return values.idxmax(axis=1).str.lower()
+    return values.idxmax(axis=1).str.lower().where(hits == 1, rest_label)
 
 
 def map_labels(frame: pd.DataFrame, label_map: dict[str, str | None] | None, where: str) -> tuple[pd.DataFrame, int]:
@@ -169,21 +212,24 @@ def map_labels(frame: pd.DataFrame, label_map: dict[str, str | None] | None, whe
 
 def cut_test_split(frame: pd.DataFrame, fraction: float, seed: int, where: str) -> pd.DataFrame:
     """Split a collection without split folders: about `fraction` of its groups (lesions; an image
-    without one is its own) become "test", stratified by the source's own labels so that every label
-    map sees the same test lesions; the rest "train". Depends on the data and `seed` alone."""
+    without one is its own) become "test", stratified by the source's own labels (those too rare to
+    stratify alone pooled) so that every label map sees the same test lesions; the rest "train".
+    Depends on the data and `seed` alone."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     folds = max(2, round(1 / fraction))
     groups = [g if isinstance(g, str) else f"image:{k}" for g, k in zip(frame.group, frame.key)]
     lesions = pd.DataFrame({"group": groups, "label": frame.label}).drop_duplicates("group").label.value_counts()
-    too_few = {label: int(n) for label, n in lesions.items() if n < folds}
-    if too_few:
+    # Labels too rare to stratify alone (Derm7pt's one "melanoma", four metastases) share a stratum.
+    rare = {label: int(n) for label, n in lesions.items() if n < folds}
+    if rare and sum(rare.values()) < folds:
         raise DataError(
-            f"{where}: cannot cut a lesion-grouped test part of {fraction}: labels with fewer than {folds} lesions: {too_few}"
+            f"{where}: cannot cut a lesion-grouped test part of {fraction}: labels with fewer than {folds} lesions: {rare}"
         )
+    strata = frame.label.where(~frame.label.isin(list(rare)), "(rare labels)")
     order = frame.sort_values("key").index  # file order must not move the split
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    _, test_rows = next(splitter.split(order, frame.label[order], pd.Series(groups, index=frame.index)[order]))
+    _, test_rows = next(splitter.split(order, strata[order], pd.Series(groups, index=frame.index)[order]))
     split = pd.Series("train", index=frame.index)
     split[order[test_rows]] = "test"
     return frame.assign(split=split)
@@ -199,7 +245,7 @@ def from_spec(name: str, spec, data, where: str, cut: bool = False) -> tuple[Dat
     dataset = load_dataset(
         name,
         resolve_from_project(spec.root),
-        **{key: getattr(spec, key, None) for key in ("csv", "images", "path_column", "label_column", "group_column")},
+        **{key: getattr(spec, key, None) for key in LAYOUT_KEYS},
     )
     frame, split = dataset.frame, getattr(spec, "split", None)
     if (frame.split == "all").all() and (cut or split):

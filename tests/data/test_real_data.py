@@ -80,3 +80,30 @@ def test_ham10000_test_lesions_are_one_set_wherever_the_collection_is_used(compo
     assert not set(source.key.str.removeprefix("ham10000/")) & set(test.key)
     external, _ = from_spec("ham10000", both.evaluate.external["ham10000"], both.data, "evaluate.external.ham10000")
     assert set(external.frame.key) == set(test.key[raw.label[test.key].isin(["mel", "nv"]).to_numpy()])
+
+
+def test_derm7pt_and_isic2017_read_through_their_own_label_files(compose):
+    """Counts from each collection's SOURCE.txt: Derm7pt's 20 diagnoses onto malignant/benign with
+    "miscellaneous" left out, its second images ("bis") with their case; ISIC 2017's zeros as nevi."""
+    derm7pt = compose("data=derm7pt").data
+    frame, left_out = from_spec("derm7pt", derm7pt, derm7pt, "data", cut=True)
+    frame = frame.frame
+    assert len(frame) == 1003 and left_out == 8
+    assert frame.label.value_counts().to_dict() == {"benign": 709, "malignant": 294}
+    assert frame.group.nunique() == 1001  # two "bis" images whose first image is in the atlas too
+    assert frame.groupby("group").split.nunique().max() == 1
+    assert "images/FCL/Fcl068.jpg" in set(frame.key)  # named "FCl/..." in meta.csv
+
+    isic = compose("data=isic2017").data
+    raw = load_dataset("isic2017", SHARED / "data" / "isic2017", csv=isic.csv, images=isic.images, rest_label="nevus")
+    assert raw.frame.label.value_counts().to_dict() == {"nevus": 1372, "melanoma": 374, "seborrheic_keratosis": 254}
+    validation = load_dataset(
+        "isic2017",
+        SHARED / "data" / "isic2017",
+        csv="ISIC-2017_Validation_Part3_GroundTruth.csv",
+        images="ISIC-2017_Validation_Data",
+        rest_label="nevus",
+    )
+    assert validation.frame.label.value_counts().to_dict() == {"nevus": 78, "seborrheic_keratosis": 42, "melanoma": 30}
+    mapped, _ = from_spec("isic2017", isic, isic, "data", cut=True)
+    assert mapped.frame.label.value_counts().to_dict() == {"benign": 1626, "malignant": 374}

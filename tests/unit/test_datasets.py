@@ -153,3 +153,46 @@ def test_a_csv_collection_reads_from_a_relative_root(tmp_path, monkeypatch):
     for root in ("../data/ham", "../data/ham/metadata.csv"):
         frame = load_dataset("ham", root).frame
         assert len(frame) == 8 and all((tmp_path / "work" / p).is_file() for p in frame.path), root
+
+
+def test_isic_2017_ground_truth_reads_a_row_of_zeros_as_the_rest_label(tmp_path):
+    root = isic_layout(tmp_path / "isic", [[1, 0], [0, 0], [0, 1]])
+    csv = root / "GroundTruth.csv"
+    csv.write_text(
+        "image_id,melanoma,seborrheic_keratosis\n"
+        + "".join(f"ISIC_{i:07d},{r}\n" for i, r in enumerate(["1.0,0.0", "0.0,0.0", "0.0,1.0"]))
+    )
+    frame = load_dataset("isic", root, rest_label="nevus").frame.sort_values("key")
+    assert list(frame.label) == ["melanoma", "nevus", "seborrheic_keratosis"]
+    with pytest.raises(DataError, match=r"row 3 \(image 'ISIC_0000001'\) is not one-hot"):
+        load_dataset("isic", root)  # without a rest label a row of zeros is an error
+
+
+def test_a_group_pattern_puts_a_cases_second_image_with_its_first(tmp_path):
+    """Derm7pt has no lesion ids; "<case>bis.jpg" is a second image of "<case>.jpg"."""
+    root = make_csv_collection(tmp_path / "atlas", {"mel": 2, "nv": 1}, images_per_lesion=1)
+    (root / "images" / "nv_0_0.jpg").rename(root / "images" / "mel_0_0bis.jpg")
+    table = (root / "metadata.csv").read_text().replace("nv_0_0,nv", "mel_0_0bis,nv").replace("lesion_id,", "case,")
+    (root / "metadata.csv").write_text(table)
+    frame = load_dataset("atlas", root, group_pattern=r"^(.+?)(?:bis)?\.\w+$").frame.set_index("key")
+    assert frame.group["images/mel_0_0bis.jpg"] == frame.group["images/mel_0_0.jpg"] == "images/mel_0_0"
+    assert frame.group["images/mel_1_0.jpg"] == "images/mel_1_0"
+    with pytest.raises(DataError, match=r"group_pattern '\^mel' does not match image 'images/mel_0_0.jpg'"):
+        load_dataset("atlas", root, group_pattern="^mel")
+
+
+def test_labels_too_rare_to_stratify_share_a_stratum(tmp_path):
+    root = make_csv_collection(tmp_path / "atlas", {"mel": 10, "nv": 10, "df": 3, "vasc": 2}, images_per_lesion=1)
+    frame = cut_test_split(load_dataset("atlas", root).frame, 0.2, 0, "atlas")
+    test = frame[frame.split == "test"].label.value_counts().to_dict()
+    assert test["mel"] == test["nv"] == 2 and test.get("df", 0) + test.get("vasc", 0) == 1
+
+
+def test_a_path_that_differs_only_in_case_resolves(tmp_path):
+    """Derm7pt's meta.csv names "FCl/Fcl068.jpg"; the folder is "FCL" (written on a case-insensitive disk)."""
+    root = make_csv_collection(tmp_path / "atlas", {"mel": 1, "nv": 1}, images_per_lesion=1)
+    (root / "images" / "FCL").mkdir()
+    (root / "images" / "mel_0_0.jpg").rename(root / "images" / "FCL" / "Fcl068.jpg")
+    (root / "metadata.csv").write_text((root / "metadata.csv").read_text().replace("mel_0_0,", "FCl/Fcl068.jpg,"))
+    frame = load_dataset("atlas", root, images="images", path_column="image_id").frame
+    assert sorted(frame.key) == ["images/FCL/Fcl068.jpg", "images/nv_0_0.jpg"]
