@@ -181,9 +181,18 @@ def markdown(results: dict) -> str:
     """One row per backbone: size, speed, pipeline time (and its ratio to the baseline), and the
     validation and test numbers of its recipe."""
     baseline = results.get("_baseline", {}).get("total_s")
+    k_class = any(
+        "macro_auc" in r.get("pipeline", {}).get("metrics", {}).get("validation", {})
+        for r in results.values()
+        if isinstance(r, dict)
+    )
     lines = [
         "| backbone | input | params | multiply-adds | features img/s | predict img/s | pipeline s (x baseline) "
-        "| validation | clean test | HAM10000 unseen mel vs nv |",
+        + (
+            "| validation balanced accuracy | test balanced accuracy | test macro AUC |"
+            if k_class
+            else "| validation | clean test | HAM10000 unseen mel vs nv |"
+        ),
         "|---" * 10 + "|",
     ]
     for name, r in results.items():
@@ -197,6 +206,8 @@ def markdown(results: dict) -> str:
             clean = m.get("clean_test") or m.get("test")
             ham = m.get("ham10000")
             ham_text = f"{metric(ham, 'roc_auc')}<br>spec {ham['specificity']:.3f}" if ham and "roc_auc" in ham else "n/a"
+            if k_class:
+                ham_text = metric(clean, "macro_auc")
             own = f"{p['total_s']:.0f}" + (f" + members {p['members_s']:.0f}" if "members_s" in p else "")
             cells = [own + ratio, metric(m["validation"], key), metric(clean, key), ham_text]
         else:
