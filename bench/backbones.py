@@ -205,11 +205,12 @@ def markdown(results: dict) -> str:
             ratio = f" ({cost_s(p) / baseline:.2f})" if baseline else ""
             clean = m.get("clean_test") or m.get("test")
             ham = m.get("ham10000")
-            ham_text = f"{metric(ham, 'roc_auc')}<br>spec {ham['specificity']:.3f}" if ham and "roc_auc" in ham else "n/a"
             if k_class:
-                ham_text = metric(clean, "macro_auc")
+                last = metric(clean, "macro_auc")
+            else:
+                last = f"{metric(ham, 'roc_auc')}<br>spec {ham['specificity']:.3f}" if ham and "roc_auc" in ham else "n/a"
             own = f"{p['total_s']:.0f}" + (f" + members {p['members_s']:.0f}" if "members_s" in p else "")
-            cells = [own + ratio, metric(m["validation"], key), metric(clean, key), ham_text]
+            cells = [own + ratio, metric(m["validation"], key), metric(clean, key), last]
         else:
             cells = ["not run"] * 4
         label = f"{name} ({' + '.join(s['members'])})" if "members" in s else name
