@@ -86,8 +86,8 @@ def test_derm7pt_and_isic2017_read_through_their_own_label_files(compose):
     """Counts from each collection's SOURCE.txt: Derm7pt's 20 diagnoses onto malignant/benign with
     "miscellaneous" left out, its second images ("bis") with their case; ISIC 2017's zeros as nevi."""
     derm7pt = compose("data=derm7pt").data
-    frame, left_out = from_spec("derm7pt", derm7pt, derm7pt, "data", cut=True)
-    frame = frame.frame
+    dataset, left_out = from_spec("derm7pt", derm7pt, derm7pt, "data", cut=True)
+    frame = dataset.frame
     assert len(frame) == 1003 and left_out == 8
     assert frame.label.value_counts().to_dict() == {"benign": 709, "malignant": 294}
     assert frame.group.nunique() == 1001  # two "bis" images whose first image is in the atlas too
