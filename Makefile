@@ -45,8 +45,9 @@ lint: setup
 test: setup browser lint
 	python -m pytest -q
 
+# The unit tier: pure functions and small synthetic images, no training (about a minute).
 test-fast: setup
-	python -m pytest -q -m "not slow"
+	python -m pytest -q tests/unit
 
 bench: setup
 	python bench/pipeline.py

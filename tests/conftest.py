@@ -74,6 +74,17 @@ def tiny_cfg(compose, tiny):
 
 
 @pytest.fixture
+def classifier(tiny_cfg):
+    """The tiny classifier, untrained (seeded)."""
+    import keras
+
+    from skin_cancer.model import build_classifier
+
+    keras.utils.set_random_seed(0)
+    return build_classifier(tiny_cfg.model, tiny_cfg.data.image_size)
+
+
+@pytest.fixture
 def make_dataset(tmp_path):
     """make_dataset(train=n, test=m) -> root of a Kaggle-layout folder of distinct synthetic JPEGs."""
 
@@ -89,7 +100,7 @@ def shared_weights():
     keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
     name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
     if not (keras_home / "models" / name).is_file():
-        pytest.fail(f"{keras_home / 'models' / name} missing: run `make weights` to seed the Keras cache")
+        pytest.fail(f"{keras_home / 'models' / name} missing: run `make weights` to seed the Keras cache", pytrace=False)
     return keras_home
 
 
@@ -147,6 +158,13 @@ def copy_finished(finished: tuple, data: str, tmp_path: Path, monkeypatch):
 def trained(finished, tmp_path, monkeypatch):
     """A copy of the finished tiny pipeline in the working directory (tmp_path); returns its config."""
     return copy_finished(finished, "kaggle", tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def trained_with(trained, compose, tiny):
+    """`trained` in the working directory; a function giving its config plus overrides, for stages
+    re-run on the finished pipeline with a changed setting."""
+    return lambda *extra: compose(*tiny, f"data.root={trained.data.root}", *WORKSPACE_OVERRIDES, *extra)
 
 
 @pytest.fixture

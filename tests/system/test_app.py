@@ -23,8 +23,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-pytestmark = pytest.mark.slow
-
 
 def serve_app(folder: Path):
     """The app serving the model of the finished pipeline in `folder` on a free loopback port."""
@@ -41,7 +39,7 @@ def app_url(trained, tmp_path):
 
 def require_chromium() -> None:
     if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is needed for the browser test (`make browser` installs it)")
+        pytest.fail("Debian's chromium is needed for the browser test (`make browser` installs it)", pytrace=False)
 
 
 def test_upload_shows_prediction_and_grad_cam_and_rejects_a_non_image(app_url, tmp_path):

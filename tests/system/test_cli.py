@@ -11,8 +11,6 @@ import pytest
 
 from skin_cancer import paths
 
-pytestmark = pytest.mark.slow
-
 
 def skin_cancer(*args: str) -> subprocess.CompletedProcess:
     """The console script with stderr a pipe, not a terminal (no progress bars)."""

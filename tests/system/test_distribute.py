@@ -14,8 +14,6 @@ from skin_cancer.config import write_params
 from skin_cancer.store import tracking_uri
 from tests.helpers import slurm_cluster
 
-pytestmark = pytest.mark.slow
-
 # Two workers take half of every global batch each and average their gradients: the same updates as
 # one worker up to float rounding (docs/scaling-out.md).
 TOLERANCE = 1e-3

@@ -12,8 +12,6 @@ from PIL import Image
 from skin_cancer import paths
 from tests.helpers import free_port, post_json, runs, server, tracking_server, tracking_user
 
-pytestmark = pytest.mark.slow
-
 
 def test_registry_on_a_tracking_server_and_mlflow_models_serve(trained, tmp_path, monkeypatch):
     """The project's PostgreSQL-backed `mlflow server`: the run is logged and registered there, the champion is loaded from it,

@@ -9,6 +9,15 @@ from tests.helpers import SHARED, exhaustive_copies
 
 KAGGLE = SHARED / "data" / "skin-cancer-mvb"
 HAM = SHARED / "data" / "ham10000"
+COLLECTIONS = (KAGGLE, HAM, SHARED / "data" / "derm7pt", SHARED / "data" / "isic2017")
+
+
+@pytest.fixture(autouse=True)
+def shared_data():
+    """Every test here reads the real collections beside the project; without them, one line."""
+    missing = [str(path) for path in COLLECTIONS if not path.is_dir()]
+    if missing:
+        pytest.fail(f"real-data tests need the collections in ../shared/data; missing: {', '.join(missing)}", pytrace=False)
 
 
 @pytest.mark.parametrize(
@@ -24,18 +33,13 @@ HAM = SHARED / "data" / "ham10000"
 )
 def test_real_kaggle_pairs(a, b, same):
     """Known copies in the Kaggle data are found; look-alike small lesions are not merged."""
-    if not KAGGLE.is_dir():
-        pytest.fail(f"{KAGGLE} not found")
     pairs = au.find_copies(au.fingerprint([str(KAGGLE / a), str(KAGGLE / b)], 2))
     assert (len(pairs) == 1) == same
 
 
-@pytest.mark.slow
 def test_real_kaggle_against_ham10000():
     """The acceptance numbers: every benign Kaggle image is a HAM10000 nevus, 688 malignant ones are
     HAM10000 melanomas; 26 test images have a copy in train and 89 more share a HAM lesion with one."""
-    if not (KAGGLE.is_dir() and HAM.is_dir()):
-        pytest.fail("../shared/data/skin-cancer-mvb and ../shared/data/ham10000 are needed")
     result = au.audit(load_dataset("kaggle", KAGGLE), [load_dataset("ham10000", HAM)], workers=2)
     per_class = result.report["provenance"]["ham10000"]["per_class"]
     assert per_class["benign"] == {"images": 1800, "copies_in_other": 1800, "by_other_label": {"nv": 1800}}
@@ -47,14 +51,11 @@ def test_real_kaggle_against_ham10000():
     ]
 
 
-@pytest.mark.slow
 def test_the_indexed_copy_search_finds_exactly_the_pairs_of_comparing_every_pair():
     """On the real Kaggle and HAM10000 images, within each and across: the multi-index hash misses no
     pair, adds none, and reports the same distances, correlations and transforms."""
     import pandas as pd
 
-    if not (KAGGLE.is_dir() and HAM.is_dir()):
-        pytest.fail("../shared/data/skin-cancer-mvb and ../shared/data/ham10000 are needed")
     kaggle = au.fingerprint(sorted(str(p) for p in KAGGLE.rglob("*.jpg")), 2)
     ham = au.fingerprint(sorted(str(p) for p in (HAM / "images").glob("*.jpg")), 2)
     for query, reference in ((kaggle, None), (kaggle, ham), (ham, None)):
@@ -66,8 +67,6 @@ def test_the_indexed_copy_search_finds_exactly_the_pairs_of_comparing_every_pair
 def test_ham10000_test_lesions_are_one_set_wherever_the_collection_is_used(compose):
     """data=ham10000, HAM10000 as a training source, and the external set all hold out the same
     lesion-grouped fifth of HAM10000, with all seven diagnoses in it and no lesion on both sides."""
-    if not HAM.is_dir():
-        pytest.fail(f"{HAM} not found")
     as_data = training_collections(compose("experiment=ham10000_binary").data).frame
     test = as_data[as_data.split == "test"]
     assert as_data.groupby("group").split.nunique().max() == 1
