@@ -42,8 +42,10 @@ lint: setup
 	ruff check .
 	ruff format --check .
 
+# Every tier, one worker per core (pytest-xdist); tests that share a SLURM cluster or a module's
+# project stay on one worker (xdist_group).
 test: setup browser lint
-	python -m pytest -q
+	python -m pytest -q -n auto --dist loadgroup
 
 # The unit tier: pure functions and small synthetic images, no training (about a minute).
 test-fast: setup
