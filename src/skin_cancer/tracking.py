@@ -123,7 +123,24 @@ def log_datasets(evaluated: list[str]) -> None:
         if name not in ("test", "clean_test") and predictions.is_file():
             frames[name] = pd.read_csv(predictions)[["path", "actual"]]
     for context, frame in frames.items():
-        mlflow.log_input(mlflow.data.from_pandas(frame, name=context), context=context)
+        log_input(mlflow.data.from_pandas(frame, name=context), context)
+
+
+def log_input(dataset, context: str, attempts: int = 3) -> None:
+    """`mlflow.log_input` that survives another run inserting the same new dataset at the same moment.
+
+    A tracking server on PostgreSQL checks for the dataset, then inserts it: two sweep jobs logging
+    the same manifest at once both insert, and the unique key refuses the second (BAD_REQUEST). The
+    refused request wrote nothing; sent again, it finds the dataset and links it to this run."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            return mlflow.log_input(dataset, context=context)
+        except MlflowException as error:
+            if error.error_code != "BAD_REQUEST" or "unique" not in str(error).lower() or attempt == attempts - 1:
+                raise
 
 
 def run_params(cfg: Config):

@@ -124,3 +124,40 @@ def test_a_worker_that_loses_the_race_to_create_the_alias_still_leaves_it_on_the
     result = register_model(OutracedClient(uri), run_ids[1], cfg, {"validation.roc_auc": 0.84}, comparable)
     assert result["version"] == 2 and result["champion"]
     assert str(MlflowClient(uri).get_model_version_by_alias("classifier", "champion").version) == "2"
+
+
+def test_a_run_that_loses_the_race_to_insert_a_dataset_still_logs_it(tmp_path, monkeypatch):
+    """Two sweep jobs logging the same new manifest at once on a PostgreSQL-backed server: the second
+    insert is refused by the unique key; the job sends it again and the run links the dataset."""
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException, RestException
+    from mlflow.tracking import MlflowClient
+
+    from skin_cancer.tracking import log_input
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    dataset = mlflow.data.from_pandas(pd.DataFrame({"source": ["a.jpg"], "label": ["benign"]}), name="training")
+    original = MlflowClient.log_inputs
+    raced = []
+
+    def outraced(self, run_id, datasets=None, models=None):
+        if not raced:  # the other job's run inserts the dataset first
+            raced.append(True)
+            with mlflow.start_run(nested=True) as other:
+                original(self, other.info.run_id, datasets)
+            # What the server answers (psycopg.errors.UniqueViolation)
+            raise RestException(
+                {"error_code": "BAD_REQUEST", "message": 'duplicate key value violates unique constraint "dataset_pk"'}
+            )
+        return original(self, run_id, datasets, models)
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", outraced)
+    with mlflow.start_run() as run:
+        log_input(dataset, "training")
+    inputs = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+    assert raced and [i.dataset.name for i in inputs] == ["training"]
+    refused = RestException({"error_code": "PERMISSION_DENIED", "message": "no EDIT permission"})
+    monkeypatch.setattr(MlflowClient, "log_inputs", lambda *args, **kwargs: (_ for _ in ()).throw(refused))
+    with pytest.raises(MlflowException, match="no EDIT permission"), mlflow.start_run():
+        log_input(dataset, "training")  # anything but a lost race is raised at once
