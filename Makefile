@@ -42,10 +42,11 @@ lint: setup
 	ruff check .
 	ruff format --check .
 
-# Every tier, one worker per core (pytest-xdist); tests that share a SLURM cluster or a module's
-# project stay on one worker (xdist_group).
+# Every tier, one worker per core (pytest-xdist), each test file on one worker: the end-to-end
+# tests build on one project. (Not --dist loadgroup: with pytest 9.2 it ignores xdist_group marks,
+# pytest-dev/pytest-xdist#1386.)
 test: setup browser lint
-	python -m pytest -q -n auto --dist loadgroup
+	python -m pytest -q -n auto --dist loadfile
 
 # The unit tier: pure functions and small synthetic images, no training (about a minute).
 test-fast: setup

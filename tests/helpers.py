@@ -207,10 +207,16 @@ def slurm_cluster(folder: Path):
     """The project's single-node SLURM cluster on loopback (scripts/slurm-cluster); yields SLURM_CONF."""
     if os.geteuid() != 0:
         pytest.skip("a SLURM cluster is started as root (CI runs as root)")
-    try:
-        yield _script("slurm-cluster", "start", str(folder))
-    finally:
-        _script("slurm-cluster", "stop", str(folder))
+    import tempfile
+
+    from filelock import FileLock
+
+    # One cluster per machine (fixed ports, one munge daemon): parallel test workers take turns.
+    with FileLock(Path(tempfile.gettempdir()) / "skin-cancer-slurm-cluster.lock"):
+        try:
+            yield _script("slurm-cluster", "start", str(folder))
+        finally:
+            _script("slurm-cluster", "stop", str(folder))
 
 
 def exhaustive_copies(query, reference=None, *, candidate_distance=10, min_correlation=0.97, block=1024):

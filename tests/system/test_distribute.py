@@ -35,7 +35,6 @@ def assert_same_training(one: pd.DataFrame, other: pd.DataFrame) -> None:
         assert other[column].tolist() == pytest.approx(one[column].tolist(), abs=TOLERANCE)
 
 
-@pytest.mark.xdist_group("slurm")  # beside the end-to-end module's cluster (tests/system/test_e2e.py)
 def test_two_workers_here_and_on_slurm_train_like_one(workspace, tmp_path):
     from skin_cancer.stages import audit, features, prepare
 

@@ -37,12 +37,6 @@ train:
 """
 
 
-# One worker of a parallel run (`make test`: pytest-xdist, --dist loadgroup) takes this whole module,
-# whose tests build on one project, and every other test that starts the SLURM cluster: one cluster
-# per machine (fixed ports, one munge daemon).
-pytestmark = pytest.mark.xdist_group("slurm")
-
-
 def sh(*args, cwd, check=True, timeout=900, extra_env=None):
     """Run a command as a user would: no variables of an enclosing DVC run or tracking server, unless
     given in `extra_env`."""
