@@ -80,7 +80,7 @@ def test_a_worker_that_loses_the_race_to_create_the_alias_still_leaves_it_on_the
     """On a PostgreSQL-backed server two workers that both saw no alias both insert it and the second
     is refused (a unique key): the loser re-reads and moves the alias to the best comparable version."""
     import mlflow
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import RestException
 
     from skin_cancer.config import TrackingConfig
     from skin_cancer.registry import register_model
@@ -98,7 +98,8 @@ def test_a_worker_that_loses_the_race_to_create_the_alias_still_leaves_it_on_the
             if not self.raced:
                 self.raced = True
                 super().set_registered_model_alias(name, alias, "1")
-                raise MlflowException("duplicate key value violates unique constraint", error_code="BAD_REQUEST")
+                # What the server answers (a string error_code given to MlflowException reads INTERNAL_ERROR)
+                raise RestException({"error_code": "BAD_REQUEST", "message": "duplicate key value violates unique constraint"})
             super().set_registered_model_alias(name, alias, version)
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -158,6 +159,10 @@ def test_a_run_that_loses_the_race_to_insert_a_dataset_still_logs_it(tmp_path, m
     inputs = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
     assert raced and [i.dataset.name for i in inputs] == ["training"]
     refused = RestException({"error_code": "PERMISSION_DENIED", "message": "no EDIT permission"})
-    monkeypatch.setattr(MlflowClient, "log_inputs", lambda *args, **kwargs: (_ for _ in ()).throw(refused))
+
+    def refuse(*args, **kwargs):
+        raise refused
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", refuse)
     with pytest.raises(MlflowException, match="no EDIT permission"), mlflow.start_run():
         log_input(dataset, "training")  # anything but a lost race is raised at once
