@@ -77,8 +77,8 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def heatmap(results: dict, path: Path) -> None:
-    """ROC AUC per (trained on, scored on) with its interval and the frozen threshold's specificity."""
+def heatmap(results: dict, path: Path, ylabel: str = "trained on", title: str = "Transfer") -> None:
+    """ROC AUC per (row, scored on) with its interval and the frozen threshold's specificity."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,8 +102,8 @@ def heatmap(results: dict, path: Path) -> None:
     ax.set_xticks(range(len(columns)), [c.replace(", ", "\n") for c in columns], fontsize=8)
     ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=8)
     ax.set_xlabel("scored on")
-    ax.set_ylabel("trained on")
-    ax.set_title("Transfer: ROC AUC [lesion-level 95% interval], threshold frozen on validation", fontsize=9)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}: ROC AUC [lesion-level 95% interval], threshold frozen on validation", fontsize=9)
     fig.colorbar(image, ax=ax, label="ROC AUC")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

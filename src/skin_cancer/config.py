@@ -70,6 +70,8 @@ class DataConfig:
     max_image_pixels: int = MISSING
     # More collections whose training part joins train/validation (their test part stays held out).
     sources: Dict[str, DatasetSpec] = MISSING
+    # audit.against collections held out for scoring: their copies (and lesions) never enter train/val.
+    held_out: List[str] = MISSING
 
 
 @dataclass
@@ -299,6 +301,9 @@ def _range_errors(cfg: Config) -> list[str]:
             "evaluate.class_prior='uniform' is for K-class models (data.positive_class: null); a binary model's "
             "threshold policy makes that choice"
         )
+    for name in cfg.data.held_out:
+        if name not in cfg.audit.against:
+            errors.append(f"data.held_out names {name!r}, which is not an audit.against collection (the audit finds its copies)")
     if (cfg.model.backbone == "ensemble") != bool(cfg.model.members):
         errors.append("model.members must list the trained members when, and only when, model.backbone='ensemble'")
     for phase in ("head", "finetune"):

@@ -223,21 +223,36 @@ def mark_leaks(test: list[ImageRecord], training: list[ImageRecord]) -> None:
         record.leak = "copy" if record.copy_cluster in clusters else "group" if record.group in groups else ""
 
 
-def training_pool(records: list[ImageRecord], drop_test_duplicates: bool) -> tuple[list[ImageRecord], list[dict]]:
+def training_pool(
+    records: list[ImageRecord], drop_test_duplicates: bool, held_out: tuple[str, ...] = ()
+) -> tuple[list[ImageRecord], list[dict]]:
     """(train/val candidates, dropped with reasons). A training image that copies a test image is
     dropped (`drop_test_duplicates`); so is one from a collection that names its lesions (a group
     column) when its audit group (lesion, copies, carried-over lesions) holds a test image: such
     collections never have a lesion on both sides. Same-lesion twins found only through the audit
-    in a collection without lesion ids (the Kaggle folders) stay and are reported as test leaks."""
+    in a collection without lesion ids (the Kaggle folders) stay and are reported as test leaks.
+    A collection `held_out` for scoring (an audit.against name) takes its copies with it: every
+    training image the audit found in it, and every image of that image's audit group, is dropped."""
     test = [r for r in records if r.split == "test"]
     test_by_cluster = {r.copy_cluster: r.key for r in test}
     test_by_group = {r.group: r.key for r in test}
+    training = [r for r in records if r.split == "train"]
+    held_by_group = {}
+    for record in training:
+        for name in set(filter(None, record.found_in.split(";"))) & set(held_out):
+            held_by_group.setdefault(record.group, (name, record.key))
     pool, dropped = [], []
-    for record in (r for r in records if r.split == "train"):
+    for record in training:
         if drop_test_duplicates and record.copy_cluster in test_by_cluster:
             reason, other = "copy of a test image", test_by_cluster[record.copy_cluster]
         elif record.named_group and record.group in test_by_group:
             reason, other = "same lesion as a test image", test_by_group[record.group]
+        elif record.group in held_by_group:
+            name, copy = held_by_group[record.group]
+            if name in record.found_in.split(";"):
+                reason, other = f"copy in held-out collection {name}", name
+            else:
+                reason, other = f"same lesion as a copy in held-out collection {name}", copy
         else:
             pool.append(record)
             continue
@@ -257,12 +272,14 @@ def prepare(
     drop_test_duplicates: bool,
     strict: bool,
     max_image_pixels: int,
+    held_out: tuple[str, ...] = (),
     workers: int = 4,
 ) -> dict:
     """Build `out_dir` with {train,val,test}.csv manifests, report.json and converted images from a
     collection (datasets.training_collections: columns path, key, split, label, group, collection).
 
-    `audit_images` is the audit's per-image table (copy clusters, groups, leaks). Returns the
+    `audit_images` is the audit's per-image table (copy clusters, groups, leaks, provenance);
+    `held_out` names the audited collections whose copies never enter train/val. Returns the
     report. The caller renames `out_dir` to `published_dir` once complete, so paths recorded in
     the manifests point into `published_dir`.
     """
@@ -284,7 +301,7 @@ def prepare(
         record.named_group = named[record.key]
 
     test = [r for r in records if r.split == "test"]
-    train_pool, dropped = training_pool(records, drop_test_duplicates)
+    train_pool, dropped = training_pool(records, drop_test_duplicates, tuple(held_out))
     for label in classes:
         if not any(r.label == label for r in train_pool):
             raise DataError(f"class {label!r} has no usable training image in {dataset.root}")
@@ -322,6 +339,9 @@ def prepare(
             "skipped": len(skipped),
             "dropped_test_duplicates": sum(d["reason"] == "copy of a test image" for d in dropped),
             "dropped_test_lesions": sum(d["reason"] == "same lesion as a test image" for d in dropped),
+            "dropped_held_out": {
+                name: sum(d["reason"].endswith(f"held-out collection {name}") for d in dropped) for name in held_out
+            },
             "train_val_groups": len({r.group for r in train + val}),
             "test_leaks": {kind: sum(r.leak == kind for r in test) for kind in ("copy", "group")},
             "clean_test_images": sum(not r.leak for r in test),

@@ -270,10 +270,11 @@ def training_collections(data) -> Dataset:
     Column `collection` names where an image comes from ("data" or the source's name); a source's
     keys and groups are prefixed with its name so that they cannot collide with the data's."""
     primary, _ = from_spec(PRIMARY, data, data, "data", cut=True)
-    frames = [limit_per_class(primary.frame, data.per_class_limit).assign(collection=PRIMARY)]
+    # A seeded sample, not the first rows: a metadata CSV sorted by diagnosis would keep one diagnosis.
+    frames = [limit_per_class(primary.frame, data.per_class_limit, seed=data.test_seed).assign(collection=PRIMARY)]
     for name, spec in data.sources.items():
         source, _ = from_spec(name, spec, data, f"data.sources.{name}", cut=True)
-        frame = limit_per_class(source.frame[source.frame.split == "train"], spec.per_class_limit)
+        frame = limit_per_class(source.frame[source.frame.split == "train"], spec.per_class_limit, seed=data.test_seed)
         frames.append(
             frame.assign(
                 key=f"{name}/" + frame.key,

@@ -9,6 +9,7 @@ run is complete either way.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -144,10 +145,22 @@ def log_input(dataset, context: str, attempts: int = 3) -> None:
 
 
 def run_params(cfg: Config):
-    """Every parameter as a dotted key (`model.dropout`), None written as "null" as in params.yaml."""
+    """Every parameter as a dotted key (`model.dropout`), None written as "null" as in params.yaml.
+    A label map is one parameter, its JSON: a collection's labels ("melanoma (in situ)") are not
+    valid MLflow keys."""
     from mlflow.entities import Param
 
-    return [Param(k, "null" if v is None else str(v)) for k, v in flatten(to_dict(cfg)).items()]
+    def leaves(mapping: dict, prefix: str = ""):
+        for key, value in mapping.items():
+            if isinstance(value, dict) and key != "label_map":
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    def text(value) -> str:
+        return "null" if value is None else json.dumps(value) if isinstance(value, dict) else str(value)
+
+    return [Param(key, text(value)) for key, value in leaves(to_dict(cfg))]
 
 
 def run_name(cfg: Config) -> str:

@@ -106,3 +106,44 @@ def test_derm7pt_and_isic2017_read_through_their_own_label_files(compose):
     assert validation.frame.label.value_counts().to_dict() == {"nevus": 78, "seborrheic_keratosis": 42, "melanoma": 30}
     mapped, _ = from_spec("isic2017", isic, isic, "data", cut=True)
     assert mapped.frame.label.value_counts().to_dict() == {"benign": 1626, "malignant": 374}
+
+
+def test_a_collection_held_out_for_scoring_takes_its_copies_out_of_training(compose, tmp_path):
+    """Leave HAM10000 out (experiment=loco_ham10000): every Kaggle benign image is a HAM10000 nevus, so
+    none stays in training; the Kaggle melanomas found in HAM10000 leave, the rest stay; the other
+    sources' benign images are what the model learns benign from."""
+    from skin_cancer.data import prepare
+
+    cfg = compose(
+        "experiment=loco_ham10000",
+        "data.per_class_limit=150",
+        "+data.sources.isic2017.per_class_limit=20",
+        "+data.sources.derm7pt.per_class_limit=20",
+    )
+    data = training_collections(cfg.data)
+    against = [from_spec(name, spec, cfg.data, name)[0] for name, spec in cfg.audit.against.items()]
+    images = au.audit(data, against, workers=2).images
+    report = prepare(
+        data,
+        tmp_path,
+        tmp_path,
+        images,
+        positive_class="malignant",
+        val_fraction=0.2,
+        seed=0,
+        drop_test_duplicates=True,
+        strict=False,
+        max_image_pixels=10**8,
+        held_out=("ham10000",),
+    )
+    kaggle = report["collections"]["data"]
+    assert "benign" not in kaggle.get("train", {}) and "benign" not in kaggle.get("val", {})
+    assert kaggle["test"] == {"benign": 150, "malignant": 150}  # the in-collection test part is untouched
+    dropped = [d for d in report["dropped"] if d["reason"].endswith("held-out collection ham10000")]
+    assert {d["label"] for d in dropped} == {"benign", "malignant"}
+    assert sum(d["label"] == "benign" for d in dropped) >= 149  # one is a copy of a Kaggle test image, dropped as that
+    kept_malignant = kaggle["train"]["malignant"] + kaggle["val"]["malignant"]
+    assert 0 < kept_malignant < 150  # 688 of the 1,497 Kaggle melanomas are HAM10000 images
+    assert report["summary"]["dropped_held_out"]["ham10000"] == len(dropped)
+    for source in ("isic2017", "derm7pt"):
+        assert report["collections"][source]["train"]["benign"] > 0

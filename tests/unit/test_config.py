@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 from omegaconf import OmegaConf
@@ -99,6 +101,7 @@ def test_out_of_range_values_name_the_key(raw, key):
         ("evaluate.external.ham10000.per_class_limit=-1", "evaluate.external.ham10000.per_class_limit"),
         ("train.head.patience=0", "train.head.patience"),
         ("train.finetune.warmup_epochs=20", "train.finetune.warmup_epochs"),
+        ("data.held_out=[derm7pt]", "data.held_out"),  # not an audit.against collection: no copies found
     ],
 )
 def test_composing_an_out_of_range_value_fails_with_the_key(tmp_path, override, key):
@@ -207,6 +210,26 @@ def test_head_only_params_do_not_invalidate_features():
     """Changing the head's dropout or learning rate must re-run from `train`, not `features`."""
     features = dvc_stages()["features"]["params"]
     assert "model" not in features and "model.dropout" not in features and "train.head" not in features
+
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(experiment):
+    cfg = validate(compose([f"experiment={experiment}"]))
+    assert cfg.recipe == experiment
+
+
+@pytest.mark.parametrize("held_out", ["kaggle", "ham10000", "isic2017", "derm7pt"])
+def test_leave_one_collection_out_trains_on_the_other_three_and_scores_the_fourth_whole(held_out):
+    cfg = validate(compose([f"experiment=loco_{held_out}"]))
+    roots = {"kaggle": "skin-cancer-mvb", "ham10000": "ham10000", "isic2017": "isic2017", "derm7pt": "derm7pt"}
+    trained = {Path(cfg.data.root).name, *(Path(s.root).name for s in cfg.data.sources.values())}
+    assert trained == set(roots.values()) - {roots[held_out]}
+    scored = cfg.evaluate.external["held_out"]
+    assert Path(scored.root).name == roots[held_out] and scored.split is None and scored.per_class_limit is None
+    assert held_out in cfg.data.held_out and Path(cfg.audit.against[held_out].root).name == roots[held_out]
 
 
 @pytest.mark.parametrize("overrides", [[], ["experiment=notebook"], ["model.dropout=0.3", "train.head.lr=0.0001"]])

@@ -189,6 +189,30 @@ def test_copies_of_test_images_are_dropped_and_clusters_kept_on_one_side(make_da
     assert len(twin_sides) == 1
 
 
+def test_a_held_out_collection_takes_its_copies_and_their_lesions_out_of_training(make_dataset, tmp_path):
+    root = make_dataset(train=8, test=2)
+    data = load_dataset("data", root)
+    # Two pictures of one lesion in training; the held-out collection has a re-encoded, flipped copy of one.
+    lesion = [str(root / "train" / "benign" / f"{i}.jpg") for i in (0, 1)]
+    data.frame = data.frame.assign(group=data.frame.path.map(lambda p: "lesion-1" if p in lesion else None), collection="data")
+    (tmp_path / "held" / "benign").mkdir(parents=True)
+    Image.open(lesion[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / "held" / "benign" / "c.jpg", quality=80)
+    images = audit(data, [load_dataset("held", tmp_path / "held")], workers=2).images
+    for out in ("a", "b"):
+        (tmp_path / out).mkdir()
+    kept = prepare(data, tmp_path / "a", tmp_path / "a", images, **PREPARE_DEFAULTS)
+    assert kept["dropped"] == [] and kept["summary"]["dropped_held_out"] == {}
+    report = prepare(data, tmp_path / "b", tmp_path / "b", images, **PREPARE_DEFAULTS, held_out=("held",))
+    reasons = {d["path"]: (d["reason"], d["duplicate_of"]) for d in report["dropped"]}
+    assert reasons == {
+        lesion[0]: ("copy in held-out collection held", "held"),
+        lesion[1]: ("same lesion as a copy in held-out collection held", "train/benign/0.jpg"),
+    }
+    assert report["summary"]["dropped_held_out"] == {"held": 2}
+    training = pd.concat(read_manifest(tmp_path / "b" / f"{s}.csv") for s in ("train", "val"))
+    assert not set(lesion) & set(training.source)
+
+
 def test_keeping_test_duplicates_is_configurable(make_dataset, tmp_path):
     root = make_dataset(train=6, test=2)
     shutil.copy(root / "test" / "benign" / "0.jpg", root / "train" / "benign" / "copy.jpg")

@@ -166,3 +166,21 @@ def test_a_run_that_loses_the_race_to_insert_a_dataset_still_logs_it(tmp_path, m
     monkeypatch.setattr(MlflowClient, "log_inputs", refuse)
     with pytest.raises(MlflowException, match="no EDIT permission"), mlflow.start_run():
         log_input(dataset, "training")  # anything but a lost race is raised at once
+
+
+@pytest.mark.parametrize(
+    "experiment, label_map", [("loco_derm7pt", "audit.against.derm7pt"), ("all_collections", "data.sources.derm7pt")]
+)
+def test_every_parameter_of_a_run_is_a_valid_mlflow_key(tmp_path, compose, experiment, label_map):
+    """Derm7pt's labels ("melanoma (in situ)") are not valid MLflow keys: a label map is logged whole."""
+    import json
+
+    from skin_cancer.tracking import run_params
+
+    cfg = compose(f"experiment={experiment}")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("params"))
+    client.log_batch(run.info.run_id, params=run_params(cfg))
+    logged = client.get_run(run.info.run_id).data.params
+    assert json.loads(logged[f"{label_map}.label_map"])["melanoma (in situ)"] == "malignant"
+    assert logged["model.dropout"] == str(cfg.model.dropout) and logged["data.per_class_limit"] == "null"

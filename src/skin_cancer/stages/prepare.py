@@ -22,6 +22,7 @@ def main(cfg: Config) -> None:
             val_fraction=data.val_fraction,
             seed=cfg.seed,
             drop_test_duplicates=data.drop_test_duplicates,
+            held_out=tuple(data.held_out),
             strict=data.strict,
             max_image_pixels=data.max_image_pixels,
         )
