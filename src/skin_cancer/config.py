@@ -115,6 +115,8 @@ class JitterConfig:
     contrast: float = MISSING
     saturation: float = MISSING
     hue: float = MISSING
+    min_zoom_out: float = MISSING
+    vignette: float = MISSING
 
 
 @dataclass
@@ -247,6 +249,8 @@ _RANGES = {
     "train.jitter.contrast": _between(0, 1, open_high=True),
     "train.jitter.saturation": _between(0, 1, open_high=True),
     "train.jitter.hue": _between(0, 0.5),
+    "train.jitter.min_zoom_out": _between(0.5, 1),
+    "train.jitter.vignette": _between(0, 1),
     "train.seed": _at_least_or_null(0),
     "train.distribute.workers": _at_least(1),
     "audit.candidate_distance": _between(0, 32),

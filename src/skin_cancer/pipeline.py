@@ -81,17 +81,31 @@ def jitter_enabled(cfg: JitterConfig) -> bool:
         cfg.min_crop_area < 1
         or cfg.min_scale < 1
         or cfg.min_jpeg_quality < 100
-        or any(v > 0 for v in (cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue))
+        or cfg.min_zoom_out < 1
+        or any(v > 0 for v in (cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, cfg.vignette))
     )
+
+
+def vignette_mask(size: int, radius: tf.Tensor, softness: tf.Tensor) -> tf.Tensor:
+    """(size, size, 1): 1 inside `radius`, 0 beyond `radius` + `softness` (units of half the side),
+    a smoothstep between: the mask of `skin_cancer.shifts.vignette`."""
+    centre = (size - 1) / 2
+    y, x = tf.meshgrid(tf.range(size, dtype=tf.float32), tf.range(size, dtype=tf.float32), indexing="ij")
+    r = tf.sqrt((y - centre) ** 2 + (x - centre) ** 2) / (size / 2)
+    t = tf.clip_by_value((r - radius) / tf.maximum(softness, 1e-6), 0.0, 1.0)
+    return (1.0 - t * t * (3 - 2 * t))[..., None]
 
 
 def jitter(image: tf.Tensor, seed: tf.Tensor, cfg: JitterConfig) -> tf.Tensor:
     """One random shift of an (size, size, 3) image in [0, 255], drawn from `seed` (shape [2]) with
     stateless ops, so a seed gives the same image on every run: a random square crop resized back,
     independent downscaling of height and width and back (the sharpness of a lower-resolution
-    collection), JPEG re-encoding, then brightness, contrast, saturation and hue."""
+    collection), the image shrunk inside its own mirror image (a smaller lesion), JPEG re-encoding,
+    brightness, contrast, saturation and hue, then a dermatoscope's dark vignette (as
+    `skin_cancer.shifts.vignette`) on a `vignette` share of the images."""
     size = image.shape[0]
-    seeds = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 9))
+    # Splitting into more seeds keeps the first ones: adding a shift leaves the others' draws alone.
+    seeds = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 13))
     uniform = lambda i, low: tf.random.stateless_uniform((), seeds[i], low, 1.0)  # noqa: E731
     x = image
     if cfg.min_crop_area < 1:
@@ -100,6 +114,11 @@ def jitter(image: tf.Tensor, seed: tf.Tensor, cfg: JitterConfig) -> tf.Tensor:
     if cfg.min_scale < 1:
         small = tf.cast(tf.round(tf.stack([uniform(2, cfg.min_scale), uniform(3, cfg.min_scale)]) * size), tf.int32)
         x = tf.image.resize(tf.image.resize(x, tf.maximum(small, 1), antialias=True), (size, size))
+    if cfg.min_zoom_out < 1:
+        side = tf.cast(tf.round(uniform(9, cfg.min_zoom_out) * size), tf.int32)
+        before = (size - side) // 2
+        pad = tf.stack([[before, size - side - before]] * 2 + [[0, 0]])
+        x = tf.reshape(tf.pad(tf.image.resize(x, (side, side), antialias=True), pad, mode="SYMMETRIC"), (size, size, 3))
     x = tf.clip_by_value(x / 255.0, 0.0, 1.0)
     if cfg.min_jpeg_quality < 100:
         x = tf.image.stateless_random_jpeg_quality(x, cfg.min_jpeg_quality, 100, seeds[4])
@@ -111,6 +130,8 @@ def jitter(image: tf.Tensor, seed: tf.Tensor, cfg: JitterConfig) -> tf.Tensor:
         x = tf.image.stateless_random_saturation(tf.clip_by_value(x, 0.0, 1.0), 1 - cfg.saturation, 1 + cfg.saturation, seeds[7])
     if cfg.hue > 0:
         x = tf.image.stateless_random_hue(tf.clip_by_value(x, 0.0, 1.0), cfg.hue, seeds[8])
+    if cfg.vignette > 0:
+        x = x * tf.where(uniform(10, 0.0) < cfg.vignette, vignette_mask(size, uniform(11, 0.7), uniform(12, 0.05) * 0.3), 1.0)
     x = tf.clip_by_value(x, 0.0, 1.0) * 255.0
     x.set_shape(image.shape)
     return x

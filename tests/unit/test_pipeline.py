@@ -82,10 +82,26 @@ def test_weights_travel_with_their_images_through_shuffle_and_views(image_files)
 
 
 JITTER_OFF = JitterConfig(
-    min_crop_area=1.0, min_scale=1.0, min_jpeg_quality=100, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0
+    min_crop_area=1.0,
+    min_scale=1.0,
+    min_jpeg_quality=100,
+    brightness=0.0,
+    contrast=0.0,
+    saturation=0.0,
+    hue=0.0,
+    min_zoom_out=1.0,
+    vignette=0.0,
 )
 JITTER_ALL = JitterConfig(
-    min_crop_area=0.5, min_scale=0.25, min_jpeg_quality=30, brightness=0.1, contrast=0.2, saturation=0.2, hue=0.02
+    min_crop_area=0.5,
+    min_scale=0.25,
+    min_jpeg_quality=30,
+    brightness=0.1,
+    contrast=0.2,
+    saturation=0.2,
+    hue=0.02,
+    min_zoom_out=0.7,
+    vignette=0.5,
 )
 
 
@@ -112,6 +128,8 @@ def test_jitter_is_a_function_of_its_seed_and_keeps_shape_and_range():
         ("contrast", 0.5),
         ("saturation", 0.5),
         ("hue", 0.1),
+        ("min_zoom_out", 0.6),
+        ("vignette", 1.0),
     ],
 )
 def test_each_jitter_switch_changes_the_image_alone(key, value):
@@ -121,6 +139,35 @@ def test_each_jitter_switch_changes_the_image_alone(key, value):
     np.testing.assert_allclose(jitter(image, tf.constant([0, 1]), JITTER_OFF).numpy(), image.numpy(), atol=1e-3)
     changed = [np.abs(jitter(image, tf.constant([0, s]), cfg).numpy() - image.numpy()).mean() for s in range(4)]
     assert max(changed) > 0.5, changed
+
+
+def test_the_vignette_jitter_is_the_stress_tests_vignette_on_its_share_of_images():
+    """Training sees the dark circle the stress test applies (skin_cancer.shifts.vignette), on about
+    `vignette` of the images, each with its own radius and softness; the centre keeps its pixels."""
+    from PIL import Image
+
+    from skin_cancer import shifts
+    from skin_cancer.pipeline import vignette_mask
+
+    image = textured()
+    stress = np.asarray(shifts.vignette(0.8, 0.1)(Image.fromarray(image.numpy().astype(np.uint8))), dtype=np.float32)
+    ours = image.numpy().astype(np.uint8).astype(np.float32) * vignette_mask(64, tf.constant(0.8), tf.constant(0.1)).numpy()
+    np.testing.assert_allclose(ours, stress, atol=1.0)
+    cfg = replace(JITTER_OFF, vignette=0.5)
+    outs = [jitter(image, tf.constant([1, s]), cfg).numpy() for s in range(40)]
+    darkened = [out[0, 0].max() < 1.0 for out in outs]
+    assert 0.25 < np.mean(darkened) < 0.75
+    np.testing.assert_allclose(outs[0][32, 32], image.numpy()[32, 32], atol=1e-3)
+
+
+def test_the_first_jitter_draws_do_not_move_when_a_shift_is_added():
+    """Adding a switch must leave the default recipe's contrast and saturation draws (and its numbers) alone."""
+    image = textured()
+    default = replace(JITTER_OFF, contrast=0.3, saturation=0.3)
+    with_vignette = replace(default, vignette=1e-9)  # on, but never drawn
+    np.testing.assert_allclose(
+        jitter(image, tf.constant([2, 7]), default).numpy(), jitter(image, tf.constant([2, 7]), with_vignette).numpy(), atol=1e-4
+    )
 
 
 def test_downscale_jitter_blurs():
