@@ -22,9 +22,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from skin_cancer.shifts import STRESSES as SHIFTS
+from skin_cancer.shifts import write_stressed
 
 ROOT = Path(__file__).resolve().parents[1]
 # Largest fall of specificity at the frozen threshold allowed: a vignette alone, anything else.
@@ -33,20 +33,7 @@ VIGNETTE_BOUND, OTHER_BOUND = 0.05, 0.10
 
 def shifted_files(paths: list[str], folder: Path) -> dict[str, list[str]]:
     """Every image under every shift, written once and shared by all models."""
-    out = {}
-    for name, (change, quality) in SHIFTS.items():
-        if change is None and quality is None:
-            out[name] = list(paths)
-            continue
-        (folder / name).mkdir()
-        out[name] = []
-        for i, path in enumerate(paths):
-            image = Image.open(path).convert("RGB")
-            image = change(image) if change else image
-            target = folder / name / (f"{i}.jpg" if quality else f"{i}.png")
-            image.save(target, **({"quality": quality} if quality else {}))
-            out[name].append(str(target))
-    return out
+    return {name: write_stressed(paths, name, folder / name) for name in SHIFTS}
 
 
 def stress(project: Path, files: dict[str, list[str]], labels: np.ndarray, groups: np.ndarray, seed: int = 0) -> dict:

@@ -175,6 +175,7 @@ class EvaluateConfig:
     class_prior: str = MISSING
     calibration_bins: int = MISSING
     external: Dict[str, DatasetSpec] = MISSING
+    stress: List[str] = MISSING
 
 
 @dataclass

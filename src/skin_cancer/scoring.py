@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import sklearn.metrics as skm
 
-from skin_cancer import audit, explain, inference, paths
+from skin_cancer import audit, explain, inference, paths, shifts
 from skin_cancer import evaluation as ev
 from skin_cancer import figures as figures_
 from skin_cancer import multiclass as mc
@@ -23,6 +23,8 @@ from skin_cancer.operating_point import OperatingPoint
 
 # The classes of a set scored through a K-class model's malignant score (label index 0, 1).
 MALIGNANT_SCORE_CLASSES = ["benign", "malignant"]
+# Sets `stress_<name>`: the clean test images under a stress of skin_cancer.shifts.
+STRESS = "stress_"
 
 
 def scored_sets(cfg: Config, model, op: OperatingPoint) -> tuple[dict[str, tuple[pd.DataFrame, np.ndarray]], dict]:
@@ -41,6 +43,11 @@ def scored_sets(cfg: Config, model, op: OperatingPoint) -> tuple[dict[str, tuple
     for base, (frame, prob) in list(sets.items()) if not op.multiclass else []:
         for name, mask in ev.source_subsets(frame, other_collections(cfg), base).items():
             sets[name] = (frame[mask].reset_index(drop=True), prob[mask])
+    clean_frame = sets["clean_test"][0]
+    for name in cfg.evaluate.stress:
+        with tempfile.TemporaryDirectory() as folder:
+            stressed = clean_frame.assign(path=shifts.write_stressed(clean_frame.path, name, Path(folder)))
+            sets[f"{STRESS}{name}"] = (stressed, predict(stressed, f"stress {name}"))
     records = {}
     if cfg.evaluate.external:
         training = pd.concat([read_manifest(paths.PREPARED / f"{s}.csv") for s in ("train", "val")])
@@ -76,6 +83,12 @@ def score(cfg: Config, model, op: OperatingPoint, out: Path, figures: Path) -> d
     refit = [name for name, spec in cfg.evaluate.external.items() if spec.recalibration_sample]
     if op.multiclass and refit:
         raise DataError(f"evaluate.external.{refit[0]}.recalibration_sample: re-fitting a threshold needs a binary model")
+    if op.multiclass and cfg.evaluate.stress:
+        raise DataError("evaluate.stress: the stress test scores specificity at a binary model's threshold; set it to []")
+    # Checked here, not in the schema: every stage reads the schema, only this one the stresses.
+    unknown = [name for name in cfg.evaluate.stress if name not in shifts.STRESSES or name == "none"]
+    if unknown:
+        raise DataError(f"evaluate.stress: unknown {unknown}; the stresses are {[n for n in shifts.STRESSES if n != 'none']}")
     sets, records = scored_sets(cfg, model, op)
     metrics = {"validation": op.validation, **op.validation_by_source}
     bins = cfg.evaluate.calibration_bins
@@ -99,6 +112,10 @@ def score(cfg: Config, model, op: OperatingPoint, out: Path, figures: Path) -> d
         # Intervals resample lesions / copy clusters (the audit's groups), not images.
         metrics[name] = ev.set_metrics(frame.label_index, prob, set_threshold, cfg.evaluate, cfg.seed, groups=frame.group)
         metrics[name].update(threshold_policy=op.threshold_policy, temperature=op.temperature)
+        if name.startswith(STRESS):  # numbers only: the clean test's tables and figures show the images
+            for key in ("roc_auc", "sensitivity", "specificity"):
+                metrics[name][f"{key}_change"] = metrics[name][key] - metrics["clean_test"][key]
+            continue
         write_set(name, frame, prob, set_threshold, metrics[name], set_classes, bins, out, figures)
     for name, found in records.items():
         write_json(out / name / "exclusions.json", found["record"])

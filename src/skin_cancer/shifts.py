@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
@@ -152,3 +153,21 @@ STRESSES: dict[str, tuple[Change | None, int | None]] = {
     "jpeg_50": (None, 50),
     "ham10000_copy": (resize_to(200, 150), 90),
 }
+
+
+def write_stressed(paths, name: str, folder: Path) -> list[str]:
+    """Every image of `paths` under stress `name` (a key of STRESSES), written into `folder` (PNG, or
+    JPEG at the stress's quality); returns the new paths in order. "none" returns the paths."""
+    change, quality = STRESSES[name]
+    if change is None and quality is None:
+        return [str(p) for p in paths]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, path in enumerate(paths):
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+        target = folder / (f"{i}.jpg" if quality else f"{i}.png")
+        (change(image) if change else image).save(target, **({"quality": quality} if quality else {}))
+        written.append(str(target))
+    return written

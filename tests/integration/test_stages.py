@@ -10,7 +10,7 @@ import pytest
 
 from skin_cancer import paths
 from skin_cancer.config import write_params
-from skin_cancer.data import read_manifest
+from skin_cancer.data import DataError, read_manifest
 from skin_cancer.model import compile_classifier, get_backbone, unfreeze
 from skin_cancer.stages import audit, evaluate, features, prepare, report, train
 from tests.helpers import make_csv_collection, run_all
@@ -338,3 +338,25 @@ def test_frozen_batchnorm_statistics_do_not_move_during_training(classifier):
     classifier.fit(x, np.arange(8) % 2, epochs=2, verbose=0)
     for old, new in zip(before, bn.weights):
         np.testing.assert_array_equal(old, new.numpy())
+
+
+def test_the_stress_test_scores_the_clean_test_images_under_each_change(trained_with):
+    """evaluate.stress: one set per change with its move from the clean test, in the metrics (so in
+    MLflow) and the model report; no tables or figures of its own; unknown names refused by name."""
+    before = json.loads(paths.METRICS.read_text())
+    cfg = trained_with("evaluate.stress=[vignette_r0.8_hard,jpeg_50]")
+    evaluate.main(cfg)
+    report.main(cfg)
+    metrics = json.loads(paths.METRICS.read_text())
+    for name in ("vignette_r0.8_hard", "jpeg_50"):
+        m = metrics[f"stress_{name}"]
+        assert m["n_images"] == metrics["clean_test"]["n_images"]
+        assert m["specificity_change"] == pytest.approx(m["specificity"] - metrics["clean_test"]["specificity"])
+        assert not (paths.EVALUATION / f"stress_{name}").exists()
+    # A hard vignette is not a no-op: the model sees other pixels (its probabilities move).
+    assert metrics["stress_vignette_r0.8_hard"]["brier"] != metrics["clean_test"]["brier"]
+    assert {k: v for k, v in metrics.items() if not k.startswith("stress_")} == before
+    text = paths.MODEL_REPORT.read_text()
+    assert "## Shortcut stress test" in text and "| vignette_r0.8_hard |" in text
+    with pytest.raises(DataError, match=r"evaluate.stress: unknown \['vignette_big'\]"):
+        evaluate.main(trained_with("evaluate.stress=[vignette_big]"))
