@@ -10,6 +10,8 @@ are chosen on) and loco.png (a heatmap) under --workdir.
     python bench/loco.py                               # all four folds, the default recipe
     python bench/loco.py --cap 600                     # each training collection at most 600 images per class
     python bench/loco.py --rows derm7pt --variant vig train.jitter.vignette=0.5   # a candidate recipe
+    python bench/loco.py --recalibrate 100             # also re-fit the operating point on 100 labelled held-out images
+    python bench/loco.py --rescore --recalibrate 100   # the same on finished folds: only `evaluate` runs again
     python bench/loco.py --table-only                  # redraw from loco.json
 
 Each fold runs in its own workspace through bench/pipeline.py, stage by stage as `dvc repro` would.
@@ -19,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import ROOT, bench, stage_env  # noqa: E402
+from pipeline import ROOT, bench, compose, run_stage, stage_env  # noqa: E402
 from transfer import CELL_KEYS, heatmap  # noqa: E402
 
 ROWS = {"kaggle": "Kaggle folders", "ham10000": "HAM10000", "isic2017": "ISIC 2017", "derm7pt": "Derm7pt"}
@@ -33,6 +36,7 @@ COLUMNS = {
     "held out, whole": "held_out",
     "Derm7pt melanoma vs rest": "held_out_melanoma",
     "ISIC 2017 validation (150)": "isic2017_validation",
+    "held out, re-fitted on a labelled sample": "held_out_recalibrated",
     "trained-on test part (clean)": "clean_test",
 }
 HEADLINE = "held out, whole"
@@ -48,9 +52,33 @@ def cap_overrides(held_out: str, cap: int | None) -> list[str]:
     return [f"data.per_class_limit={cap}", *(f"+data.sources.{name}.per_class_limit={cap}" for name in sources)]
 
 
+def recalibrate_overrides(size: int | None) -> list[str]:
+    """Re-fit temperature and threshold on a seeded labelled sample of about `size` held-out images
+    (whole lesions, half per class) and score the rest both ways: `held_out_recalibrated`."""
+    return [] if size is None else [f"+evaluate.external.held_out.recalibration_sample={size}"]
+
+
+def rescore(work: Path, overrides: list[str], env: dict) -> dict:
+    """Run only `evaluate` again in a finished fold's workspace under `overrides` (scoring settings),
+    with this checkout's code and configuration (stages compose from the checkout's conf/)."""
+    for name in ("src", "conf"):
+        shutil.copytree(ROOT / name, work / name, dirs_exist_ok=True)
+    env = {**env, "PYTHONPATH": str(work / "src")}
+    wall, _, code = run_stage(compose(work, overrides, env)["evaluate"]["cmd"], work, env)
+    if code:
+        raise SystemExit(f"{work.name}: evaluate failed with exit code {code}")
+    print(f"{work.name:>24} evaluate {wall:8.1f} s", flush=True)
+    return json.loads((work / "reports" / "metrics.json").read_text())
+
+
+GAIN_KEYS = ("sensitivity_gain", "specificity_gain", "sample_images")
+
+
 def cells(metrics: dict) -> dict:
+    """{column: the metrics it shows}; a re-fitted set also its gains over the frozen operating point."""
     return {
-        column: {key: metrics[name].get(key) for key in CELL_KEYS} | {"set": name}
+        column: {key: metrics[name].get(key) for key in (*CELL_KEYS, *GAIN_KEYS) if key in metrics[name] or key in CELL_KEYS}
+        | {"set": name}
         for column, name in COLUMNS.items()
         if name in metrics
     }
@@ -84,6 +112,12 @@ def markdown(results: dict) -> str:
                 if c is None
                 else f"{c['roc_auc']:.3f} [{c['roc_auc_ci_low']:.3f}, {c['roc_auc_ci_high']:.3f}]<br>"
                 f"sens {c['sensitivity']:.3f} / spec {c['specificity']:.3f}<br>ECE {c['ece']:.3f}, n {c['n_images']}"
+                + (
+                    f"<br>vs frozen: sens {c['sensitivity_gain']:+.3f} / spec {c['specificity_gain']:+.3f} "
+                    f"({c['sample_images']} labelled)"
+                    if "specificity_gain" in c
+                    else ""
+                )
             )
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n" + mean_row(results)
@@ -95,6 +129,8 @@ def main() -> None:
     parser.add_argument("--cap", type=int, help="images per split and class from each training collection")
     parser.add_argument("--variant", nargs="+", default=[], metavar="NAME OVERRIDE", help="a named candidate recipe")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--recalibrate", type=int, metavar="N", help="re-fit the operating point on N labelled held-out images")
+    parser.add_argument("--rescore", action="store_true", help="re-run only `evaluate` in the folds' finished workspaces")
     parser.add_argument("--table-only", action="store_true", help="only rebuild the table and heatmap from loco.json")
     args = parser.parse_args()
     workdir = args.workdir.resolve()
@@ -105,7 +141,11 @@ def main() -> None:
     if not args.table_only:
         env = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
         for row in args.rows:
-            fold = [f"experiment=loco_{row}", *cap_overrides(row, args.cap), *overrides]
+            fold = [f"experiment=loco_{row}", *cap_overrides(row, args.cap), *overrides, *recalibrate_overrides(args.recalibrate)]
+            if args.rescore:
+                results[row].update(overrides=fold, cells=cells(rescore(workdir / f"loco_{row}_{name}", fold, env)))
+                out.write_text(json.dumps(results, indent=2))
+                continue
             run = bench(f"loco_{row}_{name}", fold, workdir, env, [], 1)
             metrics = run["metrics"]
             results[row] = {
