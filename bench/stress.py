@@ -36,12 +36,16 @@ def shifted_files(paths: list[str], folder: Path) -> dict[str, list[str]]:
     return {name: write_stressed(paths, name, folder / name) for name in SHIFTS}
 
 
-def stress(project: Path, files: dict[str, list[str]], labels: np.ndarray, groups: np.ndarray, seed: int = 0) -> dict:
-    """Metrics of one project's model under every shift, with the change from no shift."""
+def stress(
+    project: Path, files: dict[str, list[str]], labels: np.ndarray, groups: np.ndarray, views: int | None = None, seed: int = 0
+) -> dict:
+    """Metrics of one project's model under every shift, with the change from no shift; `views`:
+    test-time views (default: the model's own)."""
     from skin_cancer import evaluation as ev
     from skin_cancer.serving import load_classifier
 
     classifier = load_classifier(project / "models" / "model.keras")
+    classifier = classifier.with_views(views) if views else classifier
     rows = {}
     for name, paths in files.items():
         prob = np.array([r["probability"] for r in classifier.predict(paths)])
@@ -100,6 +104,7 @@ def main() -> None:
     parser.add_argument("projects", nargs="+", type=Path)
     parser.add_argument("--split", choices=("val", "test"), default="val")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--views", type=int, choices=range(1, 9), metavar="1-8", help="test-time views (default: the model's)")
     args = parser.parse_args()
     from skin_cancer.data import read_manifest
 
@@ -113,8 +118,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         files = shifted_files(list(frame.path), Path(tmp))
         for project in args.projects:
-            results[project.name] = stress(project, files, labels, groups)
-    print(f"{args.split}: {len(frame)} images, {int(labels.sum())} malignant")
+            results[project.name] = stress(project, files, labels, groups, args.views)
+    views = args.views or "the models' own"
+    print(f"{args.split}: {len(frame)} images, {int(labels.sum())} malignant, {views} test-time views")
     print(f"{'model':<22} {'shift':<26} {'AUC':>6} {'AUC 95% CI':>14} {'sens':>6} {'spec':>6} {'d spec':>7}")
     for model, result in results.items():
         for name, row in result["shifts"].items():
