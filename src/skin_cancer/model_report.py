@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from skin_cancer.host import one_line as host_line
 from skin_cancer.operating_point import OperatingPoint
 
 LIMITATIONS = """\
@@ -206,6 +207,8 @@ def build(
         )
         lines.append(f"- Copies in **{name}** ({source['images']} images, groups from `{source['group_column']}`): {per_class}.")
 
+    if operating_point.host:
+        lines += [f"- Calibrated on {host_line(operating_point.host)}: numbers differ across instruction sets."]
     model = params["model"]
     if model["backbone"] == "ensemble":
         recipe = (

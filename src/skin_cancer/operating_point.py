@@ -30,6 +30,8 @@ class OperatingPoint:
     # K classes, evaluate.class_prior=uniform: each class's share of the training images, divided out
     # of the calibrated probabilities (None: probabilities of the training class mix).
     class_prior: list[float] | None = None
+    # The machine that fitted it (skin_cancer.host.describe): numbers differ across instruction sets.
+    host: dict = field(default_factory=dict)
 
     @property
     def multiclass(self) -> bool:

@@ -19,6 +19,7 @@ import pandas as pd
 from skin_cancer import paths
 from skin_cancer.access import explained_refusals
 from skin_cancer.config import Config, TrackingConfig, flatten, to_dict
+from skin_cancer.host import describe as describe_host
 from skin_cancer.io import read_json
 from skin_cancer.operating_point import OperatingPoint
 from skin_cancer.store import check_tracking, ensure_experiment, store_lock, tracking_uri
@@ -91,6 +92,13 @@ def run_tags(cfg: Config, prepare_report: dict) -> dict[str, str]:
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     return tags
+
+
+def host_tags(host: dict[str, str], stage: str):
+    """The machine a stage ran on as run tags `host.<stage>.<key>` (skin_cancer.host)."""
+    from mlflow.entities import RunTag
+
+    return [RunTag(f"host.{stage}.{key}", value) for key, value in host.items()]
 
 
 def epoch_metrics(history: pd.DataFrame):
@@ -253,6 +261,7 @@ def training_run(cfg: Config, phase: str, first_epoch: int = 0, *, chief: bool =
         experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, uri)
         before = list(PHASES)[: list(PHASES).index(phase)]
         run_id = pipeline_run_id(client, experiment_id, cfg, before, f"{phase}.")
+        client.log_batch(run_id, tags=host_tags(describe_host(), phase))
 
     def log_epoch(epoch: int, logs: dict | None) -> None:
         now = int(time.time() * 1000)
@@ -290,7 +299,7 @@ def pipeline_run(cfg: Config):
         run_id = pipeline_run_id(client, experiment_id, cfg, list(PHASES), "test.")
         with mlflow.start_run(run_id=run_id):
             log_datasets(list(metrics))
-            client.log_batch(run_id, params=run_params(cfg))
+            client.log_batch(run_id, params=run_params(cfg), tags=host_tags(operating_point.host, "calibrate"))
             # One namespace per evaluated set: validation.*, test.*, clean_test.*, <external set>.*
             numbers = {
                 **flatten(metrics),

@@ -165,6 +165,7 @@ def test_training_logs_each_epoch_into_the_run_that_the_track_stage_completes(ou
     `track` completes; a fine-tuning re-run after that run finished (DVC restored `train` from its
     cache) opens a new run holding the head's epochs from its history file."""
     from skin_cancer import paths
+    from skin_cancer.host import describe as describe_host
     from skin_cancer.stages import finetune, train
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
@@ -180,6 +181,11 @@ def test_training_logs_each_epoch_into_the_run_that_the_track_stage_completes(ou
     _, found = runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     assert [r.info.run_id for r in found] == [run_id] and found[0].info.status == "FINISHED"
     assert found[0].data.params["model.dropout"] == str(outputs.model.dropout)
+    # The machine of each stage: numbers differ across instruction sets.
+    tags, here = found[0].data.tags, describe_host()
+    assert tags["host.head.cpu"] == tags["host.finetune.cpu"] == tags["host.calibrate.cpu"] == here["cpu"]
+    assert tags["host.finetune.isa"] == here["isa"] and tags["host.calibrate.tensorflow"] == here["tensorflow"]
+    assert f"Calibrated on {here['cpu']}" in paths.MODEL_REPORT.read_text()
     logged = [m for key in ("head.loss", "finetune.loss") for m in client.get_metric_history(run_id, key)]
     assert len(logged) == 4 and all(m.timestamp < tracked for m in logged)
 

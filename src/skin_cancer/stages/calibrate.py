@@ -3,7 +3,7 @@ choose the decision threshold by `evaluate.threshold_policy` -> models/operating
 every later prediction uses, with the validation metrics (per source too). No test image is looked at."""
 
 from skin_cancer import evaluation as ev
-from skin_cancer import inference, paths
+from skin_cancer import host, inference, paths
 from skin_cancer import multiclass as mc
 from skin_cancer.config import Config
 from skin_cancer.data import images_fingerprint, read_manifest
@@ -62,6 +62,7 @@ def main(cfg: Config) -> None:
         validation_by_source=ev.json_safe(by_source),
         # Which images the validation metrics come from: only models validated alike are compared.
         validation_fingerprint=images_fingerprint(val.sha256),
+        host=host.describe(),
     )
     operating_point.save(paths.OPERATING_POINT)
     print(
