@@ -1,0 +1,42 @@
+"""The out-of-distribution score on features: a distance that grows away from the training data,
+a cut-off that flags the chosen share of in-domain images, and its AUROC."""
+
+import numpy as np
+import pytest
+
+from skin_cancer import ood
+
+
+def gaussian(n, d=16, shift=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    scales = np.linspace(0.2, 3.0, d)  # unequal variances: Mahalanobis, not Euclidean, is right here
+    return rng.normal(shift, 1.0, (n, d)) * scales
+
+
+def test_the_distance_is_mahalanobis_under_the_fitted_covariance():
+    train = gaussian(4000)
+    model = ood.fit(train)
+    probe = np.zeros((2, 16))
+    probe[0, 0], probe[1, -1] = 0.6, 0.6  # the same step along a narrow and along a wide direction
+    near_narrow, near_wide = model.distance(probe)
+    # 0.6 / 0.2 = 3 and 0.6 / 3 = 0.2 without shrinkage; Ledoit-Wolf pulls both towards the mean variance.
+    assert near_narrow > 2.0 and near_wide < 0.3 and near_narrow > 8 * near_wide
+
+
+def test_the_cutoff_flags_the_chosen_share_of_validation_like_images_and_more_of_the_others():
+    model = ood.fit(gaussian(3000)).with_cutoff(gaussian(2000, seed=1), flag_share=0.05)
+    assert model.flagged(gaussian(4000, seed=2)).mean() == pytest.approx(0.05, abs=0.015)
+    assert model.flagged(gaussian(500, shift=1.5, seed=3)).mean() > 0.9
+    with pytest.raises(ValueError, match="flag_share"):
+        model.with_cutoff(gaussian(10), 1.0)
+
+
+def test_auroc_of_in_against_out_of_domain_scores():
+    model = ood.fit(gaussian(3000))
+    inside, outside = model.distance(gaussian(500, seed=4)), model.distance(gaussian(500, shift=1.5, seed=5))
+    assert ood.auroc(inside, outside) > 0.95 and ood.auroc(inside, inside[::-1]) == pytest.approx(0.5, abs=0.05)
+
+
+def test_too_few_rows_are_refused():
+    with pytest.raises(ValueError, match="at least two feature rows"):
+        ood.fit(np.zeros((1, 8)))
