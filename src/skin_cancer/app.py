@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from skin_cancer.ood import flag_text
+
 NOTICE = (
     "**Research tool, not a medical device.** It must not be used to diagnose, triage or reassure "
     "anyone about a skin lesion. Its training data is small and biased (see the model card)."
@@ -113,6 +115,13 @@ def show_prediction(upload, clf) -> None:
     st.subheader(upload.name)
     left, right = st.columns(2)
     left.image(image.astype(np.uint8), caption="as the model sees it", width="stretch")
+    if result.get("out_of_distribution"):
+        st.warning(
+            f"No diagnosis: {flag_text(result)}. The distance is the Mahalanobis distance of the image's features from "
+            "the training images'; the cut-off was frozen on validation images. The model was never shown anything "
+            "like this image, so its output would mean nothing."
+        )
+        return
     if clf.operating_point.multiclass:
         right.image(explain.overlay(image, heatmap), caption=f"Grad-CAM: evidence for {result['label']}", width="stretch")
         st.markdown(f"Most probable: **{result['label']}** ({result['probability']:.3f})")

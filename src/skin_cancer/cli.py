@@ -17,6 +17,7 @@ from pathlib import Path
 from skin_cancer.access import AccessError
 from skin_cancer.config import PARAMS_FILE, ConfigError, compose, write_params
 from skin_cancer.data import DataError
+from skin_cancer.ood import flag_text
 
 
 def run_audit(args) -> None:
@@ -62,6 +63,8 @@ def run_predict(args) -> int:
             print(json.dumps(row), flush=True)
         elif args.format == "csv":
             print(pd.DataFrame([rows[-1]]).to_csv(index=False, header=i == 0), end="", flush=True)
+        elif row.get("out_of_distribution"):
+            print(f"{row['image']}: {flag_text(row)}", flush=True)
         elif "top3" in row:
             print(f"{row['image']}: {row['label']} (top 3: {rows[-1]['top3']})", flush=True)
         else:
@@ -108,6 +111,9 @@ def run_explain(args) -> int:
         if "error" in result:
             failed += 1
             print(f"{path}: error: {result['error']}", file=sys.stderr)
+            continue
+        if result.get("out_of_distribution"):
+            print(f"{path}: {flag_text(result)}: no map")
             continue
         target = out / f"{Path(path).stem}_gradcam.png"
         decided = f"threshold {result['threshold']:.3f}" if result["threshold"] is not None else "most probable class"

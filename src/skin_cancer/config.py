@@ -176,6 +176,8 @@ class EvaluateConfig:
     calibration_bins: int = MISSING
     external: Dict[str, DatasetSpec] = MISSING
     stress: List[str] = MISSING
+    ood_flag_share: Optional[float] = MISSING
+    ood_train_images: int = MISSING
 
 
 @dataclass
@@ -264,6 +266,8 @@ _RANGES = {
     "evaluate.target_sensitivity": _FRACTION,
     "evaluate.bootstrap_resamples": _at_least(100),
     "evaluate.calibration_bins": _at_least(2),
+    "evaluate.ood_flag_share": (lambda v: v is None or 0 < v < 1, "in (0, 1) or null"),
+    "evaluate.ood_train_images": _at_least(2),
 }
 for _phase in ("head", "finetune"):
     _RANGES.update(

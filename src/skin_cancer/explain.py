@@ -94,12 +94,15 @@ def member_grad_cams(model, image: np.ndarray, class_index: int | None = None) -
 
 def explain_file(classifier, path, class_name: str | None = None) -> tuple[dict, np.ndarray | None, np.ndarray | None]:
     """(prediction, the image as the model sees it, Grad-CAM heatmap) of one image file, for the CLI
-    and the app alike; image and heatmap are None where the prediction carries an `error`. A K-class
+    and the app alike; image and heatmap are None where the prediction carries an `error`, the
+    heatmap where the image is flagged out of distribution (no diagnosis to explain). A K-class
     model's map is of `class_name`, else of the predicted class."""
     result = classifier.predict([path])[0]
     if "error" in result:
         return result, None, None
     image = classifier.load_file(Path(path))
+    if result.get("out_of_distribution"):
+        return result, image, None
     names = classifier.class_names
     index = names.index(class_name or result["label"]) if classifier.operating_point.multiclass else None
     heatmap, _ = grad_cam(classifier.model, image, index)

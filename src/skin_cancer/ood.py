@@ -54,3 +54,60 @@ def auroc(in_domain: np.ndarray, out_of_domain: np.ndarray) -> float:
     scores = np.concatenate([in_domain, out_of_domain])
     labels = np.concatenate([np.zeros(len(in_domain)), np.ones(len(out_of_domain))])
     return float(roc_auc_score(labels, scores))
+
+
+# Beside model.keras and operating_point.json: the Gaussian and cut-off a classifier flags with.
+OOD_FILE = "ood.npz"
+NOT_LIKE_TRAINING = "not a dermoscopic image like the training data"
+
+
+def flag_text(result: dict) -> str:
+    """Why a prediction carries no diagnosis, in one line."""
+    return f"{result['note']} (distance {result['ood_distance']:.1f} > cut-off {result['ood_cutoff']:.1f})"
+
+
+def save(detector: FeatureDistance | None, path, reason: str = "") -> None:
+    """Write the detector (precision as float32: 6.5 MB for 1280 features), or for a model without
+    one a file saying why (`reason`), so the pipeline's output always exists."""
+    from skin_cancer.io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        if detector is None:
+            np.savez(handle, reason=np.array(reason))
+        else:
+            np.savez(handle, mean=detector.mean, precision=detector.precision.astype(np.float32), cutoff=detector.cutoff)
+
+
+def load(path) -> FeatureDistance | None:
+    """The detector saved at `path`; None when the model has none (the file says why)."""
+    with np.load(path) as saved:
+        if "mean" not in saved:
+            return None
+        return FeatureDistance(saved["mean"], saved["precision"].astype(np.float64), float(saved["cutoff"]))
+
+
+def pooled_features(model):
+    """The Keras model from an image to the pooled backbone features its classifier reads; None for
+    a model without one feature space (an ensemble)."""
+    import keras
+
+    try:
+        return keras.Model(model.input, model.get_layer("pool").output, name="pooled_features")
+    except ValueError:
+        return None
+
+
+def fit_on_images(model, train_paths, val_paths, *, image_size: int, batch_size: int, flag_share: float, runtime: str):
+    """The detector of a trained classifier: a Gaussian on the pooled features of `train_paths`, the
+    cut-off flagging `flag_share` of `val_paths`; None for a model without one feature space."""
+    from skin_cancer import inference
+
+    pooled = pooled_features(model)
+    if pooled is None:
+        return None
+    forward = inference.compile_forward(lambda images: pooled(images, training=False), model.input_shape[1:], runtime)
+
+    def features(image_paths, name: str) -> np.ndarray:
+        return inference.predict_files(forward, image_paths, image_size, batch_size, f"out-of-distribution: {name}")
+
+    return fit(features(train_paths, "training")).with_cutoff(features(val_paths, "validation"), flag_share)

@@ -180,7 +180,7 @@ def log_models(cfg: Config, operating_point: OperatingPoint) -> None:
     mlflow.pyfunc.log_model(
         name="serving",
         python_model=serving_model(),
-        artifacts={"model": str(paths.MODEL), "operating_point": str(paths.OPERATING_POINT)},
+        artifacts={"model": str(paths.MODEL), "operating_point": str(paths.OPERATING_POINT), "ood": str(paths.OOD)},
         code_paths=[str(Path(__file__).resolve().parent)],
         signature=serving_signature(),
         pip_requirements=pip_requirements(),

@@ -30,7 +30,10 @@ class Classifier:
     model: object
     operating_point: OperatingPoint
     source: str = ""
+    # The out-of-distribution detector fitted with the operating point (skin_cancer.ood); None: no flag.
+    ood: object = None
     _forward: object = field(default=None, repr=False, compare=False)
+    _pooled: object = field(default=None, repr=False, compare=False)
     # Threads (REST workers, app sessions) share one classifier: the graph is compiled once.
     _compiling: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
@@ -75,6 +78,19 @@ class Classifier:
             )
         return apply_temperature(raw, self.operating_point.temperature, self.operating_point.class_prior)
 
+    def _ood_distances(self, images) -> np.ndarray:
+        """Each image's distance from the training images' pooled features (one view)."""
+        from skin_cancer.inference import compile_forward
+        from skin_cancer.ood import pooled_features
+
+        with self._compiling:
+            if self._pooled is None:
+                pooled = pooled_features(self.model)
+                shape, runtime = self.model.input_shape[1:], self.operating_point.runtime
+                self._pooled = compile_forward(lambda x: pooled(x, training=False), shape, runtime)
+        images = np.asarray(images, dtype="float32")
+        return np.concatenate([self.ood.distance(self._pooled(images[i : i + BATCH])) for i in range(0, len(images), BATCH)])
+
     def predict(self, images: list) -> list[dict]:
         """One result per input (a path or an RGB array): probability, label and threshold, or an
         `error` naming what is wrong with that input; the other inputs are still predicted."""
@@ -104,9 +120,26 @@ class Classifier:
                 results.append({"image": name, "error": str(error)})
         scored = [r for r in results if "error" not in r]
         if scored:
-            for result, probability in zip(scored, self._probabilities(np.stack(decoded))):
+            images = np.stack(decoded)
+            for result, probability in zip(scored, self._probabilities(images)):
                 result.update(self._decide(probability))
+            if self.ood is not None:
+                for result, distance in zip(scored, self._ood_distances(images)):
+                    self._flag(result, float(distance))
         return results
+
+    def _flag(self, result: dict, distance: float) -> None:
+        """Add the out-of-distribution verdict to a result; beyond the cut-off the diagnosis is
+        withheld (label and probability None, a K-class model's class probabilities removed) and
+        `note` says why."""
+        from skin_cancer.ood import NOT_LIKE_TRAINING
+
+        flagged = distance > self.ood.cutoff
+        result.update(out_of_distribution=flagged, ood_distance=distance, ood_cutoff=self.ood.cutoff)
+        if flagged:
+            for key in ("probabilities", "top3", "malignant_score"):
+                result.pop(key, None)
+            result.update(label=None, probability=None, note=NOT_LIKE_TRAINING)
 
     def load_file(self, path: Path) -> np.ndarray:
         """A file decoded and resized as the input pipeline does it; BadImage naming the problem,
@@ -187,7 +220,11 @@ def load_classifier(source: str | Path = "models/model.keras", *, run_id: str | 
     op_path = path.parent / OPERATING_POINT_FILE
     if not op_path.is_file():
         raise DataError(f"{op_path} not found: the model's temperature and threshold come from the calibrate stage")
-    return Classifier(load_model(path), OperatingPoint.load(op_path), str(path))
+    from skin_cancer import ood
+
+    # A model calibrated before the flag existed has no detector file: it predicts without the flag.
+    detector = ood.load(path.parent / ood.OOD_FILE) if (path.parent / ood.OOD_FILE).is_file() else None
+    return Classifier(load_model(path), OperatingPoint.load(op_path), str(path), detector)
 
 
 def image_files(inputs: list[str]) -> tuple[list[str], list[str]]:
@@ -212,6 +249,8 @@ def image_files(inputs: list[str]) -> tuple[list[str], list[str]]:
     return files, skipped
 
 
+# REST answer columns of the out-of-distribution flag (empty for a model without a detector).
+OOD_COLUMNS = ["out_of_distribution", "ood_distance", "ood_cutoff", "note"]
 # REST serving limits (pyfunc model behind `mlflow models serve`).
 MAX_BATCH = 32
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
@@ -292,13 +331,14 @@ def serving_model():
                     f"the model failed on this request ({type(error).__name__}: {error}); the request itself was valid",
                     error_code=INTERNAL_ERROR,
                 ) from error
+            columns = ["probability", "label", "threshold", "error", *OOD_COLUMNS]
             if not self.classifier.operating_point.multiclass:
-                return pd.DataFrame(results, columns=["probability", "label", "threshold", "error"])
+                return pd.DataFrame(results, columns=columns)
             # K classes: every class's probability as a JSON object per row.
             for result in results:
                 if "probabilities" in result:
                     result["probabilities"] = json.dumps(result["probabilities"])
-            return pd.DataFrame(results, columns=["probability", "label", "threshold", "error", "probabilities"])
+            return pd.DataFrame(results, columns=[*columns, "probabilities"])
 
     return ImageClassifierModel()
 
@@ -316,6 +356,11 @@ def serving_signature():
                 ColSpec("string", "label"),
                 ColSpec("double", "threshold"),
                 ColSpec("string", "error"),
+                # Models with an out-of-distribution detector (skin_cancer.ood).
+                ColSpec("boolean", "out_of_distribution", required=False),
+                ColSpec("double", "ood_distance", required=False),
+                ColSpec("double", "ood_cutoff", required=False),
+                ColSpec("string", "note", required=False),
                 ColSpec("string", "probabilities", required=False),  # K-class models: JSON per class
             ]
         ),

@@ -262,3 +262,45 @@ def test_the_served_model_reports_its_own_faults_as_server_errors(trained):
     with pytest.raises(MlflowException, match="no `image` column") as refused:
         served.predict(None, pd.DataFrame({"picture": [good]}))
     assert refused.value.get_http_status_code() == 400
+
+
+def test_images_unlike_the_training_data_get_no_diagnosis_everywhere(trained_with, capsys):
+    """calibrate fits the detector (its cut-off flags evaluate.ood_flag_share of validation); beyond
+    the cut-off the API, the CLI, the REST model and explain withhold the diagnosis and say why."""
+    import base64
+    from dataclasses import replace
+
+    from skin_cancer import load_classifier, ood
+    from skin_cancer.data import read_manifest
+    from skin_cancer.serving import serving_model
+    from skin_cancer.stages import calibrate
+
+    assert load_classifier("models/model.keras").ood is None  # the shared pipeline has the flag off
+    cfg = trained_with("evaluate.ood_flag_share=0.05")
+    calibrate.main(cfg)
+    clf = load_classifier("models/model.keras")
+    assert clf.ood is not None and clf.ood.cutoff == ood.load(paths.OOD).cutoff
+    val = read_manifest(paths.PREPARED / "val.csv")
+    flagged = [r["out_of_distribution"] for r in clf.predict(list(val.path))]
+    assert np.mean(flagged) <= cfg.evaluate.ood_flag_share + 1 / len(val)  # the validation quantile
+    test = str(read_manifest(paths.PREPARED / "test.csv").path[0])
+    plain = clf.predict([test])[0]
+    assert plain["ood_distance"] > 0 and plain["label"] in clf.class_names
+
+    strict = replace(clf, ood=replace(clf.ood, cutoff=-1.0))  # every image beyond the cut-off
+    answer = strict.predict([test])[0]
+    assert answer["out_of_distribution"] and answer["label"] is None and answer["probability"] is None
+    assert answer["note"] == ood.NOT_LIKE_TRAINING and answer["ood_distance"] == pytest.approx(plain["ood_distance"], rel=1e-4)
+    result, image, heatmap = explain.explain_file(strict, test)
+    assert result["out_of_distribution"] and image is not None and heatmap is None
+
+    served = serving_model()
+    served.classifier = strict
+    rows = served.predict(None, pd.DataFrame({"image": [base64.b64encode(open(test, "rb").read()).decode()]}))
+    assert rows.out_of_distribution.tolist() == [True] and rows.label.isna().all() and rows.note[0] == ood.NOT_LIKE_TRAINING
+
+    ood.save(strict.ood, paths.OOD)  # the CLI loads the detector beside the model
+    assert cli(["predict", test]) == 0
+    assert f"{test}: {ood.NOT_LIKE_TRAINING} (distance" in capsys.readouterr().out
+    ood.save(None, paths.OOD, reason="an ensemble has no single feature space")
+    assert load_classifier("models/model.keras").ood is None

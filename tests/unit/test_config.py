@@ -176,6 +176,7 @@ def test_dvc_outputs_match_the_paths_the_code_writes():
         paths.MODEL,
         paths.MODEL_H5,
         paths.OPERATING_POINT,
+        paths.OOD,
         paths.TRAIN_HISTORY,
         paths.FINETUNE_HISTORY,
         paths.TRAIN_RUN,

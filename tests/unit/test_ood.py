@@ -40,3 +40,14 @@ def test_auroc_of_in_against_out_of_domain_scores():
 def test_too_few_rows_are_refused():
     with pytest.raises(ValueError, match="at least two feature rows"):
         ood.fit(np.zeros((1, 8)))
+
+
+def test_a_detector_survives_the_file_and_a_model_without_one_says_why(tmp_path):
+    model = ood.fit(gaussian(500)).with_cutoff(gaussian(200, seed=1), 0.05)
+    ood.save(model, tmp_path / "ood.npz")
+    loaded = ood.load(tmp_path / "ood.npz")
+    assert loaded.cutoff == model.cutoff
+    np.testing.assert_allclose(loaded.distance(gaussian(5, seed=2)), model.distance(gaussian(5, seed=2)), rtol=1e-4)
+    ood.save(None, tmp_path / "none.npz", reason="an ensemble has no single feature space")
+    assert ood.load(tmp_path / "none.npz") is None
+    assert str(np.load(tmp_path / "none.npz")["reason"]) == "an ensemble has no single feature space"

@@ -3,7 +3,7 @@ choose the decision threshold by `evaluate.threshold_policy` -> models/operating
 every later prediction uses, with the validation metrics (per source too). No test image is looked at."""
 
 from skin_cancer import evaluation as ev
-from skin_cancer import host, inference, paths
+from skin_cancer import host, inference, ood, paths
 from skin_cancer import multiclass as mc
 from skin_cancer.config import Config
 from skin_cancer.data import images_fingerprint, read_manifest
@@ -64,11 +64,28 @@ def main(cfg: Config) -> None:
         validation_fingerprint=images_fingerprint(val.sha256),
         host=host.describe(),
     )
+    detector = None
+    if cfg.evaluate.ood_flag_share is not None:
+        train = read_manifest(paths.PREPARED / "train.csv")
+        sample = train.sample(min(cfg.evaluate.ood_train_images, len(train)), random_state=cfg.seed)
+        detector = ood.fit_on_images(
+            model,
+            sample.path,
+            val.path,
+            image_size=cfg.data.image_size,
+            batch_size=cfg.evaluate.batch_size,
+            flag_share=cfg.evaluate.ood_flag_share,
+            runtime=cfg.evaluate.runtime,
+        )
+    off = cfg.evaluate.ood_flag_share is None
+    ood.save(detector, paths.OOD, reason="evaluate.ood_flag_share is null" if off else "an ensemble has no single feature space")
     operating_point.save(paths.OPERATING_POINT)
     print(
         f"calibrate: temperature {temperature:.3f}, threshold {threshold} ({policy}); "
         f"validation ECE {validation['uncalibrated_ece']:.4f} -> {validation['ece']:.4f}, AUC {validation['roc_auc']:.4f}"
     )
+    if detector is not None:
+        print(f"calibrate: out-of-distribution cut-off {detector.cutoff:.2f} (flags {cfg.evaluate.ood_flag_share} of validation)")
 
 
 if __name__ == "__main__":
