@@ -141,6 +141,9 @@ def test_the_served_model_loads_and_predicts_where_the_project_is_not_importable
     for package in ("tensorflow-cpu==", "keras==", "openvino==", "mlflow==", "pandas==", "pillow==", "scikit-learn=="):
         assert package in requirements.lower(), package
     assert (Path(model_dir) / "serving_input_example.json").is_file()
+    # The out-of-distribution detector travels beside the model, where load_classifier looks for it.
+    (detector,), (keras_file,) = Path(model_dir).rglob("ood.npz"), Path(model_dir).rglob("model.keras")
+    assert detector.parent == keras_file.parent
     image = pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0]
     predicted = predict_outside_the_project(model_dir, image, tmp_path)
     expected = load_classifier("models/model.keras").predict([image])[0]
