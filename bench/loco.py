@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import ROOT, bench, compose, run_stage, stage_env  # noqa: E402
-from transfer import CELL_KEYS, heatmap  # noqa: E402
+from transfer import CELL_KEYS, cell_text, heatmap  # noqa: E402
 
 ROWS = {"kaggle": "Kaggle folders", "ham10000": "HAM10000", "isic2017": "ISIC 2017", "derm7pt": "Derm7pt"}
 # Column -> the metrics namespace that holds it; the held-out collection is `held_out` in every fold.
@@ -105,20 +105,7 @@ def markdown(results: dict) -> str:
     ]
     for r in results.values():
         row = [r["label"], r["trained_on"], f"{r['total_s']:.0f}", f"{r['validation_auc']:.3f}"]
-        for column in columns:
-            c = r["cells"].get(column)
-            row.append(
-                "-"
-                if c is None
-                else f"{c['roc_auc']:.3f} [{c['roc_auc_ci_low']:.3f}, {c['roc_auc_ci_high']:.3f}]<br>"
-                f"sens {c['sensitivity']:.3f} / spec {c['specificity']:.3f}<br>ECE {c['ece']:.3f}, n {c['n_images']}"
-                + (
-                    f"<br>vs frozen: sens {c['sensitivity_gain']:+.3f} / spec {c['specificity_gain']:+.3f} "
-                    f"({c['sample_images']} labelled)"
-                    if "specificity_gain" in c
-                    else ""
-                )
-            )
+        row += [cell_text(r["cells"].get(column), "-") for column in columns]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n" + mean_row(results)
 
@@ -160,6 +147,8 @@ def main() -> None:
             }
             out.write_text(json.dumps(results, indent=2))  # after every fold: a later failure loses nothing
     results = {row: results[row] for row in ROWS if row in results}
+    if not results:
+        raise SystemExit(f"{out}: no fold has been run")
     table = markdown(results)
     (workdir / f"loco_{name}.md").write_text(table)
     heatmap(results, workdir / f"loco_{name}.png", ylabel="held out", title="Leave one collection out")

@@ -59,20 +59,27 @@ def cells(row: str, metrics: dict, externals: list[str]) -> dict:
     return out
 
 
+def cell_text(c: dict | None, missing: str = "n/a") -> str:
+    """One table cell: AUC [95% interval], sensitivity / specificity, ECE, n; a re-fitted set's gains."""
+    if c is None:
+        return missing
+    text = (
+        f"{c['roc_auc']:.3f} [{c['roc_auc_ci_low']:.3f}, {c['roc_auc_ci_high']:.3f}]<br>"
+        f"sens {c['sensitivity']:.3f} / spec {c['specificity']:.3f}<br>ECE {c['ece']:.3f}, n {c['n_images']}"
+    )
+    if "specificity_gain" in c:
+        gains = f"sens {c['sensitivity_gain']:+.3f} / spec {c['specificity_gain']:+.3f}"
+        text += f"<br>vs frozen: {gains} ({c['sample_images']} labelled)"
+    return text
+
+
 def markdown(results: dict) -> str:
     """The transfer matrix as a Markdown table: AUC [95% interval], sensitivity / specificity, ECE, n."""
     columns = list(dict.fromkeys(c for r in results.values() for c in r["cells"]))
     lines = ["| trained on | validation AUC | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
     for r in results.values():
         row = [r["label"], f"{r['validation_auc']:.3f}"]
-        for column in columns:
-            c = r["cells"].get(column)
-            row.append(
-                "n/a"
-                if c is None
-                else f"{c['roc_auc']:.3f} [{c['roc_auc_ci_low']:.3f}, {c['roc_auc_ci_high']:.3f}]<br>"
-                f"sens {c['sensitivity']:.3f} / spec {c['specificity']:.3f}<br>ECE {c['ece']:.3f}, n {c['n_images']}"
-            )
+        row += [cell_text(r["cells"].get(column)) for column in columns]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
