@@ -213,8 +213,9 @@ def publish(cfg: Config) -> dict:
 
 
 def load_logged_model(uri: str):
-    """(Keras model, operating point) of an MLflow model URI: `runs:/<run>/model`,
-    `models:/<name>@<alias>` or `models:/<name>/<version>`; DataError naming a missing one."""
+    """(Keras model, operating point, out-of-distribution detector or None) of an MLflow model URI:
+    `runs:/<run>/model`, `models:/<name>@<alias>` or `models:/<name>/<version>`; DataError naming a
+    missing one. Only the serving model carries the detector; the Keras flavour has none."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -226,9 +227,10 @@ def load_logged_model(uri: str):
     try:
         info = mlflow.models.get_model_info(uri)
         if "keras" in info.flavors:
-            model = mlflow.keras.load_model(uri)
-        else:  # the registered serving pyfunc wraps the Keras model
-            model = mlflow.pyfunc.load_model(uri).unwrap_python_model().classifier.model
+            model, detector = mlflow.keras.load_model(uri), None
+        else:  # the registered serving pyfunc wraps the classifier
+            served = mlflow.pyfunc.load_model(uri).unwrap_python_model().classifier
+            model, detector = served.model, served.ood
     except (MlflowException, OSError, AttributeError) as error:
         if isinstance(error, MlflowException) and error.get_http_status_code() in (401, 403):
             raise refused(error.get_http_status_code(), server, f"loading {uri}") from None
@@ -236,7 +238,7 @@ def load_logged_model(uri: str):
     operating_point = (info.metadata or {}).get("operating_point")
     if not operating_point:
         raise DataError(f"{uri}: the model carries no operating point (logged before the calibrate stage existed?)")
-    return model, OperatingPoint.from_dict(operating_point, uri)
+    return model, OperatingPoint.from_dict(operating_point, uri), detector
 
 
 def model_versions(name: str) -> list[dict]:

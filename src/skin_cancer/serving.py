@@ -210,8 +210,8 @@ def load_classifier(source: str | Path = "models/model.keras", *, run_id: str | 
 
     if run_id is not None or str(source).startswith(("models:/", "runs:/")):
         uri = f"runs:/{run_id}/model" if run_id is not None else str(source)
-        model, operating_point = registry.load_logged_model(uri)
-        return Classifier(model, operating_point, uri)
+        model, operating_point, detector = registry.load_logged_model(uri)
+        return Classifier(model, operating_point, uri, detector)
     from skin_cancer.model import load_model
 
     path = Path(source)
