@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from skin_cancer import paths
+
 
 @dataclass(frozen=True)
 class FeatureDistance:
@@ -57,7 +59,7 @@ def auroc(in_domain: np.ndarray, out_of_domain: np.ndarray) -> float:
 
 
 # Beside model.keras and operating_point.json: the Gaussian and cut-off a classifier flags with.
-OOD_FILE = "ood.npz"
+OOD_FILE = paths.OOD.name
 NOT_LIKE_TRAINING = "not a dermoscopic image like the training data"
 
 
