@@ -69,10 +69,15 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(ordered):.1f} s [{ordered[0]:.1f}, {ordered[-1]:.1f}] over {len(ordered)}"
 
 
-def bench(recipe: str, overrides: list[str], workdir: Path, env: dict, repeat: list[str], repeats: int) -> dict:
+def bench(
+    recipe: str, overrides: list[str], workdir: Path, env: dict, repeat: list[str], repeats: int, last: str | None = None
+) -> dict:
+    """Run every stage (up to `last`) of `overrides`' pipeline in a fresh copy under `workdir`."""
     work = fresh_workspace(workdir / recipe)
     env = {**env, "PYTHONPATH": str(work / "src")}  # the copied code, whatever happens to the checkout meanwhile
     stages = compose(work, overrides, env)
+    if last:
+        stages = dict(list(stages.items())[: list(stages).index(last) + 1])
     rows = []
     for name, stage in stages.items():
         walls = []

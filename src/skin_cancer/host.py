@@ -1,5 +1,10 @@
-"""What machine a number came from: the same code, data and seed give other weights on another
-instruction set (oneDNN picks kernels per CPU), so every run and model report records it."""
+"""What machine a number came from, and the settings that make it not matter.
+
+oneDNN (TensorFlow's convolutions, and the matrix products inside its Eigen kernels), NumPy's SIMD
+loops and OpenBLAS each pick kernels for the CPU they find: on AVX-512 other ones than on AVX2, so
+other rounding and, after training, other weights. `pin()` caps all three at the AVX2 level before
+they load; every run and model report still records the machine and the caps (`describe`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,38 @@ from importlib.metadata import PackageNotFoundError, version
 
 # Instruction sets whose presence changes which oneDNN kernels run.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+# The AVX2 level for each library that dispatches at run time. Each library reads its variable
+# once, when it loads, which is why `pin()` runs when the package is imported, before them.
+AVX2_CEILING = {
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # NumPy 2's targets above AVX2
+    "OPENBLAS_CORETYPE": "Haswell",  # OpenBLAS's AVX2 kernels
+}
+# Set (to anything but 0) to run every library at the CPU's own level: faster on AVX-512, but
+# the numbers are then those of this kind of CPU only.
+NATIVE = "SKIN_CANCER_NATIVE_ISA"
+
+
+def ceiling_for(environ: dict[str, str], cpu_flags: list[str]) -> dict[str, str]:
+    """The variables of AVX2_CEILING to set: none when NATIVE is set or the CPU lacks AVX2 or FMA
+    (OpenBLAS's AVX2 kernels would not run there), and none the environment already sets (a
+    caller's own cap wins)."""
+    if environ.get(NATIVE, "0") != "0" or not {"avx2", "fma"} <= set(cpu_flags):
+        return {}
+    return {key: value for key, value in AVX2_CEILING.items() if key not in environ}
+
+
+def pin() -> None:
+    """Cap oneDNN, NumPy and OpenBLAS at AVX2 in this process's environment (see ceiling_for),
+    so that a seed gives the same numbers on an AVX2 and an AVX-512 CPU. Libraries already
+    loaded keep their kernels: describe() reports what is in effect."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            _, flags = cpu_model_and_flags(handle.read())
+    except OSError:  # not Linux: nothing known to cap
+        return
+    os.environ.update(ceiling_for(dict(os.environ), flags))
 
 
 def cpu_model_and_flags(cpuinfo: str) -> tuple[str, list[str]]:
@@ -51,7 +88,19 @@ def describe() -> dict[str, str]:
         "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "unset"),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+        **numpy_kernels(),
     }
+
+
+def numpy_kernels() -> dict[str, str]:
+    """The SIMD level NumPy's loops run at and OpenBLAS's kernel family, as loaded (not as asked
+    for: a library loaded before `pin()` keeps the CPU's own)."""
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    from threadpoolctl import threadpool_info
+
+    enabled = [target for target in __cpu_dispatch__ if __cpu_features__.get(target)]
+    blas = [f"{pool['internal_api']} {pool.get('architecture', '?')}" for pool in threadpool_info() if pool["user_api"] == "blas"]
+    return {"numpy_simd": enabled[-1] if enabled else "baseline", "blas": ", ".join(blas) or "none"}
 
 
 def one_line(host: dict[str, str]) -> str:
@@ -59,5 +108,6 @@ def one_line(host: dict[str, str]) -> str:
     return (
         f"{host.get('cpu', 'unknown')} ({host.get('cores', '?')} cores; {host.get('isa', '?')}), TensorFlow "
         f"{host.get('tensorflow', '?')} (oneDNN {host.get('onednn_opts', '?')}, max ISA "
-        f"{host.get('onednn_max_cpu_isa', '?')}), OpenVINO {host.get('openvino', '?')}"
+        f"{host.get('onednn_max_cpu_isa', '?')}), NumPy SIMD {host.get('numpy_simd', '?')}, "
+        f"{host.get('blas', '?')}, OpenVINO {host.get('openvino', '?')}"
     )

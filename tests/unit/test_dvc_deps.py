@@ -22,21 +22,24 @@ def module_file(name: str) -> Path | None:
 
 def imported_modules(path: Path) -> set[str]:
     """Project modules a file imports anywhere in it (function-level imports too: they run)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    found, tree = set(), ast.parse(path.read_text())
+    # A module's __getattr__ imports lazily, on an attribute no stage asks for (skin_cancer.load_classifier).
+    tree.body = [node for node in tree.body if not (isinstance(node, ast.FunctionDef) and node.name == "__getattr__")]
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.split(".")[0] == PACKAGE}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == PACKAGE:
             found.add(node.module)
             # `from skin_cancer import audit` imports a module; `from skin_cancer.x import f` a name.
             found |= {f"{node.module}.{alias.name}" for alias in node.names if module_file(f"{node.module}.{alias.name}")}
-    # The bare package's __init__ only re-exports lazily; it is not a dependency of its own.
-    return {name for name in found if name != PACKAGE and module_file(name)}
+    return {name for name in found if module_file(name)}
 
 
 def import_closure(module: str) -> set[str]:
     """Every project module that running `module` may import, as paths relative to the project root."""
-    seen, todo = set(), [module]
+    # Python runs the package's __init__ before any of its modules; it caps the numerical kernels
+    # (skin_cancer.host.pin), so it and what it imports change every stage's numbers.
+    seen, todo = set(), [module, PACKAGE]
     while todo:
         name = todo.pop()
         if name in seen:
@@ -70,3 +73,4 @@ def test_the_closure_follows_function_level_and_package_imports(tmp_path):
     assert "src/skin_cancer/stages/__init__.py" in closure  # run_stage
     assert "src/skin_cancer/config.py" in closure
     assert "src/skin_cancer/tracking.py" in closure
+    assert {"src/skin_cancer/__init__.py", "src/skin_cancer/host.py"} <= closure  # the package's kernel caps
