@@ -32,8 +32,8 @@ from skin_cancer.host import AVX2_CEILING, NATIVE  # noqa: E402
 
 # What a run produces that a seed should fix (figures are left out: their files carry render metadata).
 COMPARED = ("data/prepared", "data/features", "models", "reports/evaluation", "reports/metrics.json")
-# JSON keys that describe the machine or the clock, not the result.
-NOT_RESULTS = {"host", "seconds", "wall_s", "created"}
+# The JSON key that describes the machine, not the result (the operating point's).
+NOT_RESULTS = {"host"}
 
 
 def environments(base: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -69,7 +69,7 @@ def _without(value, keys: set[str]):
 
 def file_digest(path: Path) -> str:
     """A digest of what a file holds: array values of .keras/.h5/.npz files (not their containers'
-    metadata), JSON without machine or clock keys, otherwise the bytes."""
+    metadata), JSON without the machine's description, otherwise the bytes."""
     if path.suffix == ".keras":
         with zipfile.ZipFile(path) as archive:
             return _h5_digest(io.BytesIO(archive.read("model.weights.h5")))
@@ -99,18 +99,15 @@ def differences(a: dict[str, str], b: dict[str, str]) -> list[str]:
 
 
 def run(overrides: list[str], workdir: Path, variants=("unrestricted", "avx2", "native"), last: str | None = None) -> dict:
-    """Run the pipeline (up to stage `last`) once per variant; their timings, fingerprints and the
-    differences between the first variant and each other."""
+    """Run the pipeline (up to stage `last`) once per variant: their timings and fingerprints, and
+    for each later variant the outputs that differ from the first's."""
     env = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
     runs = {}
     for name in variants:
         result = bench(name, overrides, workdir, environments(env)[name], repeat=[], repeats=1, last=last)
         runs[name] = {**result, "fingerprint": fingerprint(workdir / name)}
     reference = runs[variants[0]]["fingerprint"]
-    return {
-        "runs": runs,
-        "differs_from_" + variants[0]: {name: differences(reference, runs[name]["fingerprint"]) for name in variants[1:]},
-    }
+    return {"runs": runs, "differs": {name: differences(reference, runs[name]["fingerprint"]) for name in variants[1:]}}
 
 
 def main() -> None:
@@ -128,7 +125,7 @@ def main() -> None:
             f"{name:<13} {r['total_s']:7.1f} s  clean-test AUC {metrics['roc_auc']:.6f}  "
             f"oneDNN {host.get('onednn_max_cpu_isa')}  NumPy {host.get('numpy_simd')}  {host.get('blas')}"
         )
-    for name, paths in result["differs_from_unrestricted"].items():
+    for name, paths in result["differs"].items():
         total = len(result["runs"][name]["fingerprint"])
         print(f"unrestricted vs {name}: {total - len(paths)} of {total} outputs identical; differ: {paths[:8]}")
     base = result["runs"]["native"]["total_s"]
