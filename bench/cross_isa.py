@@ -19,16 +19,13 @@ import argparse
 import hashlib
 import io
 import json
-import os
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 from pipeline import ROOT, bench, stage_env
 
-sys.path.insert(0, str(ROOT / "src"))
-from skin_cancer.host import AVX2_CEILING, NATIVE  # noqa: E402
+from skin_cancer.host import AVX2_CEILING, NATIVE
 
 # What a run produces that a seed should fix (figures are left out: their files carry render metadata).
 COMPARED = ("data/prepared", "data/features", "models", "reports/evaluation", "reports/metrics.json")
@@ -132,7 +129,7 @@ def main() -> None:
     print(f"cost of the cap: unrestricted / native wall time {result['runs']['unrestricted']['total_s'] / base:.3f}")
     out = workdir / "cross_isa.json"
     out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out} ({os.uname().nodename})")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from pipeline import RECIPES, ROOT, compose, fresh_workspace, run_stage, stage_env
 
-sys.path.insert(0, str(ROOT / "src"))
-from skin_cancer import host  # noqa: E402
+from skin_cancer import host
 
 COLUMNS = {
     "validation AUC": ("validation", "roc_auc"),

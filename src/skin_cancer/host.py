@@ -40,12 +40,7 @@ def pin() -> None:
     """Cap oneDNN, NumPy and OpenBLAS at AVX2 in this process's environment (see ceiling_for),
     so that a seed gives the same numbers on an AVX2 and an AVX-512 CPU. Libraries already
     loaded keep their kernels: describe() reports what is in effect."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            _, flags = cpu_model_and_flags(handle.read())
-    except OSError:  # not Linux: nothing known to cap
-        return
-    os.environ.update(ceiling_for(dict(os.environ), flags))
+    os.environ.update(ceiling_for(dict(os.environ), this_cpu()[1]))
 
 
 def cpu_model_and_flags(cpuinfo: str) -> tuple[str, list[str]]:
@@ -60,14 +55,20 @@ def cpu_model_and_flags(cpuinfo: str) -> tuple[str, list[str]]:
     return model, [flag for flag in ISA_FLAGS if flag in flags]
 
 
+def this_cpu() -> tuple[str, list[str]]:
+    """(model, ISA_FLAGS) of the CPU this runs on; off Linux, the platform's name and no flags
+    (nothing known, so nothing capped)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return cpu_model_and_flags(handle.read())
+    except OSError:
+        return platform.processor() or platform.machine(), []
+
+
 def describe() -> dict[str, str]:
     """CPU model, its instruction sets, cores this process may use, the TensorFlow / oneDNN /
     OpenVINO versions and the settings that change their kernels and threads."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model, flags = cpu_model_and_flags(handle.read())
-    except OSError:  # not Linux
-        model, flags = platform.processor() or platform.machine(), []
+    model, flags = this_cpu()
 
     def installed(*packages: str) -> str:
         for package in packages:  # the first of a package's distributions that is installed

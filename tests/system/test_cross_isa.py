@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from skin_cancer.host import cpu_model_and_flags
+from skin_cancer.host import this_cpu
 from tests.helpers import ROOT, SHARED
 
 SMALL = [
@@ -39,9 +39,7 @@ def cross_isa():
 def test_an_avx2_limited_run_gives_the_same_model_and_numbers_as_an_unrestricted_one(cross_isa, tmp_path):
     if not (SHARED / "data" / "skin-cancer-mvb").is_dir():
         pytest.fail(f"{SHARED / 'data' / 'skin-cancer-mvb'} not found: this test reads the real Kaggle data", pytrace=False)
-    with open("/proc/cpuinfo") as handle:
-        _, flags = cpu_model_and_flags(handle.read())
-    if not {"avx2", "fma"} <= set(flags):
+    if not {"avx2", "fma"} <= set(this_cpu()[1]):
         pytest.skip("this CPU has no AVX2 and FMA: there is no AVX2 level to cap at")
     with pytest.MonkeyPatch.context() as patch:  # as a user runs it: no enclosing DVC run or tracking server
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
