@@ -5,6 +5,7 @@ deviation (the README's headline is the median and range).
 
     python bench/seeds.py                          # default recipe, seeds 42 1 2 3 4
     python bench/seeds.py --seeds 42 7 --recipe notebook
+    python bench/seeds.py --seeds 42 1 2 --variant ft10 train.finetune.epochs=10   # a candidate recipe
 
 A difference between two recipes smaller than this spread is not evidence that one is better.
 """
@@ -40,26 +41,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4])
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="default")
+    parser.add_argument("--variant", nargs="+", default=[], metavar="NAME OVERRIDE", help="a named candidate recipe")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
+    name, *extra = args.variant or [args.recipe]
+    overrides = [*RECIPES[args.recipe], *extra]
     start = time.perf_counter()
-    work = fresh_workspace(args.workdir.resolve() / f"seeds-{args.recipe}")
+    work = fresh_workspace(args.workdir.resolve() / f"seeds-{name}")
     env = stage_env()
     rows = []
     for i, seed in enumerate(args.seeds):
-        stages = compose(work, [*RECIPES[args.recipe], f"train.seed={seed}"], env)
+        stages = compose(work, [*overrides, f"train.seed={seed}"], env)
         names = list(stages)
         todo = names[names.index("train") if i else 0 : names.index("evaluate") + 1]
-        for name in todo:
-            wall, _, code = run_stage(stages[name]["cmd"], work, env)
-            print(f"seed {seed:>5} {name:<9} {wall:8.1f} s", flush=True)
+        for stage in todo:
+            wall, _, code = run_stage(stages[stage]["cmd"], work, env)
+            print(f"seed {seed:>5} {stage:<9} {wall:8.1f} s", flush=True)
             if code:
-                raise SystemExit(f"seed {seed}: stage {name} failed with exit code {code}")
+                raise SystemExit(f"seed {seed}: stage {stage} failed with exit code {code}")
         metrics = json.loads((work / "reports" / "metrics.json").read_text())
         rows.append(
             {"seed": seed, **{column: metrics.get(split, {}).get(key, float("nan")) for column, (split, key) in COLUMNS.items()}}
         )
-    print(f"\n{args.recipe}, training seeds on one split")
+    print(f"\n{name} ({' '.join(overrides) or 'default'}), training seeds on one split")
     print(f"{'seed':>6} " + " ".join(f"{c:>14}" for c in COLUMNS))
     for row in rows:
         print(f"{row['seed']:>6} " + " ".join(f"{row[c]:14.4f}" for c in COLUMNS))
@@ -72,8 +76,9 @@ def main() -> None:
         ("max", np.max),
     ):
         print(f"{label:>6} " + " ".join(f"{v:14.4f}" for v in stat(values, axis=0)))
-    out = args.workdir / f"seeds-{args.recipe}.json"
-    out.write_text(json.dumps({"host": host.describe(), "seconds": round(time.perf_counter() - start), "rows": rows}, indent=2))
+    out = args.workdir / f"seeds-{name}.json"
+    seconds = round(time.perf_counter() - start)
+    out.write_text(json.dumps({"overrides": overrides, "host": host.describe(), "seconds": seconds, "rows": rows}, indent=2))
     print(f"wrote {out}")
 
 

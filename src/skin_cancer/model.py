@@ -128,26 +128,43 @@ def feature_extractor(model: keras.Model, cut_layer: str) -> keras.Model:
     return keras.Model(inputs, outputs, name="feature_extractor")
 
 
+def _above_cut(model: keras.Model, cut_layer: str) -> keras.Model:
+    """The backbone's layers above `cut_layer`, as one model."""
+    backbone = get_backbone(model)
+    layer_index(backbone, cut_layer)
+    try:
+        return keras.Model(backbone.get_layer(cut_layer).output, backbone.output, name="trained_part")
+    except Exception as error:
+        raise ConfigError(
+            f"model.frozen_until={cut_layer!r} does not cut the backbone into two parts joined by one tensor "
+            f"(choose a block output such as 'block_12_add' or 'block_13_project_BN'): {error}".splitlines()[0]
+        ) from None
+
+
 def feature_head(model: keras.Model, cut_layer: str, freeze_batchnorm: bool) -> keras.Model:
     """Output of `cut_layer` -> probability: the classifier's layers above the cut.
 
     The returned model shares its layers (and so its weights) with `model`: training it trains
     the classifier.
     """
-    backbone = get_backbone(model)
-    layer_index(backbone, cut_layer)
-    try:
-        top = keras.Model(backbone.get_layer(cut_layer).output, backbone.output, name="trained_part")
-    except Exception as error:
-        raise ConfigError(
-            f"model.frozen_until={cut_layer!r} does not cut the backbone into two parts joined by one tensor "
-            f"(choose a block output such as 'block_12_add' or 'block_13_project_BN'): {error}".splitlines()[0]
-        ) from None
+    top = _above_cut(model, cut_layer)
     inputs = keras.Input(top.input.shape[1:], name="features")
     x = top(inputs, training=False) if freeze_batchnorm else top(inputs)
     for name in ("pool", "dropout", "classifier"):
         x = model.get_layer(name)(x)
     return keras.Model(inputs, x, name="feature_head")
+
+
+def split_at_pool(model: keras.Model, cut_layer: str) -> tuple[keras.Model, keras.Model]:
+    """(output of `cut_layer` -> pooled vector, pooled vector -> probability): the layers above the
+    cut in two models that share `model`'s weights. Meant for a frozen backbone: the first part is
+    then a fixed function, and only the second has weights to train."""
+    top = _above_cut(model, cut_layer)
+    inputs = keras.Input(top.input.shape[1:], name="features")
+    below = keras.Model(inputs, model.get_layer("pool")(top(inputs, training=False)), name="frozen_above_cut")
+    pooled = keras.Input(below.output.shape[1:], name="pooled")
+    head = keras.Model(pooled, model.get_layer("classifier")(model.get_layer("dropout")(pooled)), name="head")
+    return below, head
 
 
 def compile_classifier(model: keras.Model, lr: float | keras.optimizers.schedules.LearningRateSchedule) -> None:

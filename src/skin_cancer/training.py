@@ -11,7 +11,7 @@ import pandas as pd
 
 from skin_cancer.config import Config, PhaseConfig
 from skin_cancer.data import read_manifest
-from skin_cancer.model import compile_classifier, feature_head
+from skin_cancer.model import compile_classifier, feature_head, get_backbone, split_at_pool
 from skin_cancer.pipeline import augmenter, feature_dataset, image_dataset
 
 
@@ -133,10 +133,18 @@ def fit_phase(
     return rows.to_dict("records")
 
 
-def datasets(cfg: Config, prepared_dir: Path, features_dir: Path, units: int = 1, weights: np.ndarray | None = None):
+def datasets(
+    cfg: Config,
+    prepared_dir: Path,
+    features_dir: Path,
+    units: int = 1,
+    weights: np.ndarray | None = None,
+    frozen: keras.Model | None = None,
+):
     """(train, validation) datasets for a model with `units` outputs: cached features (augmented by
-    their views) when train.cache_features, else images with train.augment's and train.jitter's
-    random augmentation; with per-image loss `weights` for the training images if given."""
+    their views, passed through the `frozen` model first if given) when train.cache_features, else
+    images with train.augment's and train.jitter's random augmentation; with per-image loss
+    `weights` for the training images if given."""
     train = read_manifest(prepared_dir / "train.csv")
     val = read_manifest(prepared_dir / "val.csv")
     y_train, y_val = targets(train.label_index, units), targets(val.label_index, units)
@@ -144,9 +152,13 @@ def datasets(cfg: Config, prepared_dir: Path, features_dir: Path, units: int = 1
     if cfg.train.cache_features:
         from skin_cancer.features import load_features
 
+        def features(split):
+            cached = load_features(features_dir, split)
+            return cached if frozen is None else apply_to_views(frozen, cached)
+
         return (
-            feature_dataset(load_features(features_dir, "train"), y_train, batch, shuffle_seed=seed, weights=weights),
-            feature_dataset(load_features(features_dir, "val"), y_val, batch),
+            feature_dataset(features("train"), y_train, batch, shuffle_seed=seed, weights=weights),
+            feature_dataset(features("val"), y_val, batch),
         )
     size = cfg.data.image_size
     aug = augmenter(cfg.train.augment, seed)
@@ -166,11 +178,27 @@ def datasets(cfg: Config, prepared_dir: Path, features_dir: Path, units: int = 1
     )
 
 
-def trainable_model(cfg: Config, classifier: keras.Model) -> keras.Model:
-    """What `fit` trains: the classifier itself, or its part above the cached features."""
-    if cfg.train.cache_features:
-        return feature_head(classifier, cfg.model.frozen_until, cfg.model.freeze_batchnorm)
-    return classifier
+def apply_to_views(model: keras.Model, features: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """`model` applied to every cached view of shape (N, views, ...) -> (N, views, outputs...), float32.
+
+    Called eagerly chunk by chunk (not `predict`), so that it runs the same inside a distribution
+    strategy's scope."""
+    flat = features.reshape(-1, *features.shape[2:])
+    outputs = [np.asarray(model(flat[i : i + chunk].astype(np.float32), training=False)) for i in range(0, len(flat), chunk)]
+    return np.concatenate(outputs).reshape(*features.shape[:2], -1)
+
+
+def trainable_model(cfg: Config, classifier: keras.Model) -> tuple[keras.Model, keras.Model | None]:
+    """(what `fit` trains, the fixed model the cached features go through first or None): the
+    classifier itself; or its part above the cached features; or, while the backbone trains nothing
+    (the head phase), the dropout and classifier layer alone on the pooled output of the frozen
+    layers above the cut, which are then run once over every view instead of on every epoch."""
+    if not cfg.train.cache_features:
+        return classifier, None
+    if not get_backbone(classifier).trainable_weights:
+        below, head = split_at_pool(classifier, cfg.model.frozen_until)
+        return head, below
+    return feature_head(classifier, cfg.model.frozen_until, cfg.model.freeze_batchnorm), None
 
 
 def train_phase(
@@ -189,9 +217,10 @@ def train_phase(
     units = classifier.output_shape[-1]
     n_classes = 2 if units == 1 else units
     class_weight, weights = loss_weights(cfg, read_manifest(prepared_dir / "train.csv"), n_classes)
-    train_ds, val_ds = datasets(cfg, prepared_dir, features_dir, units, weights)
+    model, frozen = trainable_model(cfg, classifier)
+    train_ds, val_ds = datasets(cfg, prepared_dir, features_dir, units, weights, frozen)
     return fit_phase(
-        trainable_model(cfg, classifier),
+        model,
         train_ds,
         val_ds,
         phase,

@@ -11,6 +11,7 @@ from skin_cancer.model import (
     feature_head,
     get_backbone,
     load_model,
+    split_at_pool,
     unfreeze,
 )
 
@@ -62,6 +63,17 @@ def test_feature_head_shares_weights_and_matches_the_full_model(classifier, tiny
     np.testing.assert_allclose(head.predict(features, verbose=0), classifier.predict(x, verbose=0), atol=1e-5)
     head.get_layer("classifier").kernel.assign(np.ones_like(head.get_layer("classifier").kernel.numpy()))
     np.testing.assert_array_equal(classifier.get_layer("classifier").kernel.numpy(), head.get_layer("classifier").kernel.numpy())
+
+
+def test_the_head_split_at_the_pool_composes_to_the_full_model_and_shares_its_classifier(classifier):
+    x = np.random.default_rng(3).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    features = feature_extractor(classifier, "block_12_add").predict(x, verbose=0)
+    below, head = split_at_pool(classifier, "block_12_add")
+    assert [w.path for w in head.trainable_weights] == ["classifier/kernel", "classifier/bias"]
+    pooled = below.predict(features, verbose=0)
+    np.testing.assert_allclose(head.predict(pooled, verbose=0), classifier.predict(x, verbose=0), atol=1e-5)
+    head.get_layer("classifier").bias.assign([3.0])
+    assert classifier.get_layer("classifier").bias.numpy().tolist() == [3.0]
 
 
 def test_unknown_cut_layer_names_the_key(classifier):

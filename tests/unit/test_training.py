@@ -32,3 +32,22 @@ def test_warmup_rises_linearly_then_follows_the_schedule(kind, at_end):
     schedule = learning_rate(PhaseConfig(epochs=4, lr=0.1, schedule=kind, warmup_epochs=1, patience=None), 10)
     assert [round(float(schedule(s)), 6) for s in (0, 5, 10)] == [0.0, 0.05, 0.1]
     assert float(schedule(40)) == pytest.approx(at_end, abs=1e-7)
+
+
+def test_the_head_phase_runs_the_frozen_layers_above_the_cut_once_and_fine_tuning_trains_them(classifier, tiny_cfg):
+    from dataclasses import replace
+
+    from skin_cancer.model import unfreeze
+    from skin_cancer.training import apply_to_views, trainable_model
+
+    model, frozen = trainable_model(tiny_cfg, classifier)
+    assert model.name == "head" and frozen.name == "frozen_above_cut"
+    cached = np.random.default_rng(0).normal(size=(3, 2, *frozen.input.shape[1:])).astype("float16")
+    pooled = apply_to_views(frozen, cached, chunk=4)
+    assert pooled.shape == (3, 2, frozen.output.shape[-1]) and pooled.dtype == np.float32
+    np.testing.assert_allclose(pooled[2, 1], frozen.predict(cached[2:3, 1].astype("float32"), verbose=0)[0], atol=1e-5)
+    unfreeze(classifier, tiny_cfg.model.frozen_until, tiny_cfg.model.freeze_batchnorm)
+    model, frozen = trainable_model(tiny_cfg, classifier)
+    assert model.name == "feature_head" and frozen is None
+    uncached = replace(tiny_cfg, train=replace(tiny_cfg.train, cache_features=False))
+    assert trainable_model(uncached, classifier) == (classifier, None)
