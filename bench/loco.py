@@ -14,7 +14,7 @@ are chosen on) and loco.png (a heatmap) under --workdir.
     python bench/loco.py --rescore --recalibrate 100   # the same on finished folds: only `evaluate` runs again
     python bench/loco.py --table-only                  # redraw from loco.json
 
-Each fold runs in its own workspace through bench/pipeline.py, stage by stage as `dvc repro` would.
+Each fold runs in its own workspace through bench/pipeline.py (`dvc repro` from an empty cache).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import ROOT, bench, compose, run_stage, stage_env  # noqa: E402
+from pipeline import ROOT, bench, compose, repro, stage_env  # noqa: E402
 from transfer import CELL_KEYS, cell_text, heatmap  # noqa: E402
 
 ROWS = {"kaggle": "Kaggle folders", "ham10000": "HAM10000", "isic2017": "ISIC 2017", "derm7pt": "Derm7pt"}
@@ -64,10 +64,9 @@ def rescore(work: Path, overrides: list[str], env: dict) -> dict:
     for name in ("src", "conf"):
         shutil.copytree(ROOT / name, work / name, dirs_exist_ok=True)
     env = {**env, "PYTHONPATH": str(work / "src")}
-    wall, _, code = run_stage(compose(work, overrides, env)["evaluate"]["cmd"], work, env)
-    if code:
-        raise SystemExit(f"{work.name}: evaluate failed with exit code {code}")
-    print(f"{work.name:>24} evaluate {wall:8.1f} s", flush=True)
+    compose(work, overrides, env)
+    walls, _, _ = repro(work, env, "-f", "-s", "evaluate")
+    print(f"{work.name:>24} evaluate {walls['evaluate']:8.1f} s", flush=True)
     return json.loads((work / "reports" / "metrics.json").read_text())
 
 

@@ -4,7 +4,8 @@ this machine (loopback), on one split: wall time of each training stage, validat
     python bench/multi_worker.py                   # none, 1 worker, 2 workers
     python bench/multi_worker.py --workers 2 4
 
-The data stages run once; `train` to `evaluate` run again for every variant. Dropout and the cached
+`dvc repro evaluate` for every variant in one workspace: DVC runs the data stages once and `train`
+to `evaluate` again for each. Dropout and the cached
 view drawn for each image are random per replica, so two workers differ from one process as another
 training seed does: compare with the spread of `bench/seeds.py`.
 """
@@ -15,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline import ROOT, compose, fresh_workspace, run_stage, stage_env
+from pipeline import ROOT, compose, fresh_workspace, repro, stage_env
 from seeds import COLUMNS
 
 
@@ -25,22 +26,16 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     work = fresh_workspace(args.workdir.resolve() / "multi_worker")
-    env = stage_env()
+    env = {**stage_env(), "PYTHONPATH": str(work / "src")}  # the copied code, whatever happens to the checkout
     variants = {"one process": []} | {
         f"{n} worker{'s' if n > 1 else ''}": ["train.distribute.strategy=multi_worker", f"train.distribute.workers={n}"]
         for n in args.workers
     }
     rows = []
-    for i, (label, overrides) in enumerate(variants.items()):
-        stages = compose(work, overrides, env)
-        names = list(stages)
-        times = {}
-        for name in names[names.index("train") if i else 0 : names.index("evaluate") + 1]:
-            wall, _, code = run_stage(stages[name]["cmd"], work, env)
-            times[name] = wall
-            print(f"{label:<12} {name:<9} {wall:8.1f} s", flush=True)
-            if code:
-                raise SystemExit(f"{label}: stage {name} failed with exit code {code}")
+    for label, overrides in variants.items():
+        compose(work, overrides, env)
+        times, total, _ = repro(work, env, "evaluate")
+        print(f"{label:<12} dvc repro {total:8.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()), flush=True)
         metrics = json.loads((work / "reports" / "metrics.json").read_text())
         rows.append(
             {

@@ -1,5 +1,6 @@
-"""Benchmark: run-to-run spread of a recipe on a fixed split. The data stages run once; then for
-every training seed (`train.seed`) the stages from `train` to `evaluate` run again, and the
+"""Benchmark: run-to-run spread of a recipe on a fixed split. `dvc repro evaluate` for every training
+seed (`train.seed`) in one workspace: DVC runs the data stages once and `train` to `evaluate` again
+for each seed (the `sources` fingerprint stage always runs). The
 validation and test metrics of each seed are printed with their median, range, mean and standard
 deviation (the README's headline is the median and range).
 
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pipeline import RECIPES, ROOT, compose, fresh_workspace, run_stage, stage_env
+from pipeline import RECIPES, ROOT, compose, fresh_workspace, repro, stage_env
 
 from skin_cancer import host
 
@@ -48,17 +49,12 @@ def main() -> None:
     overrides = [*RECIPES[args.recipe], *extra]
     start = time.perf_counter()
     work = fresh_workspace(args.workdir.resolve() / f"seeds-{name}")
-    env = stage_env()
+    env = {**stage_env(), "PYTHONPATH": str(work / "src")}  # the copied code, whatever happens to the checkout
     rows = []
-    for i, seed in enumerate(args.seeds):
-        stages = compose(work, [*overrides, f"train.seed={seed}"], env)
-        names = list(stages)
-        todo = names[names.index("train") if i else 0 : names.index("evaluate") + 1]
-        for stage in todo:
-            wall, _, code = run_stage(stages[stage]["cmd"], work, env)
-            print(f"seed {seed:>5} {stage:<9} {wall:8.1f} s", flush=True)
-            if code:
-                raise SystemExit(f"seed {seed}: stage {stage} failed with exit code {code}")
+    for seed in args.seeds:
+        compose(work, [*overrides, f"train.seed={seed}"], env)
+        walls, total, _ = repro(work, env, "evaluate")
+        print(f"seed {seed:>5} dvc repro {total:8.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in walls.items()), flush=True)
         metrics = json.loads((work / "reports" / "metrics.json").read_text())
         rows.append(
             {"seed": seed, **{column: metrics.get(split, {}).get(key, float("nan")) for column, (split, key) in COLUMNS.items()}}
