@@ -48,7 +48,7 @@ lint: setup
 test: setup browser lint
 	python -m pytest -q -n auto --dist loadfile
 
-# The unit tier: pure functions and small synthetic images, no training (about a minute).
+# The unit tier: pure functions and small synthetic images, no training (under two minutes).
 test-fast: setup
 	python -m pytest -q tests/unit
 

@@ -1,7 +1,8 @@
-"""Benchmark and cross-check of the audit: time `skin-cancer audit KAGGLE --against HAM10000`, then
-count HAM10000 copies again by an independent method and compare.
+"""Benchmark and cross-check of the audit: time the command a user runs, `skin-cancer audit KAGGLE
+--against HAM10000` (--runs times in fresh processes: min, median, max), then count HAM10000 copies
+again by an independent method and compare with the last run's report.
 
-    python bench/audit.py [--kaggle DIR] [--ham DIR]
+    python bench/audit.py [--kaggle DIR] [--ham DIR] [--runs 3]
 
 The independent count shares no code with the audit: each image becomes a 16x16 colour thumbnail
 (PIL bilinear), every Kaggle image is compared with every HAM10000 image by root-mean-square pixel
@@ -13,6 +14,10 @@ lesion_id alone.
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,19 +74,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kaggle", type=Path, default=ROOT.parent / "shared" / "data" / "skin-cancer-mvb")
     parser.add_argument("--ham", type=Path, default=ROOT.parent / "shared" / "data" / "ham10000")
+    parser.add_argument("--runs", type=int, default=3, help="runs of the command; min, median and max are printed")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results" / "audit")
     args = parser.parse_args()
-    from skin_cancer.audit import audit
-    from skin_cancer.datasets import load_dataset
+    from skin_cancer import host
+    from skin_cancer.audit import read_images
 
-    start = time.perf_counter()
-    result = audit(load_dataset("kaggle", args.kaggle), [load_dataset("ham10000", args.ham)])
-    seconds = time.perf_counter() - start
-    ours = result.report["provenance"]["ham10000"]["per_class"]
-    images = result.images
+    report_dir = args.workdir / "audit-report"
+    command = [str(Path(sys.executable).parent / "skin-cancer"), "audit", str(args.kaggle), "--against", str(args.ham)]
+    print(f"host: {host.one_line(host.describe())}")
+    seconds = []
+    for _ in range(args.runs):
+        start = time.perf_counter()
+        subprocess.run([*command, "--out", str(report_dir)], check=True, stdout=subprocess.DEVNULL)
+        seconds.append(time.perf_counter() - start)
+    report = json.loads((report_dir / "report.json").read_text())
+    images = read_images(report_dir / "images.csv")
+    ours = report["provenance"][args.ham.name]["per_class"]
     # Test images sharing a HAM10000 lesion with a train image, by the audit's carried-over groups.
     train_tags = {t for g in images.groups[images.split == "train"] for t in g.split(";") if t}
     shared = sum(any(t in train_tags for t in g.split(";") if t) for g in images.groups[images.split == "test"])
-    print(f"audit: {seconds:.1f} s for {len(images)} images against {result.report['provenance']['ham10000']['images']}")
+    print(
+        f"skin-cancer audit: {statistics.median(seconds):.1f} s median [{min(seconds):.1f}, {max(seconds):.1f}] over "
+        f"{len(seconds)} runs, {len(images)} images against {report['provenance'][args.ham.name]['images']}"
+    )
     start = time.perf_counter()
     check = independent_count(args.kaggle, args.ham)
     print(f"independent count: {time.perf_counter() - start:.1f} s")
@@ -96,6 +112,9 @@ def main() -> None:
         f"independent {check['test_sharing_a_lesion_with_train']}"
     )
     print(f"independent RMS gap (largest copy, smallest non-copy): {check['largest_copy_rms_and_smallest_other_rms']}")
+    out = args.workdir / "audit.json"
+    out.write_text(json.dumps({"host": host.describe(), "command": command, "seconds": seconds, "independent": check}, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from skin_cancer import host
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.helpers import exhaustive_copies  # noqa: E402
@@ -139,6 +141,7 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
+    print(f"host: {host.one_line(host.describe())}", flush=True)
     from skin_cancer import audit
     from skin_cancer.datasets import Dataset
 

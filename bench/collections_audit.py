@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from skin_cancer import host
+
 ROOT = Path(__file__).resolve().parents[1]
 COLLECTIONS = ("kaggle", "ham10000", "isic2017", "isic2017_validation", "derm7pt")
 
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
+    print(f"host: {host.one_line(host.describe())}", flush=True)
     started = time.perf_counter()
     frames = []
     for name in COLLECTIONS:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from skin_cancer import ood, shifts
+from skin_cancer import host, ood, shifts
 
 ROOT = Path(__file__).resolve().parents[1]
 # Test-derived groups: name -> change of a clean test image.
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--train-sample", type=int, default=2000, help="training images the Gaussian is fitted on")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
+    print(f"host: {host.one_line(host.describe())}", flush=True)
 
     import keras
 

@@ -130,6 +130,7 @@ def bench(
         "stages": rows,
         "total_s": round(total, 1),
         "peak_rss_mib": round(peak),
+        "host": host.describe(),
         "metrics": metrics,
     }
 
@@ -160,6 +161,7 @@ def main() -> None:
     parser.add_argument("--repeat", action="append", default=[], metavar="STAGE", help="stage to run --repeats times")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each --repeat stage; its median counts")
     args = parser.parse_args()
+    print(f"host: {host.one_line(host.describe())}", flush=True)
     env = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{args.workdir.resolve() / 'mlflow.db'}")
     recipes = {name: RECIPES[name] for name in args.recipe or ([] if args.variant else ["default", "notebook"])}
     recipes.update({name: overrides for name, *overrides in args.variant})
@@ -184,7 +186,7 @@ def main() -> None:
         ratio = statistics.median(totals[names[0]]) / statistics.median(totals[names[1]])
         print(f"{names[0]} / {names[1]}: {ratio:.3f} (medians); per round {', '.join(f'{r:.3f}' for r in ratios)}")
     out = args.workdir / f"pipeline_{'_'.join(recipes)}.json"
-    out.write_text(json.dumps({"host": host.describe(), "totals_s": totals, "ratios": ratios, "rounds": rounds}, indent=2))
+    out.write_text(json.dumps({"totals_s": totals, "ratios": ratios, "rounds": rounds}, indent=2))
     print(f"wrote {out}")
 
 

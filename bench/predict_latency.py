@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skin_cancer import host
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument("--tracking-uri", default=f"sqlite:///{ROOT / 'bench' / 'results' / 'mlflow.db'}")
     parser.add_argument("--model-uri", help="served model (default: the version the project's track stage registered)")
     args = parser.parse_args()
+    print(f"host: {host.one_line(host.describe())}", flush=True)
     from skin_cancer.serving import image_files, load_classifier
 
     files, _ = image_files([str(args.images)])

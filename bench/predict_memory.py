@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from skin_cancer import host
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("project", nargs="?", type=Path, default=ROOT / "bench" / "results" / "default")
     parser.add_argument("--sizes", nargs="+", type=int, default=[500, 5000])
     args = parser.parse_args()
+    print(f"host: {host.one_line(host.describe())}", flush=True)
     from skin_cancer.data import read_manifest
 
     images = list(read_manifest(args.project / "data" / "prepared" / "test.csv").path)

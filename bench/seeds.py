@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--variant", nargs="+", default=[], metavar="NAME OVERRIDE", help="a named candidate recipe")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
+    print(f"host: {host.one_line(host.describe())}", flush=True)
     name, *extra = args.variant or [args.recipe]
     overrides = [*RECIPES[args.recipe], *extra]
     start = time.perf_counter()

@@ -16,7 +16,6 @@ import base64
 import contextlib
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -29,16 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from skin_cancer import host
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def host_cpu() -> str:
-    """CPU model and widest vector instruction set: timings differ between AVX2 and AVX-512 hosts."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
-    model = names[0] if names else platform.processor()
-    isa = "AVX-512" if "avx512f" in info else "AVX2" if "avx2" in info else "no AVX2"
-    return f"{model}, {isa}, {os.cpu_count()} cores"
 
 
 @contextlib.contextmanager
@@ -122,7 +114,7 @@ def main() -> None:
 
     registered = json.loads((args.project / "reports" / "mlflow_run.json").read_text())["registry"]
     model_uri = args.model_uri or f"models:/{registered['name']}/{registered['version']}"
-    print(f"host: {host_cpu()}; model {model_uri}; {args.requests} requests per row")
+    print(f"host: {host.one_line(host.describe())}; model {model_uri}; {args.requests} requests per row")
     print("| clients | images/request | requests/s | images/s | p50 ms | p95 ms | failed |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     with served_model(model_uri, args.tracking_uri) as (url, pgid):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skin_cancer import host
 from skin_cancer.shifts import STRESSES as SHIFTS
 from skin_cancer.shifts import write_stressed
 
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--views", type=int, choices=range(1, 9), metavar="1-8", help="test-time views (default: the model's)")
     args = parser.parse_args()
+    print(f"host: {host.one_line(host.describe())}", flush=True)
     from skin_cancer.data import read_manifest
 
     frame = read_manifest(args.projects[0] / "data" / "prepared" / f"{args.split}.csv")
