@@ -63,7 +63,6 @@ def rescore(work: Path, overrides: list[str], env: dict) -> dict:
     with this checkout's code and configuration (stages compose from the checkout's conf/)."""
     for name in ("src", "conf"):
         shutil.copytree(ROOT / name, work / name, dirs_exist_ok=True)
-    env = {**env, "PYTHONPATH": str(work / "src")}
     compose(work, overrides, env)
     walls, _, _ = repro(work, env, "-f", "-s", "evaluate")
     print(f"{work.name:>24} evaluate {walls['evaluate']:8.1f} s", flush=True)

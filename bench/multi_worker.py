@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     work = fresh_workspace(args.workdir.resolve() / "multi_worker")
-    env = {**stage_env(), "PYTHONPATH": str(work / "src")}  # the copied code, whatever happens to the checkout
+    env = stage_env()
     variants = {"one process": []} | {
         f"{n} worker{'s' if n > 1 else ''}": ["train.distribute.strategy=multi_worker", f"train.distribute.workers={n}"]
         for n in args.workers

@@ -65,6 +65,11 @@ def fresh_workspace(work: Path) -> Path:
     return work
 
 
+def in_workspace(work: Path, env: dict) -> dict:
+    """`env` running the code copied into `work`, whatever happens to the checkout meanwhile."""
+    return {**env, "PYTHONPATH": str(work / "src")}
+
+
 def repro(work: Path, env: dict, *args: str) -> tuple[dict[str, float], float, float]:
     """Run `dvc repro *args` in `work`: (wall seconds per stage it ran, whole command's wall seconds,
     peak resident memory of any of its processes in MiB). A stage's time runs from DVC announcing it
@@ -72,7 +77,13 @@ def repro(work: Path, env: dict, *args: str) -> tuple[dict[str, float], float, f
     DVC does before the first stage is the row `dvc`."""
     start = time.perf_counter()
     process = subprocess.Popen(
-        ["dvc", "repro", *args], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        ["dvc", "repro", *args],
+        cwd=work,
+        env=in_workspace(work, env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
     )
     walls, current, since, tail = {}, "dvc", start, []
     for line in process.stdout:
@@ -92,7 +103,9 @@ def repro(work: Path, env: dict, *args: str) -> tuple[dict[str, float], float, f
 
 def compose(work: Path, overrides: list[str], env: dict) -> dict:
     """Write `work`'s params.yaml for `overrides`; returns dvc.yaml's stages."""
-    subprocess.run([sys.executable, "-m", "skin_cancer.cli", "compose", *overrides], cwd=work, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "skin_cancer.cli", "compose", *overrides], cwd=work, env=in_workspace(work, env), check=True
+    )
     return yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
 
 
@@ -108,7 +121,6 @@ def bench(
     """`dvc repro` (up to stage `last`) of `overrides`' pipeline in a fresh copy under `workdir`;
     each stage in `repeat` then re-run alone `repeats - 1` more times (`dvc repro -f -s`)."""
     work = fresh_workspace(workdir / recipe)
-    env = {**env, "PYTHONPATH": str(work / "src")}  # the copied code, whatever happens to the checkout meanwhile
     stages = compose(work, overrides, env)
     walls, total, peak = repro(work, env, *([last] if last else []))
     print(f"{recipe:>9} dvc repro {total:8.1f} s {peak:8.0f} MiB", flush=True)

@@ -50,7 +50,7 @@ def main() -> None:
     overrides = [*RECIPES[args.recipe], *extra]
     start = time.perf_counter()
     work = fresh_workspace(args.workdir.resolve() / f"seeds-{name}")
-    env = {**stage_env(), "PYTHONPATH": str(work / "src")}  # the copied code, whatever happens to the checkout
+    env = stage_env()
     rows = []
     for seed in args.seeds:
         compose(work, [*overrides, f"train.seed={seed}"], env)
