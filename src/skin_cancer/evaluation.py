@@ -143,7 +143,10 @@ def roc_counts(y_true, prob) -> tuple[np.ndarray, np.ndarray]:
 
 def roc_rates(y_true, prob) -> tuple[np.ndarray, np.ndarray]:
     """(false positive rate, true positive rate) from (0, 0) through every threshold to (1, 1)."""
-    false_positives, true_positives = roc_counts(y_true, prob)
+    return _rates(*roc_counts(y_true, prob))
+
+
+def _rates(false_positives, true_positives) -> tuple[np.ndarray, np.ndarray]:
     return np.r_[0, false_positives / false_positives[-1]], np.r_[0, true_positives / true_positives[-1]]
 
 
@@ -153,24 +156,25 @@ def roc_auc(y_true, prob) -> float:
     return float(np.trapezoid(tpr, fpr))
 
 
-def average_precision(y_true, prob) -> float:
-    """Precision summed over the recall gained at each threshold, equal to scikit-learn's
-    average_precision_score."""
-    false_positives, true_positives = roc_counts(y_true, prob)
-    gained = np.diff(np.r_[0, true_positives / true_positives[-1]])
-    return float(np.sum(gained * true_positives / (true_positives + false_positives)))
+def curve_statistics(target_specificity: float, target_sensitivity: float):
+    """A function (labels, probabilities) -> the threshold-free metrics, ROC AUC, PR AUC (average
+    precision), sensitivity at `target_specificity` and specificity at `target_sensitivity`, all read
+    off one ROC curve: the bootstrap sorts each resample once, not once per metric."""
+    sensitivity_name = f"sensitivity_at_specificity_{round(target_specificity * 100)}"
+    specificity_name = f"specificity_at_sensitivity_{round(target_sensitivity * 100)}"
 
+    def statistics(y_true, prob) -> dict[str, float]:
+        false_positives, true_positives = roc_counts(y_true, prob)
+        fpr, tpr = _rates(false_positives, true_positives)
+        gained = np.diff(np.r_[0, true_positives / true_positives[-1]])
+        return {
+            "roc_auc": float(np.trapezoid(tpr, fpr)),
+            "pr_auc": float(np.sum(gained * true_positives / (true_positives + false_positives))),
+            sensitivity_name: float(tpr[1 - fpr >= target_specificity].max()),
+            specificity_name: float((1 - fpr[tpr >= target_sensitivity]).max()),
+        }
 
-def sensitivity_at_specificity(y_true, prob, target: float) -> float:
-    """Highest sensitivity among thresholds whose specificity is at least `target`."""
-    fpr, tpr = roc_rates(y_true, prob)
-    return float(tpr[1 - fpr >= target].max())
-
-
-def specificity_at_sensitivity(y_true, prob, target: float) -> float:
-    """Highest specificity among thresholds whose sensitivity is at least `target`."""
-    fpr, tpr = roc_rates(y_true, prob)
-    return float((1 - fpr[tpr >= target]).max())
+    return statistics
 
 
 def group_sampler(groups):
@@ -191,12 +195,13 @@ def group_sampler(groups):
     return draw
 
 
-def bootstrap_ci(
-    y_true, prob, statistic, *, n_resamples: int, seed: int, level: float = 0.95, groups=None
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of `statistic(y_true, prob)` (seeded), resampling
-    `groups` (lesions, copy clusters) with replacement where given, else images; resamples that
-    lack a class of the set are redrawn. `prob`: (n,) binary or (n, K) class probabilities."""
+def bootstrap_intervals(
+    y_true, prob, statistics, *, n_resamples: int, seed: int, level: float = 0.95, groups=None
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap confidence interval of each value of `statistics(y_true, prob)` (a dict,
+    seeded), resampling `groups` (lesions, copy clusters) with replacement where given, else images;
+    resamples that lack a class of the set are redrawn. Every value is read off the same resamples.
+    `prob`: (n,) binary or (n, K) class probabilities."""
     y_true = np.asarray(y_true).astype(int)
     prob = np.asarray(prob, dtype=float)
     present = len(np.unique(y_true))
@@ -206,52 +211,32 @@ def bootstrap_ci(
     while len(values) < n_resamples:
         idx = draw(rng)
         if len(np.unique(y_true[idx])) == present:
-            values.append(statistic(y_true[idx], prob[idx]))
-    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
+            values.append(statistics(y_true[idx], prob[idx]))
+    names = list(values[0])
+    low, high = np.quantile([[value[name] for name in names] for value in values], [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return {name: (float(low[i]), float(high[i])) for i, name in enumerate(names)}
 
 
-def ranking_metrics(
-    y_true, prob, *, target_specificity: float, target_sensitivity: float, n_resamples: int, seed: int, groups=None
-) -> dict[str, float]:
-    """Threshold-free metrics with 95% bootstrap intervals: ROC AUC, PR AUC (average precision),
-    sensitivity at a fixed specificity and specificity at a fixed sensitivity."""
-    y_true, prob = np.asarray(y_true).astype(int), np.asarray(prob, dtype=float)
-    statistics = {
-        "roc_auc": roc_auc,
-        "pr_auc": average_precision,
-        f"sensitivity_at_specificity_{round(target_specificity * 100)}": lambda y, p: sensitivity_at_specificity(
-            y, p, target_specificity
-        ),
-        f"specificity_at_sensitivity_{round(target_sensitivity * 100)}": lambda y, p: specificity_at_sensitivity(
-            y, p, target_sensitivity
-        ),
-    }
-    out = {}
-    for name, statistic in statistics.items():
-        out[name] = float(statistic(y_true, prob))
-        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bootstrap_ci(
-            y_true, prob, statistic, n_resamples=n_resamples, seed=seed, groups=groups
-        )
-    return out
+def bootstrap_ci(y_true, prob, statistic, **kwargs) -> tuple[float, float]:
+    """`bootstrap_intervals` of one statistic (labels, probabilities) -> float."""
+    return bootstrap_intervals(y_true, prob, lambda y, p: {"value": statistic(y, p)}, **kwargs)["value"]
 
 
-def operating_point_statistics(threshold: float) -> dict:
-    """Accuracy, sensitivity, specificity and balanced accuracy at a frozen threshold, as
-    functions of (labels, probabilities) for the bootstrap."""
+def operating_point_statistics(threshold: float):
+    """A function (labels, probabilities) -> accuracy, sensitivity, specificity and balanced accuracy
+    at a frozen threshold, for the bootstrap."""
 
-    def sensitivity(y, p):
-        return float(np.mean(p[y == 1] >= threshold))
+    def statistics(y, p) -> dict[str, float]:
+        called = p >= threshold
+        sensitivity, specificity = float(np.mean(called[y == 1])), float(np.mean(~called[y == 0]))
+        return {
+            "accuracy": float(np.mean(called == y)),
+            "sensitivity": sensitivity,
+            "specificity": specificity,
+            "balanced_accuracy": (sensitivity + specificity) / 2,
+        }
 
-    def specificity(y, p):
-        return float(np.mean(p[y == 0] < threshold))
-
-    return {
-        "accuracy": lambda y, p: float(np.mean((p >= threshold) == y)),
-        "sensitivity": sensitivity,
-        "specificity": specificity,
-        "balanced_accuracy": lambda y, p: (sensitivity(y, p) + specificity(y, p)) / 2,
-    }
+    return statistics
 
 
 def source_subsets(frame: pd.DataFrame, sources, prefix: str) -> dict[str, np.ndarray]:
@@ -289,21 +274,19 @@ def set_metrics(y_true, prob, threshold: float, cfg: EvaluateConfig, seed: int, 
     # Independent units the intervals resample: lesions / copy clusters where known, else images.
     metrics["bootstrap_units"] = int(pd.Series(groups).nunique() if groups is not None else len(np.asarray(y_true)))
     if len(np.unique(np.asarray(y_true).astype(int))) == 2:
-        metrics.update(
-            ranking_metrics(
-                y_true,
-                prob,
-                target_specificity=cfg.target_specificity,
-                target_sensitivity=cfg.target_sensitivity,
-                n_resamples=cfg.bootstrap_resamples,
-                seed=seed,
-                groups=groups,
-            )
+        ranking = curve_statistics(cfg.target_specificity, cfg.target_sensitivity)
+        at_threshold = operating_point_statistics(threshold)
+        metrics.update(ranking(np.asarray(y_true).astype(int), np.asarray(prob, dtype=float)))
+        intervals = bootstrap_intervals(
+            y_true,
+            prob,
+            lambda y, p: {**ranking(y, p), **at_threshold(y, p)},
+            n_resamples=cfg.bootstrap_resamples,
+            seed=seed,
+            groups=groups,
         )
-        for name, statistic in operating_point_statistics(threshold).items():
-            metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = bootstrap_ci(
-                y_true, prob, statistic, n_resamples=cfg.bootstrap_resamples, seed=seed, groups=groups
-            )
+        for name, (low, high) in intervals.items():
+            metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = low, high
     metrics.update(calibration_metrics(y_true, prob, cfg.calibration_bins))
     metrics["at_0.5"] = {
         k: v for k, v in binary_metrics(y_true, prob, 0.5).items() if k in ("accuracy", "sensitivity", "specificity")

@@ -114,22 +114,39 @@ def compile_model(model, runtime: str) -> Forward:
     return compile_forward(lambda images: model(images, training=False), model.input_shape[1:], runtime)
 
 
-def compile_predictor(model, tta_views: int, runtime: str) -> Forward:
+def compile_predictor(model, tta_views: int, runtime: str, feature_layer: str | None = None) -> Forward:
     """From a float32 batch (n, size, size, 3) in [0, 255] to the raw positive-class probability per
     image (n,), or for a K-class model its class probabilities (n, K), averaged over the first
-    `tta_views` dihedral views."""
+    `tta_views` dihedral views.
+
+    With `feature_layer`, rows (n, units + d) that go on with that layer's output for the image as
+    given (view 0), read off the same forward pass: the out-of-distribution flag's features cost
+    no second pass and no second graph (`split_features` takes them apart)."""
+    import keras
     import tensorflow as tf
 
     from skin_cancer.pipeline import dihedral_view
 
     units = model.output_shape[-1]
+    outputs = [model.output] + ([model.get_layer(feature_layer).output] if feature_layer else [])
+    network = keras.Model(model.input, outputs) if feature_layer else model
 
     def averaged(images):
         stacked = tf.concat([dihedral_view(images, v) for v in range(tta_views)], axis=0)
-        mean = tf.reduce_mean(tf.reshape(model(stacked, training=False), (tta_views, -1, units)), axis=0)
+        per_view = network(stacked, training=False)
+        probabilities = per_view[0] if feature_layer else per_view
+        mean = tf.reduce_mean(tf.reshape(probabilities, (tta_views, -1, units)), axis=0)
+        if feature_layer:
+            features = per_view[1]
+            return tf.concat([mean, tf.reshape(features, (tta_views, -1, features.shape[-1]))[0]], axis=1)
         return mean[:, 0] if units == 1 else mean
 
     return compile_forward(averaged, model.input_shape[1:], runtime)
+
+
+def split_features(rows: np.ndarray, units: int) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities as `compile_predictor` gives them without features, features) of its rows."""
+    return (rows[:, 0] if units == 1 else rows[:, :units]), rows[:, units:]
 
 
 def run_batches(forward: Forward, batches, n_images: int, batch_size: int, desc: str) -> np.ndarray:

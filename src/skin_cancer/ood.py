@@ -88,28 +88,36 @@ def load(path) -> FeatureDistance | None:
         return FeatureDistance(saved["mean"], saved["precision"].astype(np.float64), float(saved["cutoff"]))
 
 
+# The layer whose output (pooled backbone features) the detector reads.
+FEATURE_LAYER = "pool"
+
+
+def has_features(model) -> bool:
+    """Whether `model` has one pooled feature space (an ensemble has none)."""
+    try:
+        model.get_layer(FEATURE_LAYER)
+    except ValueError:
+        return False
+    return True
+
+
 def pooled_features(model):
     """The Keras model from an image to the pooled backbone features its classifier reads; None for
     a model without one feature space (an ensemble)."""
     import keras
 
-    try:
-        return keras.Model(model.input, model.get_layer("pool").output, name="pooled_features")
-    except ValueError:
+    if not has_features(model):
         return None
+    return keras.Model(model.input, model.get_layer(FEATURE_LAYER).output, name="pooled_features")
 
 
-def fit_on_images(model, train_paths, val_paths, *, image_size: int, batch_size: int, flag_share: float, runtime: str):
+def fit_on_images(model, train_paths, validation_features, *, image_size: int, batch_size: int, flag_share: float, runtime: str):
     """The detector of a trained classifier: a Gaussian on the pooled features of `train_paths`, the
-    cut-off flagging `flag_share` of `val_paths`; None for a model without one feature space."""
+    cut-off flagging `flag_share` of `validation_features` (which the calibrate stage reads off its
+    validation pass, see inference.compile_predictor)."""
     from skin_cancer import inference
 
     pooled = pooled_features(model)
-    if pooled is None:
-        return None
     forward = inference.compile_forward(lambda images: pooled(images, training=False), model.input_shape[1:], runtime)
-
-    def features(image_paths, name: str) -> np.ndarray:
-        return inference.predict_files(forward, image_paths, image_size, batch_size, f"out-of-distribution: {name}")
-
-    return fit(features(train_paths, "training")).with_cutoff(features(val_paths, "validation"), flag_share)
+    training = inference.predict_files(forward, train_paths, image_size, batch_size, "out-of-distribution: training")
+    return fit(training).with_cutoff(validation_features, flag_share)

@@ -33,7 +33,7 @@ class Classifier:
     # The out-of-distribution detector fitted with the operating point (skin_cancer.ood); None: no flag.
     ood: object = None
     _forward: object = field(default=None, repr=False, compare=False)
-    _pooled: object = field(default=None, repr=False, compare=False)
+    _with_features: bool = field(default=False, repr=False, compare=False)
     # Threads (REST workers, app sessions) share one classifier: the graph is compiled once.
     _compiling: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
@@ -59,37 +59,31 @@ class Classifier:
         """The same classifier run by another runtime (see inference.py)."""
         return replace(self, operating_point=self.operating_point.replace(runtime=runtime), _forward=None)
 
-    def _probabilities(self, images) -> np.ndarray:
+    def _scores(self, images) -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated probability per image of a (n, size, size, 3) float batch in [0, 255]: the mean
         raw probability over the test-time views (the same compiled graph as the evaluate stage's),
-        then the temperature (and a K-class model's class prior)."""
+        then the temperature (and a K-class model's class prior); with a detector, also each image's
+        distance from the training images' pooled features, read off the same forward pass."""
         from skin_cancer.evaluation import apply_temperature
-        from skin_cancer.inference import compile_predictor, run_batches
+        from skin_cancer.inference import compile_predictor, run_batches, split_features
+        from skin_cancer.ood import FEATURE_LAYER
 
         with self._compiling:
-            if self._forward is None:
-                self._forward = compile_predictor(self.model, self.operating_point.tta_views, self.operating_point.runtime)
+            # A detector set after the graph was compiled (dataclasses.replace) needs the features too.
+            if self._forward is None or (self.ood is not None and not self._with_features):
+                self._with_features = self.ood is not None
+                op, layer = self.operating_point, FEATURE_LAYER if self._with_features else None
+                self._forward = compile_predictor(self.model, op.tta_views, op.runtime, layer)
         images = np.asarray(images, dtype="float32")
         if len(images) <= BATCH:  # one request's worth: no padding, no progress bar
-            raw = self._forward(images)
+            rows = self._forward(images)
         else:
-            raw = run_batches(
+            rows = run_batches(
                 self._forward, (images[i : i + BATCH] for i in range(0, len(images), BATCH)), len(images), BATCH, "predicting"
             )
-        return apply_temperature(raw, self.operating_point.temperature, self.operating_point.class_prior)
-
-    def _ood_distances(self, images) -> np.ndarray:
-        """Each image's distance from the training images' pooled features (one view)."""
-        from skin_cancer.inference import compile_forward
-        from skin_cancer.ood import pooled_features
-
-        with self._compiling:
-            if self._pooled is None:
-                pooled = pooled_features(self.model)
-                shape, runtime = self.model.input_shape[1:], self.operating_point.runtime
-                self._pooled = compile_forward(lambda x: pooled(x, training=False), shape, runtime)
-        images = np.asarray(images, dtype="float32")
-        return np.concatenate([self.ood.distance(self._pooled(images[i : i + BATCH])) for i in range(0, len(images), BATCH)])
+        raw, features = split_features(rows, self.model.output_shape[-1]) if self._with_features else (rows, None)
+        probabilities = apply_temperature(raw, self.operating_point.temperature, self.operating_point.class_prior)
+        return probabilities, None if self.ood is None else self.ood.distance(features)
 
     def predict(self, images: list) -> list[dict]:
         """One result per input (a path or an RGB array): probability, label and threshold, or an
@@ -120,12 +114,11 @@ class Classifier:
                 results.append({"image": name, "error": str(error)})
         scored = [r for r in results if "error" not in r]
         if scored:
-            images = np.stack(decoded)
-            for result, probability in zip(scored, self._probabilities(images)):
+            probabilities, distances = self._scores(np.stack(decoded))
+            for result, probability in zip(scored, probabilities):
                 result.update(self._decide(probability))
-            if self.ood is not None:
-                for result, distance in zip(scored, self._ood_distances(images)):
-                    self._flag(result, float(distance))
+            for result, distance in zip(scored, [] if distances is None else distances):
+                self._flag(result, float(distance))
         return results
 
     def _flag(self, result: dict, distance: float) -> None:

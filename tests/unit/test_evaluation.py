@@ -89,10 +89,11 @@ def test_json_safe_turns_nan_into_null():
 
 def test_operating_points_by_hand():
     # ROC of Y/P: specificity >= 0.75 allows sensitivity 2/3 (threshold 0.7); >= 0.5 allows 1 (0.3).
-    assert ev.sensitivity_at_specificity(Y, P, 0.75) == pytest.approx(2 / 3)
-    assert ev.sensitivity_at_specificity(Y, P, 0.5) == pytest.approx(1.0)
-    assert ev.specificity_at_sensitivity(Y, P, 1.0) == pytest.approx(0.5)
-    assert ev.specificity_at_sensitivity(Y, P, 0.6) == pytest.approx(1.0)
+    strict, loose = ev.curve_statistics(0.75, 1.0)(Y, P), ev.curve_statistics(0.5, 0.6)(Y, P)
+    assert strict["sensitivity_at_specificity_75"] == pytest.approx(2 / 3)
+    assert loose["sensitivity_at_specificity_50"] == pytest.approx(1.0)
+    assert strict["specificity_at_sensitivity_100"] == pytest.approx(0.5)
+    assert loose["specificity_at_sensitivity_60"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -105,7 +106,7 @@ def test_ranking_statistics_equal_scikit_learns(tied):
         p = y * 0.3 + rng.uniform(0, 0.7, n + 2)
         p = np.round(p * 6) / 6 if tied else p  # few distinct values: tied groups of both classes
         assert ev.roc_auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
-        assert ev.average_precision(y, p) == pytest.approx(average_precision_score(y, p), abs=1e-12)
+        assert ev.curve_statistics(0.9, 0.95)(y, p)["pr_auc"] == pytest.approx(average_precision_score(y, p), abs=1e-12)
         fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
         assert np.allclose(ev.roc_rates(y, p), (fpr, tpr))
 
@@ -126,16 +127,16 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():
     assert wide[1] - wide[0] > ci[1] - ci[0]
 
 
-def test_ranking_metrics_names_and_values():
+def test_set_metrics_ranking_names_and_values():
     from sklearn.metrics import average_precision_score
 
-    m = ev.ranking_metrics(Y, P, target_specificity=0.9, target_sensitivity=0.95, n_resamples=200, seed=0)
+    m = ev.set_metrics(Y, P, 0.5, _evaluate_cfg(), seed=0)
     assert m["roc_auc"] == pytest.approx(10 / 12) and m["pr_auc"] == pytest.approx(average_precision_score(Y, P))
     assert m["sensitivity_at_specificity_90"] == pytest.approx(2 / 3)
     assert m["specificity_at_sensitivity_95"] == pytest.approx(0.5)
     for name in ("roc_auc", "pr_auc", "sensitivity_at_specificity_90", "specificity_at_sensitivity_95"):
         assert m[f"{name}_ci_low"] <= m[name] <= m[f"{name}_ci_high"]
-    assert "95% CI" in ev.summary_table({**ev.binary_metrics(Y, P, 0.5), **m})
+    assert "95% CI" in ev.summary_table(m)
 
 
 def test_calibration_metrics_by_hand():
@@ -183,8 +184,18 @@ def test_set_metrics_without_both_classes_skips_ranking():
 def test_operating_point_statistics_agree_with_binary_metrics():
     y, p = np.array(Y), np.array(P)
     expected = ev.binary_metrics(y, p, 0.5)
-    for name, statistic in ev.operating_point_statistics(0.5).items():
-        assert statistic(y, p) == pytest.approx(expected[name]), name
+    for name, value in ev.operating_point_statistics(0.5)(y, p).items():
+        assert value == pytest.approx(expected[name]), name
+
+
+def test_one_bootstrap_gives_each_statistic_the_interval_it_gets_alone():
+    rng = np.random.default_rng(0)
+    y, lesions = rng.integers(0, 2, 200), rng.integers(0, 80, 200)
+    p = np.clip(y * 0.3 + rng.uniform(0, 0.7, 200), 0, 1)
+    statistics = ev.curve_statistics(0.9, 0.95)
+    kwargs = {"n_resamples": 100, "seed": 3, "groups": lesions}
+    for name, interval in ev.bootstrap_intervals(y, p, statistics, **kwargs).items():
+        assert interval == ev.bootstrap_ci(y, p, lambda y, p, name=name: statistics(y, p)[name], **kwargs)
 
 
 def test_set_metrics_bracket_the_operating_point():

@@ -18,8 +18,11 @@ def main(cfg: Config) -> None:
     report = read_json(paths.PREPARE_REPORT)
     val = read_manifest(paths.PREPARED / "val.csv")
     model = load_model(paths.MODEL)
-    predictor = inference.compile_predictor(model, cfg.evaluate.tta_views, cfg.evaluate.runtime)
-    raw = inference.predict_files(predictor, val.path, cfg.data.image_size, cfg.evaluate.batch_size, "calibrate: validation")
+    # The out-of-distribution flag's validation features come from the same pass as the probabilities.
+    feature_layer = ood.FEATURE_LAYER if cfg.evaluate.ood_flag_share is not None and ood.has_features(model) else None
+    predictor = inference.compile_predictor(model, cfg.evaluate.tta_views, cfg.evaluate.runtime, feature_layer)
+    rows = inference.predict_files(predictor, val.path, cfg.data.image_size, cfg.evaluate.batch_size, "calibrate: validation")
+    raw, val_features = inference.split_features(rows, model.output_shape[-1]) if feature_layer else (rows, None)
     temperature = ev.fit_temperature(val.label_index, raw) if cfg.evaluate.temperature_scaling else 1.0
     class_prior = None
     if cfg.evaluate.class_prior == "uniform":
@@ -65,13 +68,13 @@ def main(cfg: Config) -> None:
         host=host.describe(),
     )
     detector = None
-    if cfg.evaluate.ood_flag_share is not None:
+    if feature_layer:
         train = read_manifest(paths.PREPARED / "train.csv")
         sample = train.sample(min(cfg.evaluate.ood_train_images, len(train)), random_state=cfg.seed)
         detector = ood.fit_on_images(
             model,
             sample.path,
-            val.path,
+            val_features,
             image_size=cfg.data.image_size,
             batch_size=cfg.evaluate.batch_size,
             flag_share=cfg.evaluate.ood_flag_share,
