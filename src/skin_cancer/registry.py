@@ -1,7 +1,8 @@
 """The model registry: the pipeline's run gets the model in its Keras and serving flavours, and its
 serving model becomes a version, tagged with its headline metrics and what makes versions
-comparable; the champion alias points at the best comparable one. Loading a model (or its Keras
-model and operating point) back by URI."""
+comparable; the champion alias points at the best comparable one. Loading a logged model back by URI
+is the serving side's (serving.load_classifier), so that this module may import it and not the
+other way round."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from skin_cancer import paths
-from skin_cancer.access import explained_refusals, refused
+from skin_cancer.access import explained_refusals
 from skin_cancer.config import Config, TrackingConfig
 from skin_cancer.operating_point import OperatingPoint
 from skin_cancer.serving import serving_model, serving_signature
@@ -70,7 +71,9 @@ def best_comparable(versions: list, like: dict, metric: str):
 def register_model(client, run_id: str, cfg: TrackingConfig, numbers: dict, comparable: dict) -> dict:
     """Register the run's model as a new version of `cfg.registered_model`, tagged with the headline
     metrics and `comparable` (task, validation fingerprint), and point `cfg.champion_alias` at the best
-    version comparable with it, unless the alias is held by a version that is not comparable.
+    version comparable with it. A holder validated on other data or classes (a smoke run, another
+    split) is replaced, and the result says so (`replaced`): the data of the newest run decide which
+    versions compete, else one early smoke run would hold the alias for good.
 
     The alias is set to the best of all comparable versions, then read back and set again while
     another writer's stale choice is found (or another writer created it first): concurrent sweep
@@ -93,25 +96,23 @@ def register_model(client, run_id: str, cfg: TrackingConfig, numbers: dict, comp
             return None
 
     previous = holder()
-    reason = None
-    if previous is not None and any(previous.tags.get(k) != comparable.get(k) for k in COMPARABLE):
-        reason = f"version {previous.version} holds @{cfg.champion_alias} but was validated on other data or classes"
-    else:
-        for _ in range(5):
-            best = best_comparable(
-                client.search_model_versions(f"name = '{cfg.registered_model}'"), comparable, cfg.champion_metric
-            )
-            current = holder()
-            if best is None or (current is not None and current.version == best.version):
-                break
-            try:
-                client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, best.version)
-            except MlflowException as error:
-                # Two workers that both saw no alias both insert it; the server refuses the second
-                # (a unique key). Lost that race: the next pass reads who holds it and corrects it.
-                if error.error_code in REFUSED or holder() is None:
-                    raise
+    incomparable = previous is not None and any(previous.tags.get(k) != comparable.get(k) for k in COMPARABLE)
+    for _ in range(5):
+        best = best_comparable(client.search_model_versions(f"name = '{cfg.registered_model}'"), comparable, cfg.champion_metric)
+        current = holder()
+        if best is None or (current is not None and current.version == best.version):
+            break
+        try:
+            client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, best.version)
+        except MlflowException as error:
+            # Two workers that both saw no alias both insert it; the server refuses the second
+            # (a unique key). Lost that race: the next pass reads who holds it and corrects it.
+            if error.error_code in REFUSED or holder() is None:
+                raise
     final = holder()
+    replaced = None
+    if incomparable and final is not None and final.version != previous.version:
+        replaced = f"version {previous.version}, validated on other data or classes, lost @{cfg.champion_alias}"
     return {
         "name": cfg.registered_model,
         "version": int(version.version),
@@ -120,7 +121,7 @@ def register_model(client, run_id: str, cfg: TrackingConfig, numbers: dict, comp
         "previous_champion": int(previous.version) if previous else None,
         "previous_value": _value(previous.tags, cfg.champion_metric) if previous else None,
         "champion": final is not None and final.version == version.version,
-        "not_comparable": reason,
+        "replaced": replaced,
     }
 
 
@@ -210,35 +211,6 @@ def publish(cfg: Config) -> dict:
                 client = MlflowClient(run["tracking_uri"])
                 run["registry"] = register_model(client, run["run_id"], cfg.tracking, numbers, comparable)
     return run
-
-
-def load_logged_model(uri: str):
-    """(Keras model, operating point, out-of-distribution detector or None) of an MLflow model URI:
-    `runs:/<run>/model`, `models:/<name>@<alias>` or `models:/<name>/<version>`; DataError naming a
-    missing one. Only the serving model carries the detector; the Keras flavour has none."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    import skin_cancer.model  # noqa: F401  registers the model's own layers with Keras
-    from skin_cancer.data import DataError
-
-    server = tracking_uri()
-    mlflow.set_tracking_uri(server)
-    try:
-        info = mlflow.models.get_model_info(uri)
-        if "keras" in info.flavors:
-            model, detector = mlflow.keras.load_model(uri), None
-        else:  # the registered serving pyfunc wraps the classifier
-            served = mlflow.pyfunc.load_model(uri).unwrap_python_model().classifier
-            model, detector = served.model, served.ood
-    except (MlflowException, OSError, AttributeError) as error:
-        if isinstance(error, MlflowException) and error.get_http_status_code() in (401, 403):
-            raise refused(error.get_http_status_code(), server, f"loading {uri}") from None
-        raise DataError(f"{uri}: {str(error).splitlines()[0]}") from None
-    operating_point = (info.metadata or {}).get("operating_point")
-    if not operating_point:
-        raise DataError(f"{uri}: the model carries no operating point (logged before the calibrate stage existed?)")
-    return model, OperatingPoint.from_dict(operating_point, uri), detector
 
 
 def model_versions(name: str) -> list[dict]:

@@ -199,11 +199,9 @@ def load_classifier(source: str | Path = "models/model.keras", *, run_id: str | 
     """A classifier from a `.keras` file (with `operating_point.json` beside it), a registered model
     `models:/NAME@ALIAS` (or `models:/NAME/VERSION`), or the model of an MLflow run (`run_id`).
     Raises DataError naming what is missing."""
-    from skin_cancer import registry
-
     if run_id is not None or str(source).startswith(("models:/", "runs:/")):
         uri = f"runs:/{run_id}/model" if run_id is not None else str(source)
-        model, operating_point, detector = registry.load_logged_model(uri)
+        model, operating_point, detector = load_logged_model(uri)
         return Classifier(model, operating_point, uri, detector)
     from skin_cancer.model import load_model
 
@@ -218,6 +216,36 @@ def load_classifier(source: str | Path = "models/model.keras", *, run_id: str | 
     # A model calibrated before the flag existed has no detector file: it predicts without the flag.
     detector = ood.load(path.parent / ood.OOD_FILE) if (path.parent / ood.OOD_FILE).is_file() else None
     return Classifier(load_model(path), OperatingPoint.load(op_path), str(path), detector)
+
+
+def load_logged_model(uri: str):
+    """(Keras model, operating point, out-of-distribution detector or None) of an MLflow model URI:
+    `runs:/<run>/model`, `models:/<name>@<alias>` or `models:/<name>/<version>`; DataError naming a
+    missing one. Only the serving model carries the detector; the Keras flavour has none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    import skin_cancer.model  # noqa: F401  registers the model's own layers with Keras
+    from skin_cancer.access import refused
+    from skin_cancer.store import tracking_uri
+
+    server = tracking_uri()
+    mlflow.set_tracking_uri(server)
+    try:
+        info = mlflow.models.get_model_info(uri)
+        if "keras" in info.flavors:
+            model, detector = mlflow.keras.load_model(uri), None
+        else:  # the registered serving pyfunc wraps the classifier
+            served = mlflow.pyfunc.load_model(uri).unwrap_python_model().classifier
+            model, detector = served.model, served.ood
+    except (MlflowException, OSError, AttributeError) as error:
+        if isinstance(error, MlflowException) and error.get_http_status_code() in (401, 403):
+            raise refused(error.get_http_status_code(), server, f"loading {uri}") from None
+        raise DataError(f"{uri}: {str(error).splitlines()[0]}") from None
+    operating_point = (info.metadata or {}).get("operating_point")
+    if not operating_point:
+        raise DataError(f"{uri}: the model carries no operating point (logged before the calibrate stage existed?)")
+    return model, OperatingPoint.from_dict(operating_point, uri), detector
 
 
 def image_files(inputs: list[str]) -> tuple[list[str], list[str]]:

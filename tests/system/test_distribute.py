@@ -1,5 +1,6 @@
 """Training under tf.distribute strategies: two worker processes (MultiWorkerMirroredStrategy) on
-loopback and as SLURM tasks against one, and MirroredStrategy in the stage's own process."""
+loopback and as SLURM tasks against one process without a strategy, and MirroredStrategy in the
+stage's own process."""
 
 import json
 import subprocess
@@ -35,14 +36,16 @@ def assert_same_training(one: pd.DataFrame, other: pd.DataFrame) -> None:
         assert other[column].tolist() == pytest.approx(one[column].tolist(), abs=TOLERANCE)
 
 
-def test_two_workers_here_and_on_slurm_train_like_one(workspace, tmp_path):
+def test_two_workers_here_and_on_slurm_train_like_one_process(workspace, tmp_path):
     from skin_cancer.stages import audit, features, prepare
 
     for module in (audit, prepare, features):
         module.main(workspace("train.feature_views=1"))
     # Without dropout and with one cached view, nothing random differs between replicas.
-    deterministic = ("model.dropout=0", "train.feature_views=1", "train.distribute.strategy=multi_worker")
-    one, two = (train_and_finetune(workspace(*deterministic, f"train.distribute.workers={n}")) for n in (1, 2))
+    deterministic = ("model.dropout=0", "train.feature_views=1")
+    one = train_and_finetune(workspace(*deterministic))  # no strategy: the plain run
+    distributed = (*deterministic, "train.distribute.strategy=multi_worker", "train.distribute.workers=2")
+    two = train_and_finetune(workspace(*distributed))
     print(one.to_string(), two.to_string(), sep="\n")
     assert_same_training(one, two)
     # The chief alone logs the epochs to MLflow: each once, as its history has them.
@@ -53,7 +56,7 @@ def test_two_workers_here_and_on_slurm_train_like_one(workspace, tmp_path):
     # In a SLURM allocation the stage starts its workers with srun; SLURM's environment names the cluster.
     with slurm_cluster(tmp_path / "slurm") as slurm_conf, pytest.MonkeyPatch.context() as patch:
         patch.setenv("SLURM_CONF", slurm_conf)
-        on_slurm = train_and_finetune(workspace(*deterministic, "train.distribute.workers=2"), ["salloc", "--ntasks=2"])
+        on_slurm = train_and_finetune(workspace(*distributed), ["salloc", "--ntasks=2"])
     assert_same_training(one, on_slurm)
 
 

@@ -129,9 +129,10 @@ def answers_concurrent_mixed_traffic(url: str, images: list[str]) -> None:
     assert status == 200 and answer == sequential[0][1]
 
 
-# One sweep worker: log a run under the sweep's parent and register it, all at once with the others.
+# One sweep worker: log a run under the sweep's parent and register it, all at once with the others;
+# with a gate file, wait for it between logging and adopting the surviving parent.
 WORKER = """
-import sys, time
+import os, sys, time
 import mlflow
 from mlflow.tracking import MlflowClient
 from skin_cancer.config import TrackingConfig
@@ -139,7 +140,8 @@ from skin_cancer.registry import register_model
 from skin_cancer.store import ensure_experiment
 from skin_cancer.tracking import GROUP_TAG, adopt_parent, parent_run
 
-uri, value, fingerprint, start_at = sys.argv[1], float(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+uri, value, fingerprint, start_at, group, gate = sys.argv[1:7]
+value, start_at = float(value), float(start_at)
 
 class Identity(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
@@ -149,60 +151,94 @@ time.sleep(max(0.0, start_at - time.time()))
 mlflow.set_tracking_uri(uri)
 client = MlflowClient(uri)
 experiment = ensure_experiment(client, "skin-cancer", uri)
-parent = parent_run(client, experiment, "sweep-x")
-with mlflow.start_run(experiment_id=experiment, tags={GROUP_TAG: "sweep-x", "mlflow.parentRunId": parent}) as run:
+parent = parent_run(client, experiment, group)
+with mlflow.start_run(experiment_id=experiment, tags={GROUP_TAG: group, "mlflow.parentRunId": parent}) as run:
     mlflow.pyfunc.log_model(name="serving", python_model=Identity())
-adopt_parent(client, experiment, run.info.run_id, "sweep-x")  # as the track stage does once it has logged
-cfg = TrackingConfig(uri=uri, experiment_name="skin-cancer", run_group="sweep-x", log_model=True,
+while gate != "-" and not os.path.exists(gate):
+    time.sleep(0.2)
+adopt_parent(client, experiment, run.info.run_id, group)  # as the track stage does once it has logged
+cfg = TrackingConfig(uri=uri, experiment_name="skin-cancer", run_group=group, log_model=True,
                      registered_model="classifier", champion_alias="champion", champion_metric="validation.roc_auc")
 result = register_model(client, run.info.run_id, cfg, {"validation.roc_auc": value},
                         {"task.classes": "benign,malignant", "validation.fingerprint": fingerprint})
-print(result["version"], result["champion"], result["not_comparable"])
+print(result["version"], result["champion"], result["replaced"])
 """
+
+
+def sweep_worker(cwd, uri, value, fingerprint, start_at, group="sweep-x", gate="-", env=None):
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, uri, str(value), fingerprint, str(start_at), group, str(gate)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process) -> str:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    return out.strip().splitlines()[-1]  # mlflow prints "View run ..." lines before the worker's verdict
 
 
 def test_concurrent_sweep_workers_on_a_tracking_server(tmp_path, monkeypatch):
     """Four processes log and register at once through the PostgreSQL-backed `mlflow server`, as an EDIT
     user (who may not delete runs): one parent run, four children under it, the alias on the best;
-    a later smoke run validated on other images, though higher, does not take it."""
+    a later run validated on other images takes it over and says whose it was. Four MANAGE users
+    (who delete duplicate parents) log under a parent that is then deleted, because an older one
+    appears while they log (a writer whose clock is behind): all four end under that surviving one."""
+    import os
     import time
+
+    from mlflow.tracking import MlflowClient
 
     with tracking_server() as (uri, _, folder):
         for key, value in tracking_user(folder, "sweeper").items():  # the workers inherit the credentials
             monkeypatch.setenv(key, value)
-
-        def worker(value, fingerprint, start_at):
-            return subprocess.Popen(
-                [sys.executable, "-c", WORKER, uri, str(value), fingerprint, str(start_at)],
-                cwd=tmp_path,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-
-        start_at = time.time() + 20  # after every worker has imported mlflow
-        workers = [worker(value, "val-a", start_at) for value in (0.81, 0.84, 0.83, 0.82)]
+        managers = {**os.environ, **tracking_user(folder, "manager", "MANAGE")}
+        gate = tmp_path / "older-parent-created"
+        start_at = time.time() + 40  # after every worker has imported mlflow
+        workers = [sweep_worker(tmp_path, uri, value, "val-a", start_at) for value in (0.81, 0.84, 0.83, 0.82)]
+        deleters = [sweep_worker(tmp_path, uri, 0.5, "val-b", start_at, "sweep-y", gate, managers) for _ in range(4)]
         for process in workers:
-            out, err = process.communicate(timeout=300)
-            assert process.returncode == 0, err[-3000:]
-        smoke = worker(0.99, "smoke-20-per-class", 0)
-        out, err = smoke.communicate(timeout=300)
-        assert smoke.returncode == 0, err[-3000:]
-        verdict = out.strip().splitlines()[-1]  # mlflow prints "View run ..." lines before it
-        assert verdict.split()[1] == "False" and "validated on other data" in verdict
+            finish(process)
+        best = MlflowClient(uri).get_model_version_by_alias("classifier", "champion")
+        assert best.tags["validation.roc_auc"] == "0.84"
+        verdict = finish(sweep_worker(tmp_path, uri, 0.70, "another-split", 0))
+        assert verdict == f"5 True version {best.version}, validated on other data or classes, lost @champion"
 
-        client, found = runs(uri)
-        grouped = [r for r in found if r.data.tags.get("sweep.group") == "sweep-x"]
-        parents = [r for r in grouped if r.data.tags.get("sweep.parent") == "true"]
-        children = [r for r in grouped if r.data.tags.get("sweep.parent") != "true"]
+        parents, children = sweep_group(uri, "sweep-x")
         assert len(parents) == 1 and len(children) == 5
         assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
         # Parents made at the same moment by other workers, which EDIT may not delete, left the group.
-        duplicates = [r for r in found if "sweep.duplicate_of" in r.data.tags]
-        assert len(found) == 6 + len(duplicates)
-        assert all(r.data.tags["sweep.duplicate_of"] == parents[0].info.run_id for r in duplicates)
-        champion = client.get_model_version_by_alias("classifier", "champion")
-        assert champion.tags["validation.roc_auc"] == "0.84"
+        client, found = runs(uri)
+        duplicates = [r for r in found if r.data.tags.get("sweep.duplicate_of") == parents[0].info.run_id]
+        assert all(r.data.tags.get("sweep.group") is None for r in duplicates)
+
+        # The MANAGE workers have logged under the group's parent; now an older one appears.
+        deadline = time.time() + 300
+        while len([r for r in sweep_group(uri, "sweep-y")[1] if r.info.status == "FINISHED"]) < 4:
+            assert all(p.poll() is None for p in deleters) and time.time() < deadline, "the MANAGE workers did not log"
+            time.sleep(1)
+        logged_under = {r.data.tags["mlflow.parentRunId"] for r in sweep_group(uri, "sweep-y")[1]}
+        experiment = client.get_experiment_by_name("skin-cancer").experiment_id
+        older = client.create_run(experiment, start_time=1, tags={"sweep.group": "sweep-y", "sweep.parent": "true"})
+        gate.touch()
+        for process in deleters:
+            finish(process)
+        parents, children = sweep_group(uri, "sweep-y")
+        assert [r.info.run_id for r in parents] == [older.info.run_id]
+        assert [r.data.tags["mlflow.parentRunId"] for r in children] == [older.info.run_id] * 4
+        assert logged_under and all(client.get_run(run).info.lifecycle_stage == "deleted" for run in logged_under)
+
+
+def sweep_group(uri, group: str) -> tuple[list, list]:
+    """(parent runs, child runs) of a sweep group, deleted runs left out."""
+    members = [r for r in runs(uri)[1] if r.data.tags.get("sweep.group") == group]
+    return [r for r in members if r.data.tags.get("sweep.parent") == "true"], [
+        r for r in members if r.data.tags.get("sweep.parent") != "true"
+    ]
 
 
 def test_the_tracking_server_lets_no_one_in_where_they_do_not_belong(trained, tmp_path, monkeypatch):

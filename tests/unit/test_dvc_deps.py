@@ -1,4 +1,5 @@
-"""dvc.yaml lists exactly the project modules each stage runs, so changing one re-runs what it should."""
+"""The project's import graph: it runs one way (no cycle), and dvc.yaml lists exactly the project
+modules each stage runs, so changing one re-runs what it should."""
 
 import ast
 from pathlib import Path
@@ -74,3 +75,15 @@ def test_the_closure_follows_function_level_and_package_imports(tmp_path):
     assert "src/skin_cancer/config.py" in closure
     assert "src/skin_cancer/tracking.py" in closure
     assert {"src/skin_cancer/__init__.py", "src/skin_cancer/host.py"} <= closure  # the package's kernel caps
+
+
+def test_the_project_modules_import_one_way():
+    """No module imports (at the top or inside a function) one that imports it back, however
+    indirectly: graphlib names the cycle."""
+    import graphlib
+
+    files = (SRC / PACKAGE).rglob("*.py")
+    names = [".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__") for path in files]
+    graph = {name: imported_modules(module_file(name)) - {name} for name in names}
+    assert len(graph) > 30 and sum(map(len, graph.values())) > 100  # the whole package was read
+    graphlib.TopologicalSorter(graph).prepare()

@@ -76,18 +76,41 @@ def test_the_champion_is_chosen_among_comparable_versions_only():
     assert best_comparable(versions, {**like, "validation.fingerprint": "other"}, "validation.roc_auc") is None
 
 
+def sqlite_registry(tmp_path, n_runs: int) -> tuple[str, TrackingConfig, list[str]]:
+    """A SQLite tracking store with `n_runs` runs that each logged a pyfunc model under `serving`."""
+    import mlflow
+
+    class Identity(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # Not the environment variable: an earlier test's set_tracking_uri would take precedence.
+    mlflow.set_tracking_uri(uri)
+    cfg = TrackingConfig(
+        uri=uri,
+        experiment_name="registry",
+        run_group="",
+        log_model=True,
+        registered_model="classifier",
+        champion_alias="champion",
+        champion_metric="validation.roc_auc",
+    )
+    run_ids = []
+    for _ in range(n_runs):
+        with mlflow.start_run() as run:
+            mlflow.pyfunc.log_model(name="serving", python_model=Identity())
+        run_ids.append(run.info.run_id)
+    return uri, cfg, run_ids
+
+
 def test_a_worker_that_loses_the_race_to_create_the_alias_still_leaves_it_on_the_best(tmp_path):
     """On a PostgreSQL-backed server two workers that both saw no alias both insert it and the second
     is refused (a unique key): the loser re-reads and moves the alias to the best comparable version."""
     import mlflow
     from mlflow.exceptions import RestException
 
-    from skin_cancer.config import TrackingConfig
     from skin_cancer.registry import register_model
-
-    class Identity(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input, params=None):
-            return model_input
 
     class OutracedClient(MlflowClient):
         """The other worker sets the alias (to its own, worse, version) just before this one does."""
@@ -102,29 +125,31 @@ def test_a_worker_that_loses_the_race_to_create_the_alias_still_leaves_it_on_the
                 raise RestException({"error_code": "BAD_REQUEST", "message": "duplicate key value violates unique constraint"})
             super().set_registered_model_alias(name, alias, version)
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    # Not the environment variable: an earlier test's set_tracking_uri would take precedence.
-    mlflow.set_tracking_uri(uri)
+    uri, cfg, run_ids = sqlite_registry(tmp_path, 2)
     comparable = {"task.classes": "benign,malignant", "validation.fingerprint": "val-a"}
-    cfg = TrackingConfig(
-        uri=uri,
-        experiment_name="race",
-        run_group="",
-        log_model=True,
-        registered_model="classifier",
-        champion_alias="champion",
-        champion_metric="validation.roc_auc",
-    )
-    run_ids = []
-    for _ in range(2):
-        with mlflow.start_run() as run:
-            mlflow.pyfunc.log_model(name="serving", python_model=Identity())
-        run_ids.append(run.info.run_id)
     mlflow.register_model(f"runs:/{run_ids[0]}/serving", "classifier", tags={**comparable, "validation.roc_auc": "0.81"})
 
     result = register_model(OutracedClient(uri), run_ids[1], cfg, {"validation.roc_auc": 0.84}, comparable)
     assert result["version"] == 2 and result["champion"]
     assert str(MlflowClient(uri).get_model_version_by_alias("classifier", "champion").version) == "2"
+
+
+def test_a_champion_validated_on_other_data_does_not_hold_the_alias_for_good(tmp_path):
+    """A smoke run registered first takes the free alias; the first version validated on the real
+    split takes it over (and says so), and from then on the best of that split holds it."""
+    from skin_cancer.registry import register_model
+
+    uri, cfg, run_ids = sqlite_registry(tmp_path, 3)
+    client = MlflowClient(uri)
+    real = {"task.classes": "benign,malignant", "validation.fingerprint": "val-a"}
+    smoke = register_model(client, run_ids[0], cfg, {"validation.roc_auc": 0.99}, {**real, "validation.fingerprint": "smoke"})
+    first = register_model(client, run_ids[1], cfg, {"validation.roc_auc": 0.84}, real)
+    assert smoke["champion"] and first["champion"] and first["previous_champion"] == 1
+    worse = register_model(client, run_ids[2], cfg, {"validation.roc_auc": 0.80}, real)
+    assert not worse["champion"] and worse["previous_champion"] == 2
+    assert first["replaced"] == "version 1, validated on other data or classes, lost @champion"
+    assert smoke["replaced"] is None and worse["replaced"] is None
+    assert str(client.get_model_version_by_alias("classifier", "champion").version) == "2"
 
 
 def test_a_run_that_loses_the_race_to_insert_a_dataset_still_logs_it(tmp_path, monkeypatch):

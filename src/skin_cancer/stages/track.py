@@ -17,9 +17,10 @@ def main(cfg: Config) -> None:
         verdict = (
             f"now @{cfg.tracking.champion_alias}"
             if r["champion"]
-            else r["not_comparable"]
-            or f"@{cfg.tracking.champion_alias} stays on version {r['previous_champion']} ({r['previous_value']})"
+            else f"@{cfg.tracking.champion_alias} stays on version {r['previous_champion']} ({r['previous_value']})"
         )
+        if r["replaced"]:
+            verdict += f"; {r['replaced']}"
         print(f"track: registered {r['name']} version {r['version']} ({r['metric']} {r['value']}): {verdict}")
 
 
