@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from skin_cancer.data import leak_kind, open_image
 from skin_cancer.datasets import Dataset
 
 THUMB = 32  # thumbnail side; the hash is taken from its 8x8 lowest DCT frequencies
@@ -43,21 +44,12 @@ class Fingerprints:
 
 
 def thumbnail(path: str, max_pixels: int = 40_000_000) -> tuple[np.ndarray, str]:
-    """(32x32 grayscale thumbnail, SHA-256 of the file bytes); raises ValueError with a reason."""
-    data = open(path, "rb").read()
-    if not data:
-        raise ValueError("empty file (0 bytes)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as image:
-                if image.width * image.height > max_pixels:
-                    raise ValueError(f"{image.width}x{image.height} pixels: decompression bomb?")
-                image.draft("RGB", (4 * THUMB, 4 * THUMB))  # JPEG: decode at a reduced scale, much faster
-                small = image.convert("RGB").convert("L").resize((THUMB, THUMB), Image.Resampling.LANCZOS)
-        except (OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ValueError(f"cannot decode: {error}") from None
-    return np.asarray(small, dtype=np.float32), hashlib.sha256(data).hexdigest()
+    """(32x32 grayscale thumbnail, SHA-256 of the file bytes); raises BadImage (a ValueError) with
+    the reason, as prepare does for the same file."""
+    with open_image(Path(path), max_pixels) as image:
+        image.draft("RGB", (4 * THUMB, 4 * THUMB))  # JPEG: decode at a reduced scale, much faster
+        small = image.convert("RGB").convert("L").resize((THUMB, THUMB), Image.Resampling.LANCZOS)
+    return np.asarray(small, dtype=np.float32), hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def fingerprint(paths: list[str], workers: int = 4, desc: str = "audit: hashing") -> Fingerprints:
@@ -289,12 +281,11 @@ def audit(
 
 
 def _leaks(images: pd.DataFrame) -> list[str]:
-    """Per test image: "copy" when a train/val image is a copy of it, "group" when one shares its
-    group (lesion / patient) without being a copy, "" otherwise (the clean test subset)."""
+    """Per image: its leak_kind against the train/val images for a test image, "" for the others."""
     train = images.split.isin(["train", "val"])
     train_copies, train_groups = set(images.copy_cluster[train]), set(images.group[train])
     return [
-        "" if split != "test" else "copy" if c in train_copies else "group" if g in train_groups else ""
+        "" if split != "test" else leak_kind(c, g, train_copies, train_groups)
         for split, c, g in zip(images.split, images.copy_cluster, images.group)
     ]
 

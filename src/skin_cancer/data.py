@@ -4,8 +4,10 @@ group, and write manifests plus a report of everything skipped or dropped."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,21 +92,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def decode(path: Path, max_pixels: int) -> tuple[Image.Image, Image.Image]:
-    """(original, RGB) images of a file, fully decoded; raises BadImage with the reason."""
+@contextlib.contextmanager
+def open_image(path: Path, max_pixels: int) -> Iterator[Image.Image]:
+    """The one guarded way into an image file (prepare, serving and the audit): the opened, not yet
+    decoded, image, refused with a BadImage naming the reason when the file is empty, larger than
+    `max_pixels` (data.max_image_pixels: a decompression bomb?) or cannot be decoded, also when
+    that happens while the caller decodes it inside the block."""
     if path.stat().st_size == 0:
         raise BadImage("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
-            width, height = image.size
-            if width * height > max_pixels:
-                raise BadImage(
-                    f"too large: {width}x{height} = {width * height} pixels, the limit is {max_pixels} "
-                    "(data.max_image_pixels; a decompression bomb?)"
-                )
-            image.load()
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise BadImage(
+                        f"too large: {width}x{height} = {width * height} pixels, the limit is {max_pixels} "
+                        "(data.max_image_pixels; a decompression bomb?)"
+                    )
+                yield image
     except BadImage:
         raise
     except UnidentifiedImageError:
@@ -113,7 +119,13 @@ def decode(path: Path, max_pixels: int) -> tuple[Image.Image, Image.Image]:
         raise BadImage(f"decompression bomb: {error}") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise BadImage(f"corrupt or truncated image: {error}") from None
-    return image, to_rgb(image)
+
+
+def decode(path: Path, max_pixels: int) -> tuple[Image.Image, Image.Image]:
+    """(original, RGB) images of a file, fully decoded; raises BadImage with the reason."""
+    with open_image(path, max_pixels) as image:
+        image.load()
+        return image, to_rgb(image)
 
 
 def read_image(path: Path, split: str, label: str, max_pixels: int, converted: tuple[Path, Path]) -> ImageRecord:
@@ -215,12 +227,17 @@ def attach_audit(records: list[ImageRecord], audit_images: pd.DataFrame) -> None
         record.found_in = row.found_in if isinstance(row.found_in, str) else ""
 
 
+def leak_kind(copy_cluster, group, training_clusters: set, training_groups: set) -> str:
+    """The leak rule for one test image: "copy" when a training image is a copy of it, "group" when
+    one shares its group (lesion, patient) without being a copy, "" otherwise (the clean test subset)."""
+    return "copy" if copy_cluster in training_clusters else "group" if group in training_groups else ""
+
+
 def mark_leaks(test: list[ImageRecord], training: list[ImageRecord]) -> None:
-    """Set each test record's `leak`: "copy" when a training record is a copy of it, "group" when one
-    shares its group (lesion) without being a copy, "" otherwise (the clean test subset)."""
+    """Set each test record's `leak` (see leak_kind) against the training records."""
     clusters, groups = {r.copy_cluster for r in training}, {r.group for r in training}
     for record in test:
-        record.leak = "copy" if record.copy_cluster in clusters else "group" if record.group in groups else ""
+        record.leak = leak_kind(record.copy_cluster, record.group, clusters, groups)
 
 
 def training_pool(

@@ -27,6 +27,14 @@ def choose_threshold(y_val, prob_val, cfg: EvaluateConfig) -> float:
     return float(np.clip(thresholds[best], 1e-6, 1.0))
 
 
+def predicted_classes(prob, threshold: float | None) -> np.ndarray:
+    """The one decision rule, class index per image: for a binary model's positive-class
+    probabilities (n,), positive (1) at or above `threshold`; for K-class probabilities (n, K), the
+    most probable class (the threshold is not used)."""
+    prob = np.asarray(prob)
+    return prob.argmax(axis=1) if prob.ndim == 2 else (prob >= threshold).astype(int)
+
+
 def _logit(prob) -> np.ndarray:
     prob = np.clip(np.asarray(prob, dtype=float), 1e-7, 1 - 1e-7)
     return np.log(prob) - np.log1p(-prob)
@@ -107,7 +115,7 @@ def binary_metrics(y_true, prob, threshold: float) -> dict[str, float]:
     """Accuracy, ROC AUC, sensitivity, specificity and friends for a positive-class probability."""
     y_true = np.asarray(y_true).astype(int)
     prob = np.asarray(prob, dtype=float)
-    y_pred = (prob >= threshold).astype(int)
+    y_pred = predicted_classes(prob, threshold)
     tn, fp, fn, tp = skm.confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
     ratio = lambda a, b: float(a / b) if b else float("nan")  # noqa: E731
     both_classes = len(np.unique(y_true)) == 2
@@ -227,7 +235,7 @@ def operating_point_statistics(threshold: float):
     at a frozen threshold, for the bootstrap."""
 
     def statistics(y, p) -> dict[str, float]:
-        called = p >= threshold
+        called = predicted_classes(p, threshold) == 1
         sensitivity, specificity = float(np.mean(called[y == 1])), float(np.mean(~called[y == 0]))
         return {
             "accuracy": float(np.mean(called == y)),
@@ -326,14 +334,14 @@ def json_safe(metrics: dict) -> dict:
 
 def confusion(y_true, prob, threshold: float, class_names: list[str]) -> dict:
     """Confusion matrix as JSON-ready dict: rows are true classes, columns predicted classes."""
-    y_pred = (np.asarray(prob) >= threshold).astype(int)
+    y_pred = predicted_classes(prob, threshold)
     matrix = skm.confusion_matrix(np.asarray(y_true).astype(int), y_pred, labels=[0, 1])
     return {"labels": class_names, "matrix": matrix.tolist()}
 
 
 def report(y_true, prob, threshold: float, class_names: list[str]) -> dict:
     """scikit-learn's classification report as a dict."""
-    y_pred = (np.asarray(prob) >= threshold).astype(int)
+    y_pred = predicted_classes(prob, threshold)
     return skm.classification_report(
         np.asarray(y_true).astype(int), y_pred, labels=[0, 1], target_names=class_names, output_dict=True, zero_division=0
     )

@@ -146,15 +146,12 @@ def save_grid(items: list[tuple[np.ndarray, np.ndarray, str]], path: Path, colum
     save_figure(fig, path)
 
 
-def decisions(prob: np.ndarray, threshold: float | None) -> np.ndarray:
-    """Predicted class index per image: probability >= threshold (binary), else the argmax."""
-    return prob.argmax(axis=1) if prob.ndim == 2 else (prob >= threshold).astype(int)
-
-
 def pick_examples(y_true: np.ndarray, prob: np.ndarray, threshold: float | None, per_kind: int = 4) -> list[int]:
     """Indices of the most confident correct and the most confident wrong predictions
     (`per_kind` of each where there are that many); K classes: confidence is the top probability."""
-    predicted = decisions(prob, threshold)
+    from skin_cancer.evaluation import predicted_classes
+
+    predicted = predicted_classes(prob, threshold)
     confidence = prob.max(axis=1) if prob.ndim == 2 else np.abs(prob - threshold)
     correct = np.flatnonzero(predicted == y_true.astype(int))
     wrong = np.flatnonzero(predicted != y_true.astype(int))
@@ -167,10 +164,11 @@ def gradcam_grid(
 ) -> None:
     """A grid of Grad-CAM overlays (of the predicted class) for a few correct and wrong predictions
     of a manifest frame."""
+    from skin_cancer.evaluation import predicted_classes
     from skin_cancer.pipeline import load_image
 
     items = []
-    predicted = decisions(prob, threshold)
+    predicted = predicted_classes(prob, threshold)
     for i in pick_examples(frame.label_index.to_numpy(), prob, threshold):
         image = load_image(frame.path.iloc[i], image_size).numpy()
         heatmap, _ = grad_cam(model, image, int(predicted[i]) if prob.ndim == 2 else None)

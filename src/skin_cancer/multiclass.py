@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from skin_cancer.evaluation import bootstrap_ci, roc_auc
+from skin_cancer.evaluation import bootstrap_ci, predicted_classes, roc_auc
 
 
 def class_shares(label_index, k: int) -> list[float]:
@@ -18,11 +18,6 @@ def class_shares(label_index, k: int) -> list[float]:
     if not counts.all():
         raise ValueError(f"classes {np.flatnonzero(counts == 0).tolist()} have no training image: no class prior to divide out")
     return (counts / counts.sum()).tolist()
-
-
-def predicted(prob) -> np.ndarray:
-    """The decision: the most probable class per row."""
-    return np.asarray(prob).argmax(axis=1)
 
 
 def balanced_accuracy(y_true, prob) -> float:
@@ -44,7 +39,7 @@ def confusion_counts(y_true, prob) -> np.ndarray:
     """K x K counts: rows are true classes, columns predicted ones (scikit-learn's confusion_matrix,
     without the input checks that dominate when the bootstrap asks for it a thousand times)."""
     k = np.shape(prob)[1]
-    return np.bincount(np.asarray(y_true).astype(int) * k + predicted(prob), minlength=k * k).reshape(k, k)
+    return np.bincount(np.asarray(y_true).astype(int) * k + predicted_classes(prob, None), minlength=k * k).reshape(k, k)
 
 
 def per_class(y_true, prob, classes: list[str]) -> dict[str, dict[str, float]]:
@@ -77,7 +72,7 @@ def top_label_ece(y_true, prob, bins: int) -> float:
     weighted over equal-width confidence bins."""
     prob = np.asarray(prob)
     confidence = prob.max(axis=1)
-    correct = predicted(prob) == np.asarray(y_true)
+    correct = predicted_classes(prob, None) == np.asarray(y_true)
     which = np.minimum((confidence * bins).astype(int), bins - 1)
     gap = sum(abs(confidence[which == b].mean() - correct[which == b].mean()) * (which == b).sum() for b in np.unique(which))
     return float(gap / len(prob))
@@ -102,7 +97,7 @@ def multiclass_metrics(
     all_present = len(np.unique(y_true)) == len(classes)
     metrics: dict = {
         "n_images": int(len(y_true)),
-        "accuracy": float((predicted(prob) == y_true).mean()),
+        "accuracy": float((predicted_classes(prob, None) == y_true).mean()),
         "balanced_accuracy": balanced_accuracy(y_true, prob),
         "macro_auc": macro_auc(y_true, prob) if all_present else None,
         "top_label_ece": top_label_ece(y_true, prob, bins),

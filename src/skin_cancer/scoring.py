@@ -198,7 +198,7 @@ def write_set(
             "path": frame.source,
             "actual": frame.label,
             "probability": np.round(prob, 6),
-            "predicted": [class_names[int(p >= threshold)] for p in prob],
+            "predicted": np.asarray(class_names)[ev.predicted_classes(prob, threshold)],
         }
     ).to_csv(folder / "predictions.csv", index=False)
     conf = ev.confusion(y_true, prob, threshold, class_names)

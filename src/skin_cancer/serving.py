@@ -172,11 +172,13 @@ class Classifier:
     def _decide(self, probability) -> dict:
         """Binary: the malignancy probability, the label at the threshold. K classes: the top class and
         its probability, every class's probability, the top three, and the malignant score."""
+        from skin_cancer.evaluation import predicted_classes
+
         op = self.operating_point
         if not op.multiclass:
             return {
                 "probability": float(probability),
-                "label": self.class_names[int(probability >= self.threshold)],
+                "label": self.class_names[int(predicted_classes(np.asarray([probability]), self.threshold)[0])],
                 "threshold": self.threshold,
             }
         from skin_cancer.multiclass import malignant_score

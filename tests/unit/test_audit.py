@@ -12,7 +12,7 @@ from PIL import Image
 
 from skin_cancer import audit as au
 from skin_cancer.cli import main as cli
-from skin_cancer.data import DataError, prepare, read_manifest
+from skin_cancer.data import BadImage, DataError, decode, leak_kind, prepare, read_manifest
 from skin_cancer.datasets import load_dataset, map_labels
 from tests.helpers import exhaustive_copies, lesion_image
 
@@ -228,3 +228,25 @@ def test_cli_audit_writes_outputs_and_fails_cleanly(make_dataset, tmp_path, caps
     (tmp_path / "empty").mkdir()
     assert cli(["audit", str(tmp_path / "empty")]) == 2
     assert "has no class folders" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", ["bomb", "empty", "text", "cut"])
+def test_the_audit_refuses_a_file_as_prepare_does(tmp_path, content):
+    """One guarded decoder: the audit's thumbnail and prepare's decode refuse a file in the same words."""
+    path = tmp_path / "image.png"
+    Image.new("L", (4000, 3000)).save(path)  # 12 megapixels in a tiny file
+    if content != "bomb":
+        data = path.read_bytes()
+        path.write_bytes({"empty": b"", "text": b"not an image", "cut": data[: len(data) // 2]}[content])
+    with pytest.raises(BadImage) as audited:
+        au.thumbnail(str(path), max_pixels=1_000_000 if content == "bomb" else 40_000_000)
+    with pytest.raises(BadImage) as prepared:
+        decode(path, 1_000_000 if content == "bomb" else 40_000_000)
+    assert str(audited.value) == str(prepared.value)
+
+
+def test_the_leak_rule():
+    clusters, groups = {1, 2}, {10, 20}
+    assert leak_kind(1, 99, clusters, groups) == "copy"  # a copy, whatever its group
+    assert leak_kind(5, 10, clusters, groups) == "group"
+    assert leak_kind(5, 99, clusters, groups) == ""
