@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results" / "audit")
     args = parser.parse_args()
     from skin_cancer import host
-    from skin_cancer.audit import read_images
+    from skin_cancer.data.audit import read_images
 
     report_dir = args.workdir / "audit-report"
     command = [str(Path(sys.executable).parent / "skin-cancer"), "audit", str(args.kaggle), "--against", str(args.ham)]

@@ -142,8 +142,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     print(f"host: {host.one_line(host.describe())}", flush=True)
-    from skin_cancer import audit
-    from skin_cancer.datasets import Dataset
+    from skin_cancer.data import audit
+    from skin_cancer.data.collections import Dataset
 
     sizes = sorted(args.sizes)
     images = collection(args.shared, sizes[-1], args.workdir / "audit_scale")

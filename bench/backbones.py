@@ -75,8 +75,8 @@ def throughput(forward, size: int, batch: int, seconds: float = 20.0) -> float:
 def static(backbone: str) -> dict:
     """Sizes and throughput of `backbone`'s classifier as the default recipe builds it (OpenVINO)."""
     from skin_cancer.config import compose, validate
-    from skin_cancer.inference import compile_model
-    from skin_cancer.model import build_classifier, feature_extractor, get_backbone
+    from skin_cancer.models.classifier import build_classifier, feature_extractor, get_backbone
+    from skin_cancer.models.inference import compile_model
 
     cfg = validate(compose([f"model={backbone}"], ROOT / "conf"))
     model = build_classifier(cfg.model, cfg.data.image_size)

@@ -23,7 +23,7 @@ COLLECTIONS = ("kaggle", "ham10000", "isic2017", "isic2017_validation", "derm7pt
 def load_whole(name: str):
     """A collection of conf/collection/, every image, its labels as the collection names them."""
     from skin_cancer.config import compose, resolve_from_project
-    from skin_cancer.datasets import LAYOUT_KEYS, load_dataset
+    from skin_cancer.data.collections import LAYOUT_KEYS, load_dataset
 
     spec = compose([f"+collection@audit.against.{name}={name}"], ROOT / "conf").audit.against[name]
     return load_dataset(name, resolve_from_project(spec.root), **{key: spec.get(key) for key in LAYOUT_KEYS})
@@ -45,8 +45,8 @@ def copy_matrix(images: pd.DataFrame) -> pd.DataFrame:
 
 
 def main() -> None:
-    from skin_cancer import audit
-    from skin_cancer.datasets import Dataset
+    from skin_cancer.data import audit
+    from skin_cancer.data.collections import Dataset
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")

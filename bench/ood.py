@@ -1,5 +1,5 @@
 """Benchmark: can a trained model tell that an image is unlike its training data? The pooled backbone
-features of a seeded sample of its training images fit a Gaussian (skin_cancer.ood); the cut-off is
+features of a seeded sample of its training images fit a Gaussian (skin_cancer.evaluation.ood); the cut-off is
 frozen on validation so that --flag-share of validation images are flagged; then the clean test
 images (in-domain) are scored against
 
@@ -25,7 +25,9 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from skin_cancer import host, ood, shifts
+from skin_cancer import host
+from skin_cancer.data import shifts
+from skin_cancer.evaluation import ood
 
 ROOT = Path(__file__).resolve().parents[1]
 # Test-derived groups: name -> change of a clean test image.
@@ -76,9 +78,9 @@ def main() -> None:
 
     import keras
 
-    from skin_cancer.data import read_manifest
-    from skin_cancer.inference import compile_forward, predict_files
-    from skin_cancer.model import load_model
+    from skin_cancer.data.prepare import read_manifest
+    from skin_cancer.models.classifier import load_model
+    from skin_cancer.models.inference import compile_forward, predict_files
 
     model = load_model(args.project / "models" / "model.keras", compile=False)
     pooled = keras.Model(model.input, model.get_layer("pool").output)

@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--model-uri", help="served model (default: the version the project's track stage registered)")
     args = parser.parse_args()
     print(f"host: {host.one_line(host.describe())}", flush=True)
-    from skin_cancer.serving import image_files, load_classifier
+    from skin_cancer.serving.classifier import image_files, load_classifier
 
     files, _ = image_files([str(args.images)])
     one = files[0]

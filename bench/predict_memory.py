@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[500, 5000])
     args = parser.parse_args()
     print(f"host: {host.one_line(host.describe())}", flush=True)
-    from skin_cancer.data import read_manifest
+    from skin_cancer.data.prepare import read_manifest
 
     images = list(read_manifest(args.project / "data" / "prepared" / "test.csv").path)
     cli = str(Path(sys.executable).parent / "skin-cancer")

@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--memory-requests", type=int, default=1000)
     args = parser.parse_args()
-    from skin_cancer.serving import image_files
+    from skin_cancer.serving.classifier import image_files
 
     files, _ = image_files([str(args.images)])
     encoded = [base64.b64encode(Path(f).read_bytes()).decode() for f in files[:256]]

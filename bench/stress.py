@@ -3,7 +3,7 @@ threshold move when the images change the way they change between collections: a
 vignette (three radii and softnesses), the lesion filling more or less of the frame, squashed aspect,
 darker, brighter or gamma-shifted light, boosted contrast and saturation, a colour cast, hair, lower
 resolution, stronger JPEG compression, or a copy made like the shared HAM10000 one (200x150 JPEG)?
-The changes are `skin_cancer.shifts.STRESSES`.
+The changes are `skin_cancer.data.shifts.STRESSES`.
 
     python bench/stress.py PROJECT [PROJECT ...] [--split val|test]
 
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from skin_cancer import host
-from skin_cancer.shifts import STRESSES as SHIFTS
-from skin_cancer.shifts import write_stressed
+from skin_cancer.data.shifts import STRESSES as SHIFTS
+from skin_cancer.data.shifts import write_stressed
 
 ROOT = Path(__file__).resolve().parents[1]
 # Largest fall of specificity at the frozen threshold allowed: a vignette alone, anything else.
@@ -42,8 +42,8 @@ def stress(
 ) -> dict:
     """Metrics of one project's model under every shift, with the change from no shift; `views`:
     test-time views (default: the model's own)."""
-    from skin_cancer import evaluation as ev
-    from skin_cancer.serving import load_classifier
+    from skin_cancer.evaluation import metrics as ev
+    from skin_cancer.serving.classifier import load_classifier
 
     classifier = load_classifier(project / "models" / "model.keras")
     classifier = classifier.with_views(views) if views else classifier
@@ -82,7 +82,7 @@ def summary(rows: dict) -> dict:
 
 
 def plot(results: dict, split: str, path: Path) -> None:
-    from skin_cancer.figures import pyplot, save_figure
+    from skin_cancer.evaluation.figures import pyplot, save_figure
 
     plt = pyplot()
     names = list(SHIFTS)
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--views", type=int, choices=range(1, 9), metavar="1-8", help="test-time views (default: the model's)")
     args = parser.parse_args()
     print(f"host: {host.one_line(host.describe())}", flush=True)
-    from skin_cancer.data import read_manifest
+    from skin_cancer.data.prepare import read_manifest
 
     frame = read_manifest(args.projects[0] / "data" / "prepared" / f"{args.split}.csv")
     for project in args.projects[1:]:

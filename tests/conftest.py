@@ -78,7 +78,7 @@ def classifier(tiny_cfg):
     """The tiny classifier, untrained (seeded)."""
     import keras
 
-    from skin_cancer.model import build_classifier
+    from skin_cancer.models.classifier import build_classifier
 
     keras.utils.set_random_seed(0)
     return build_classifier(tiny_cfg.model, tiny_cfg.data.image_size)

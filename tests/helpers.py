@@ -225,7 +225,7 @@ def slurm_cluster(folder: Path):
 def exhaustive_copies(query, reference=None, *, candidate_distance=10, min_correlation=0.97, block=1024):
     """The audit's copy search as it was before its hash index: every query hash against every
     reference hash (quadratic). The reference that the indexed search must equal exactly."""
-    from skin_cancer.audit import TRANSFORMS, _standardise, dihedral, matched_pairs, perceptual_hash
+    from skin_cancer.data.audit import TRANSFORMS, _standardise, dihedral, matched_pairs, perceptual_hash
 
     same = reference is None
     reference = query if same else reference

@@ -10,7 +10,7 @@ host.pin()
 def __getattr__(name: str):
     # Lazy, so that importing any submodule does not load the serving code and its dependencies.
     if name == "load_classifier":
-        from skin_cancer.serving import load_classifier
+        from skin_cancer.serving.classifier import load_classifier
 
         return load_classifier
     raise AttributeError(f"module 'skin_cancer' has no attribute {name!r}")

@@ -14,15 +14,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from skin_cancer.access import AccessError
 from skin_cancer.config import PARAMS_FILE, ConfigError, compose, write_params
-from skin_cancer.data import DataError
-from skin_cancer.ood import flag_text
+from skin_cancer.errors import DataError
+from skin_cancer.evaluation.ood import flag_text
+from skin_cancer.tracking.access import AccessError
 
 
 def run_audit(args) -> None:
-    from skin_cancer import audit
-    from skin_cancer.datasets import load_dataset
+    from skin_cancer.data import audit
+    from skin_cancer.data.collections import load_dataset
     from skin_cancer.io import atomic_dir
 
     data = load_dataset(Path(args.data).name, Path(args.data))
@@ -37,7 +37,7 @@ def run_audit(args) -> None:
 
 
 def _classifier(args):
-    from skin_cancer.serving import load_classifier
+    from skin_cancer.serving.classifier import load_classifier
 
     classifier = load_classifier(args.model, run_id=args.run)
     return classifier.with_views(args.tta) if args.tta else classifier
@@ -49,7 +49,7 @@ def run_predict(args) -> int:
     import pandas as pd
 
     from skin_cancer.io import atomic_path
-    from skin_cancer.serving import image_files
+    from skin_cancer.serving.classifier import image_files
 
     files, skipped = image_files(args.images)
     report_skipped(skipped)
@@ -95,8 +95,8 @@ def table_row(result: dict) -> dict:
 
 
 def run_explain(args) -> int:
-    from skin_cancer import explain
-    from skin_cancer.serving import image_files
+    from skin_cancer.evaluation import explain
+    from skin_cancer.serving.classifier import image_files
 
     files, skipped = image_files(args.images)
     report_skipped(skipped)
@@ -173,7 +173,7 @@ def run_app(args) -> int:
 
     from skin_cancer.config import project_params
 
-    script = Path(__file__).with_name("app.py")
+    script = Path(__file__).parent / "serving" / "app.py"
     params = project_params()
     registered = args.registered_model or (params.tracking.registered_model if params else None)
     command = [
@@ -203,7 +203,7 @@ def run_app(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["sweep"]:  # Hydra's own command line: -m, hydra/launcher=..., --help
-        from skin_cancer.sweep import main as sweep
+        from skin_cancer.tracking.sweep import main as sweep
 
         return sweep(argv[1:])
     raw = argparse.RawDescriptionHelpFormatter  # keeps the exit codes' paragraph as written

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skin_cancer.data import DataError
+from skin_cancer.errors import DataError
 from skin_cancer.io import read_json, write_json
 
 

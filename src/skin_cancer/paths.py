@@ -19,7 +19,7 @@ MODEL = Path("models/model.keras")
 MODEL_H5 = Path("models/model.h5")
 # Temperature and decision threshold fitted on validation: what turns the model's output into a decision.
 OPERATING_POINT = Path("models/operating_point.json")
-# The out-of-distribution detector fitted with it (skin_cancer.ood): flags images unlike the training data.
+# The out-of-distribution detector fitted with it (skin_cancer.evaluation.ood): flags images unlike the training data.
 OOD = Path("models/ood.npz")
 REPORTS = Path("reports")
 TRAIN_HISTORY = REPORTS / "train_history.csv"

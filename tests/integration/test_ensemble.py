@@ -12,11 +12,11 @@ import pytest
 
 from skin_cancer import paths
 from skin_cancer.config import ConfigError
-from skin_cancer.ensemble import build_ensemble, load_members
-from skin_cancer.evaluation import apply_temperature
-from skin_cancer.explain import grad_cam, member_grad_cams
-from skin_cancer.model import load_model
-from skin_cancer.serving import load_classifier
+from skin_cancer.evaluation.explain import grad_cam, member_grad_cams
+from skin_cancer.evaluation.metrics import apply_temperature
+from skin_cancer.models.classifier import load_model
+from skin_cancer.models.ensemble import build_ensemble, load_members
+from skin_cancer.serving.classifier import load_classifier
 from tests.helpers import predict_outside_the_project
 
 
@@ -48,8 +48,8 @@ def test_an_ensemble_runs_every_stage_and_is_served_and_explained_like_one_model
     import mlflow
 
     from skin_cancer.config import write_params
-    from skin_cancer.registry import publish
     from skin_cancer.stages import calibrate, evaluate, features, finetune, report, train
+    from skin_cancer.stages.track import publish
 
     trained.model.backbone, trained.model.members = "ensemble", member_folders(["a", "b"])
     for stage in (features, train, finetune, calibrate, evaluate, report):

@@ -3,8 +3,8 @@ and its provenance in HAM10000."""
 
 import pytest
 
-from skin_cancer import audit as au
-from skin_cancer.datasets import from_spec, load_dataset, training_collections
+from skin_cancer.data import audit as au
+from skin_cancer.data.collections import from_spec, load_dataset, training_collections
 from tests.helpers import SHARED, exhaustive_copies
 
 KAGGLE = SHARED / "data" / "skin-cancer-mvb"
@@ -112,7 +112,7 @@ def test_a_collection_held_out_for_scoring_takes_its_copies_out_of_training(comp
     """Leave HAM10000 out (experiment=loco_ham10000): every Kaggle benign image is a HAM10000 nevus, so
     none stays in training; the Kaggle melanomas found in HAM10000 leave, the rest stay; the other
     sources' benign images are what the model learns benign from."""
-    from skin_cancer.data import prepare
+    from skin_cancer.data.prepare import prepare
 
     cfg = compose(
         "experiment=loco_ham10000",

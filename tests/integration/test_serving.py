@@ -9,9 +9,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from skin_cancer import explain, paths
+from skin_cancer import paths
 from skin_cancer.cli import main as cli
-from skin_cancer.data import DataError
+from skin_cancer.errors import DataError
+from skin_cancer.evaluation import explain
 
 
 def test_api_predictions_equal_the_evaluate_stage(trained):
@@ -130,7 +131,7 @@ def test_missing_model_and_operating_point_are_one_line_errors(trained, tmp_path
     assert "model nowhere.keras not found" in capsys.readouterr().err
     paths.OPERATING_POINT.unlink()
     with pytest.raises(DataError, match="operating_point.json not found"):
-        from skin_cancer.serving import load_classifier
+        from skin_cancer.serving.classifier import load_classifier
 
         load_classifier("models/model.keras")
 
@@ -138,8 +139,8 @@ def test_missing_model_and_operating_point_are_one_line_errors(trained, tmp_path
 def test_model_of_an_mlflow_run_predicts_the_same(trained, tmp_path):
 
     from skin_cancer.config import write_params
-    from skin_cancer.registry import publish
-    from skin_cancer.serving import load_classifier
+    from skin_cancer.serving.classifier import load_classifier
+    from skin_cancer.stages.track import publish
 
     write_params(trained)
     run_id = publish(trained)["run_id"]
@@ -240,7 +241,7 @@ def test_the_served_model_reports_its_own_faults_as_server_errors(trained):
     from mlflow.exceptions import MlflowException
 
     from skin_cancer import load_classifier
-    from skin_cancer.serving import serving_model
+    from skin_cancer.serving.rest import serving_model
 
     served = serving_model()
     served.classifier = load_classifier("models/model.keras")
@@ -270,9 +271,10 @@ def test_images_unlike_the_training_data_get_no_diagnosis_everywhere(trained_wit
     import base64
     from dataclasses import replace
 
-    from skin_cancer import load_classifier, ood
-    from skin_cancer.data import read_manifest
-    from skin_cancer.serving import serving_model
+    from skin_cancer import load_classifier
+    from skin_cancer.data.prepare import read_manifest
+    from skin_cancer.evaluation import ood
+    from skin_cancer.serving.rest import serving_model
     from skin_cancer.stages import calibrate
 
     assert load_classifier("models/model.keras").ood is None  # the shared pipeline has the flag off

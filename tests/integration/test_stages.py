@@ -10,8 +10,9 @@ import pytest
 
 from skin_cancer import paths
 from skin_cancer.config import write_params
-from skin_cancer.data import DataError, read_manifest
-from skin_cancer.model import compile_classifier, get_backbone, unfreeze
+from skin_cancer.data.prepare import read_manifest
+from skin_cancer.errors import DataError
+from skin_cancer.models.classifier import compile_classifier, get_backbone, unfreeze
 from skin_cancer.stages import audit, evaluate, features, prepare, report, train
 from tests.helpers import make_csv_collection, run_all
 
@@ -114,7 +115,7 @@ def test_finetune_trains_only_above_the_cut(trained):
 
 
 def test_source_weights_carry_the_class_weights_and_change_training(trained):
-    from skin_cancer.training import image_sources, loss_weights, source_weights
+    from skin_cancer.models.training import image_sources, loss_weights, source_weights
 
     manifest = read_manifest(paths.PREPARED / "train.csv")
     # Every benign and half the malignant training images "found in" another collection: one source
@@ -212,7 +213,7 @@ def test_unmapped_external_labels_fail_the_evaluate_stage(trained_with, make_dat
         f"+evaluate.external.ext.root={make_dataset(train=1, test=2, name='ext2')}",
         "+evaluate.external.ext.label_map={malignant: malignant}",
     )
-    from skin_cancer.data import DataError
+    from skin_cancer.errors import DataError
 
     with pytest.raises(DataError, match=r"unmapped: \['benign'\]"):
         evaluate.main(cfg)
@@ -251,7 +252,7 @@ def test_a_uniform_class_prior_is_fitted_with_the_operating_point_and_used_every
     """evaluate.class_prior=uniform: calibrate stores each class's training share, and the evaluate
     stage, the served classifier and the report all divide it out."""
     from skin_cancer.operating_point import OperatingPoint
-    from skin_cancer.serving import load_classifier
+    from skin_cancer.serving.classifier import load_classifier
     from skin_cancer.stages import calibrate, evaluate, report
 
     cfg = trained_three_classes
@@ -296,7 +297,7 @@ def test_three_generated_classes_run_every_stage(trained_three_classes):
     report = paths.MODEL_REPORT.read_text()
     assert "| balanced accuracy |" in report and "| mel: sensitivity |" in report and "argmax" in report
     # Using the model: the top class, every class's probability, the top three, the malignant score.
-    from skin_cancer.serving import load_classifier
+    from skin_cancer.serving.classifier import load_classifier
 
     result = load_classifier(paths.MODEL).predict([predictions.path.iloc[0]])[0]
     assert result["label"] in op["class_names"] and result["threshold"] is None
@@ -316,7 +317,7 @@ def test_three_generated_classes_run_every_stage(trained_three_classes):
 
     import mlflow
 
-    from skin_cancer.registry import publish
+    from skin_cancer.stages.track import publish
 
     write_params(cfg)
     logged = publish(cfg)

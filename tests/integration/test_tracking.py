@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from skin_cancer.config import write_params
-from skin_cancer.registry import publish
+from skin_cancer.stages.track import publish
 from tests.helpers import ROOT, predict_outside_the_project, runs
 
 
@@ -81,7 +81,7 @@ def test_parallel_runs_of_one_group_are_all_kept_under_one_parent(outputs, tmp_p
     outputs.tracking.log_model = False
     outputs.tracking.run_group = "sweep-test"
     write_params(outputs)
-    code = "from skin_cancer.config import load_params; from skin_cancer.registry import publish; publish(load_params())"
+    code = "from skin_cancer.config import load_params; from skin_cancer.stages.track import publish; publish(load_params())"
     workers = [subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path) for _ in range(3)]
     assert [w.wait(timeout=300) for w in workers] == [0, 0, 0]
     client, found = runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
@@ -116,10 +116,10 @@ def test_each_run_registers_a_version_and_the_alias_follows_the_best(outputs, tm
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     champion = client.get_model_version_by_alias("skin-cancer-classifier", "champion")
     assert int(champion.version) == 3 and float(champion.tags["test.roc_auc"]) == pytest.approx(metrics["test"]["roc_auc"])
-    from skin_cancer.serving import load_classifier
+    from skin_cancer.serving.classifier import load_classifier
 
     assert load_classifier("models:/skin-cancer-classifier@champion").threshold == metrics["validation"]["threshold"]
-    from skin_cancer.data import DataError
+    from skin_cancer.errors import DataError
 
     with pytest.raises(DataError, match="models:/skin-cancer-classifier@nobody"):
         load_classifier("models:/skin-cancer-classifier@nobody")
@@ -130,7 +130,7 @@ def test_the_served_model_loads_and_predicts_where_the_project_is_not_importable
     import pandas as pd
 
     from skin_cancer import paths
-    from skin_cancer.serving import load_classifier
+    from skin_cancer.serving.classifier import load_classifier
 
     logged = publish(outputs)
     mlflow.set_tracking_uri(logged["tracking_uri"])
@@ -198,7 +198,7 @@ def test_training_logs_each_epoch_into_the_run_that_the_track_stage_completes(ou
 
 
 def test_training_that_fails_marks_its_run_failed_and_a_failed_sweep_job_keeps_it(outputs, tmp_path, monkeypatch):
-    from skin_cancer.tracking import log_failed_job, training_run
+    from skin_cancer.tracking.runs import log_failed_job, training_run
 
     monkeypatch.setenv("DVC_EXP_NAME", "sweep-1-0")
     outputs.tracking.run_group = "sweep-1"

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from skin_cancer import paths
 from skin_cancer.config import write_params
-from skin_cancer.store import tracking_uri
+from skin_cancer.tracking.store import tracking_uri
 from tests.helpers import slurm_cluster
 
 # Two workers take half of every global batch each and average their gradients: the same updates as
@@ -61,7 +61,7 @@ def test_two_workers_here_and_on_slurm_train_like_one_process(workspace, tmp_pat
 
 
 def test_the_mirrored_strategy_trains_and_writes_the_model(workspace):
-    from skin_cancer.model import load_model
+    from skin_cancer.models.classifier import load_model
     from skin_cancer.stages import audit, features, finetune, prepare, train
 
     cfg = workspace("train.distribute.strategy=mirrored")

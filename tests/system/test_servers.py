@@ -19,8 +19,9 @@ def test_registry_on_a_tracking_server_and_mlflow_models_serve(trained, tmp_path
     import base64
 
     from skin_cancer.config import write_params
-    from skin_cancer.registry import publish
-    from skin_cancer.serving import MAX_BATCH, load_classifier
+    from skin_cancer.serving.classifier import load_classifier
+    from skin_cancer.serving.rest import MAX_BATCH
+    from skin_cancer.stages.track import publish
 
     write_params(trained)
     with tracking_server() as (tracking_uri, _, folder):
@@ -136,9 +137,9 @@ import os, sys, time
 import mlflow
 from mlflow.tracking import MlflowClient
 from skin_cancer.config import TrackingConfig
-from skin_cancer.registry import register_model
-from skin_cancer.store import ensure_experiment
-from skin_cancer.tracking import GROUP_TAG, adopt_parent, parent_run
+from skin_cancer.tracking.registry import register_model
+from skin_cancer.tracking.store import ensure_experiment
+from skin_cancer.tracking.runs import GROUP_TAG, adopt_parent, parent_run
 
 uri, value, fingerprint, start_at, group, gate = sys.argv[1:7]
 value, start_at = float(value), float(start_at)
@@ -253,9 +254,9 @@ def test_the_tracking_server_lets_no_one_in_where_they_do_not_belong(trained, tm
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from skin_cancer.access import AccessError, check_access
     from skin_cancer.config import write_params
-    from skin_cancer.registry import publish
+    from skin_cancer.stages.track import publish
+    from skin_cancer.tracking.access import AccessError, check_access
 
     write_params(trained)
     with tracking_server() as (uri, database, folder):

@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from skin_cancer import audit as au
 from skin_cancer.cli import main as cli
-from skin_cancer.data import BadImage, DataError, decode, leak_kind, prepare, read_manifest
-from skin_cancer.datasets import load_dataset, map_labels
+from skin_cancer.data import audit as au
+from skin_cancer.data.collections import load_dataset, map_labels
+from skin_cancer.data.images import BadImage, decode
+from skin_cancer.data.prepare import leak_kind, prepare, read_manifest
+from skin_cancer.errors import DataError
 from tests.helpers import exhaustive_copies, lesion_image
 
 

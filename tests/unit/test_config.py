@@ -133,7 +133,7 @@ def test_the_schema_holds_no_default_that_conf_sets():
 
 
 def test_readers_outside_the_stages_use_the_composed_params(tmp_path, monkeypatch):
-    from skin_cancer.store import tracking_uri
+    from skin_cancer.tracking.store import tracking_uri
 
     params = OmegaConf.merge(compose([]), {"tracking": {"uri": "http://127.0.0.1:5999"}})
     (tmp_path / "params.yaml").write_text(OmegaConf.to_yaml(params))

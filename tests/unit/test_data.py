@@ -6,9 +6,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from skin_cancer.audit import audit
-from skin_cancer.data import BadImage, DataError, decode, prepare, read_manifest, scan_layout, to_rgb
-from skin_cancer.datasets import limit_per_class, load_dataset
+from skin_cancer.data.audit import audit
+from skin_cancer.data.collections import limit_per_class, load_dataset
+from skin_cancer.data.images import BadImage, decode, to_rgb
+from skin_cancer.data.prepare import prepare, read_manifest, scan_layout
+from skin_cancer.errors import DataError
 
 PREPARE_DEFAULTS = dict(
     positive_class="malignant", val_fraction=0.25, seed=0, drop_test_duplicates=True, strict=False, max_image_pixels=10_000_000

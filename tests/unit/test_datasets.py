@@ -6,10 +6,11 @@ import shutil
 import pandas as pd
 import pytest
 
-from skin_cancer.audit import audit
 from skin_cancer.config import ConfigError
-from skin_cancer.data import DataError, prepare, read_manifest
-from skin_cancer.datasets import cut_test_split, from_spec, load_dataset, training_collections
+from skin_cancer.data.audit import audit
+from skin_cancer.data.collections import cut_test_split, from_spec, load_dataset, training_collections
+from skin_cancer.data.prepare import prepare, read_manifest
+from skin_cancer.errors import DataError
 from tests.helpers import make_csv_collection
 
 LESIONS = {"mel": 10, "nv": 20, "bkl": 5}

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from skin_cancer import distribute
+from skin_cancer.models import distribute
 
 
 def test_a_cluster_is_described_by_tf_config_or_a_slurm_step_of_several_tasks(monkeypatch):

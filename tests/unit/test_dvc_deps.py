@@ -1,39 +1,14 @@
-"""The project's import graph: it runs one way (no cycle), and dvc.yaml lists exactly the project
-modules each stage runs, so changing one re-runs what it should."""
+"""The project's import graph: it runs one way (no cycle; the packages in layers), dvc.yaml lists
+exactly the project modules each stage runs (so changing one re-runs what it should), and
+docs/architecture.md shows the graph as the code has it."""
 
-import ast
-from pathlib import Path
+import graphlib
 
 import yaml
 
+from scripts.architecture import ENTRY_POINTS, LAYERS, PACKAGE, imported_modules, layer, module_file, project_modules
+from scripts.architecture import main as architecture
 from tests.helpers import ROOT
-
-SRC = ROOT / "src"
-PACKAGE = "skin_cancer"
-
-
-def module_file(name: str) -> Path | None:
-    """The source file of a project module (a package's __init__.py), or None if `name` is not one."""
-    base = SRC / Path(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Project modules a file imports anywhere in it (function-level imports too: they run)."""
-    found, tree = set(), ast.parse(path.read_text())
-    # A module's __getattr__ imports lazily, on an attribute no stage asks for (skin_cancer.load_classifier).
-    tree.body = [node for node in tree.body if not (isinstance(node, ast.FunctionDef) and node.name == "__getattr__")]
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.split(".")[0] == PACKAGE}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == PACKAGE:
-            found.add(node.module)
-            # `from skin_cancer import audit` imports a module; `from skin_cancer.x import f` a name.
-            found |= {f"{node.module}.{alias.name}" for alias in node.names if module_file(f"{node.module}.{alias.name}")}
-    return {name for name in found if module_file(name)}
 
 
 def import_closure(module: str) -> set[str]:
@@ -47,6 +22,8 @@ def import_closure(module: str) -> set[str]:
             continue
         seen.add(name)
         todo += imported_modules(module_file(name))
+        # Importing skin_cancer.data.images runs skin_cancer/data/__init__.py first.
+        todo += [name.rsplit(".", depth)[0] for depth in range(1, name.count("."))]
     return {str(module_file(name).relative_to(ROOT)) for name in seen}
 
 
@@ -69,21 +46,36 @@ def test_every_stage_lists_exactly_the_modules_it_imports():
     assert not problems, "\n".join(problems)
 
 
-def test_the_closure_follows_function_level_and_package_imports(tmp_path):
+def test_the_closure_follows_function_level_and_package_imports():
     closure = import_closure("skin_cancer.stages.track")
     assert "src/skin_cancer/stages/__init__.py" in closure  # run_stage
     assert "src/skin_cancer/config.py" in closure
-    assert "src/skin_cancer/tracking.py" in closure
+    assert {"src/skin_cancer/tracking/__init__.py", "src/skin_cancer/tracking/runs.py"} <= closure
     assert {"src/skin_cancer/__init__.py", "src/skin_cancer/host.py"} <= closure  # the package's kernel caps
 
 
 def test_the_project_modules_import_one_way():
     """No module imports (at the top or inside a function) one that imports it back, however
     indirectly: graphlib names the cycle."""
-    import graphlib
-
-    files = (SRC / PACKAGE).rglob("*.py")
-    names = [".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__") for path in files]
-    graph = {name: imported_modules(module_file(name)) - {name} for name in names}
+    graph = {name: imported_modules(module_file(name)) - {name} for name in project_modules()}
     assert len(graph) > 30 and sum(map(len, graph.values())) > 100  # the whole package was read
     graphlib.TopologicalSorter(graph).prepare()
+
+
+def test_the_packages_import_in_layers():
+    """core <- data <- models <- evaluation <- tracking <- serving: tracking stores the serving model
+    without importing serving (the track stage hands it over), serving reads the registry."""
+    names = project_modules()
+    upward = [
+        f"{name} ({layer(name)}) imports {imported} ({layer(imported)})"
+        for name in names
+        if not name.startswith(ENTRY_POINTS)
+        for imported in sorted(imported_modules(module_file(name)))
+        if LAYERS.index(layer(imported)) > LAYERS.index(layer(name))
+    ]
+    assert {layer(name) for name in names} == set(LAYERS)
+    assert not upward, "\n".join(upward)
+
+
+def test_the_architecture_page_shows_the_code_as_it_is():
+    assert architecture(["--check"]) == 0, "docs/architecture.md is out of date: run python scripts/architecture.py"

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from skin_cancer import efficientnet_lite
-from skin_cancer.efficientnet_lite import VARIANTS, WeightsError
-from skin_cancer.torch_weights import MAGIC_NUMBER, PROTOCOL_VERSION, CheckpointError, read_state_dict
+from skin_cancer.models import efficientnet_lite
+from skin_cancer.models.efficientnet_lite import VARIANTS, WeightsError
+from skin_cancer.models.torch_weights import MAGIC_NUMBER, PROTOCOL_VERSION, CheckpointError, read_state_dict
 
 # (arrays in the checkpoint, MBConv blocks, parameters with the ImageNet classifier: the published
 # 4.7M, 5.4M and 6.1M) of each packaged variant.

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from skin_cancer import evaluation as ev
-from skin_cancer import figures
 from skin_cancer.config import EvaluateConfig
+from skin_cancer.evaluation import figures
+from skin_cancer.evaluation import metrics as ev
 
 Y = [0, 0, 0, 0, 1, 1, 1]
 P = [0.1, 0.4, 0.6, 0.2, 0.9, 0.3, 0.7]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skin_cancer.inference import RUNTIMES, compile_forward, compile_predictor, predict_files
+from skin_cancer.models.inference import RUNTIMES, compile_forward, compile_predictor, predict_files
 
 
 def corner_model():
@@ -26,7 +26,7 @@ def test_tta_averages_the_dihedral_views(tmp_path, runtime):
 
 
 def test_openvino_runs_the_same_graph_as_tensorflow(tiny_cfg):
-    from skin_cancer.model import build_classifier
+    from skin_cancer.models.classifier import build_classifier
 
     model = build_classifier(tiny_cfg.model, 32)
     images = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
@@ -41,9 +41,9 @@ def test_the_flag_features_come_from_the_same_pass_unchanged(tiny_cfg, runtime):
     """With the pooled features read off the prediction's forward pass, the probabilities are those
     of the plain predictor and the features those of the image as given (view 0), as a separate
     pooled-features graph computes them."""
-    from skin_cancer.inference import split_features
-    from skin_cancer.model import build_classifier
-    from skin_cancer.ood import FEATURE_LAYER, pooled_features
+    from skin_cancer.evaluation.ood import FEATURE_LAYER, pooled_features
+    from skin_cancer.models.classifier import build_classifier
+    from skin_cancer.models.inference import split_features
 
     model = build_classifier(tiny_cfg.model, 32)
     images = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype("float32")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from skin_cancer.config import ConfigError
-from skin_cancer.model import (
+from skin_cancer.models.classifier import (
     ShadesOfGray,
     build_classifier,
     compile_classifier,

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import sklearn.metrics as skm
 
-from skin_cancer import multiclass as mc
-from skin_cancer.evaluation import bootstrap_ci
+from skin_cancer.evaluation import multiclass as mc
+from skin_cancer.evaluation.metrics import bootstrap_ci
 
 CLASSES = ["bcc", "mel", "nv"]
 # Rows: true classes bcc, bcc, mel, mel, mel, nv, nv, nv, nv, nv.

@@ -4,7 +4,7 @@ a cut-off that flags the chosen share of in-domain images, and its AUROC."""
 import numpy as np
 import pytest
 
-from skin_cancer import ood
+from skin_cancer.evaluation import ood
 
 
 def gaussian(n, d=16, shift=0.0, seed=0):

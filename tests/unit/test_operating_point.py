@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from skin_cancer.data import DataError
+from skin_cancer.errors import DataError
 from skin_cancer.operating_point import OperatingPoint
 
 POINT = OperatingPoint(

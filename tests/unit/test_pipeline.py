@@ -6,7 +6,7 @@ import tensorflow as tf
 from PIL import Image
 
 from skin_cancer.config import AugmentConfig, JitterConfig
-from skin_cancer.pipeline import augmenter, dihedral_view, feature_dataset, image_dataset, jitter, jitter_enabled
+from skin_cancer.data.tf_input import augmenter, dihedral_view, feature_dataset, image_dataset, jitter, jitter_enabled
 
 
 @pytest.fixture
@@ -142,12 +142,12 @@ def test_each_jitter_switch_changes_the_image_alone(key, value):
 
 
 def test_the_vignette_jitter_is_the_stress_tests_vignette_on_its_share_of_images():
-    """Training sees the dark circle the stress test applies (skin_cancer.shifts.vignette), on about
+    """Training sees the dark circle the stress test applies (skin_cancer.data.shifts.vignette), on about
     `vignette` of the images, each with its own radius and softness; the centre keeps its pixels."""
     from PIL import Image
 
-    from skin_cancer import shifts
-    from skin_cancer.pipeline import vignette_mask
+    from skin_cancer.data import shifts
+    from skin_cancer.data.tf_input import vignette_mask
 
     image = textured()
     stress = np.asarray(shifts.vignette(0.8, 0.1)(Image.fromarray(image.numpy().astype(np.uint8))), dtype=np.float32)

@@ -6,7 +6,7 @@ import pytest
 def test_requests_over_the_limits_are_refused_whole():
     import base64
 
-    from skin_cancer.serving import RequestRejected, predict_encoded
+    from skin_cancer.serving.rest import RequestRejected, predict_encoded
 
     with pytest.raises(RequestRejected, match="at most 2 images, this one 3"):
         predict_encoded(None, ["a", "b", "c"], max_batch=2)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skin_cancer import shifts
+from skin_cancer.data import shifts
 
 
 @pytest.fixture

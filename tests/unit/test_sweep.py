@@ -3,8 +3,8 @@
 import pytest
 
 from skin_cancer.config import ConfigError
-from skin_cancer.store import check_reachable
-from skin_cancer.sweep import experiment_overrides, objective_metric, sweep_overrides
+from skin_cancer.tracking.store import check_reachable
+from skin_cancer.tracking.sweep import experiment_overrides, objective_metric, sweep_overrides
 from tests.helpers import free_port
 
 

@@ -5,7 +5,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from skin_cancer.config import TrackingConfig
-from skin_cancer.store import tracking_uri
+from skin_cancer.tracking.store import tracking_uri
 from tests.helpers import ROOT
 
 
@@ -19,15 +19,16 @@ def test_tracking_uri_precedence(monkeypatch, tmp_path):
 
 
 def test_only_the_tracking_module_logs_runs_and_mlflow_stays_in_its_modules():
-    """Run logging lives in tracking.py; mlflow is imported only by the modules whose job needs it
-    (store, registry, the serving pyfunc wrapper, access to a tracking server), and never at import time."""
+    """Run logging lives in tracking/runs.py; mlflow is imported only by the tracking package and,
+    in serving, by the code that loads a logged model and the REST pyfunc, never at import time."""
     import ast
 
     sources = {str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "src").rglob("*.py")}
     loggers = [name for name, text in sources.items() if "mlflow.start_run" in text or "mlflow.log_" in text]
-    assert loggers == ["src/skin_cancer/tracking.py"]
+    assert loggers == ["src/skin_cancer/tracking/runs.py"]
     importers = {name for name, text in sources.items() if "import mlflow" in text or "from mlflow" in text}
-    assert importers == {f"src/skin_cancer/{m}.py" for m in ("tracking", "store", "registry", "serving", "access")}
+    tracking = {f"src/skin_cancer/tracking/{m}.py" for m in ("runs", "store", "registry", "access")}
+    assert importers == tracking | {"src/skin_cancer/serving/classifier.py", "src/skin_cancer/serving/rest.py"}
     for name in importers:
         top_level = [n for n in ast.parse(sources[name]).body if isinstance(n, (ast.Import, ast.ImportFrom))]
         assert not any("mlflow" in ast.unparse(n) for n in top_level), name
@@ -46,7 +47,7 @@ def test_only_the_tracking_module_logs_runs_and_mlflow_stays_in_its_modules():
     ],
 )
 def test_champion_alias_policy(new, current, promoted):
-    from skin_cancer.registry import promote
+    from skin_cancer.tracking.registry import promote
 
     assert promote(new, current) == promoted
 
@@ -61,7 +62,7 @@ def version(number: int, value: float | None, fingerprint: str = "val-a", classe
 
 
 def test_the_champion_is_chosen_among_comparable_versions_only():
-    from skin_cancer.registry import best_comparable
+    from skin_cancer.tracking.registry import best_comparable
 
     like = {"task.classes": "benign,malignant", "validation.fingerprint": "val-a"}
     versions = [
@@ -110,7 +111,7 @@ def test_a_worker_that_loses_the_race_to_create_the_alias_still_leaves_it_on_the
     import mlflow
     from mlflow.exceptions import RestException
 
-    from skin_cancer.registry import register_model
+    from skin_cancer.tracking.registry import register_model
 
     class OutracedClient(MlflowClient):
         """The other worker sets the alias (to its own, worse, version) just before this one does."""
@@ -137,7 +138,7 @@ def test_a_worker_that_loses_the_race_to_create_the_alias_still_leaves_it_on_the
 def test_a_champion_validated_on_other_data_does_not_hold_the_alias_for_good(tmp_path):
     """A smoke run registered first takes the free alias; the first version validated on the real
     split takes it over (and says so), and from then on the best of that split holds it."""
-    from skin_cancer.registry import register_model
+    from skin_cancer.tracking.registry import register_model
 
     uri, cfg, run_ids = sqlite_registry(tmp_path, 3)
     client = MlflowClient(uri)
@@ -160,7 +161,7 @@ def test_a_run_that_loses_the_race_to_insert_a_dataset_still_logs_it(tmp_path, m
     from mlflow.exceptions import MlflowException, RestException
     from mlflow.tracking import MlflowClient
 
-    from skin_cancer.tracking import log_input
+    from skin_cancer.tracking.runs import log_input
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     dataset = mlflow.data.from_pandas(pd.DataFrame({"source": ["a.jpg"], "label": ["benign"]}), name="training")
@@ -200,7 +201,7 @@ def test_every_parameter_of_a_run_is_a_valid_mlflow_key(tmp_path, compose, exper
     """Derm7pt's labels ("melanoma (in situ)") are not valid MLflow keys: a label map is logged whole."""
     import json
 
-    from skin_cancer.tracking import run_params
+    from skin_cancer.tracking.runs import run_params
 
     cfg = compose(f"experiment={experiment}")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -5,7 +5,7 @@ import pytest
 
 
 def test_source_weights_balance_the_classes_inside_each_source():
-    from skin_cancer.training import source_weights
+    from skin_cancer.models.training import source_weights
 
     sources = np.array(["ham10000"] * 4 + ["data"] * 2)
     labels = np.array([1, 0, 0, 0, 1, 1])
@@ -16,7 +16,7 @@ def test_source_weights_balance_the_classes_inside_each_source():
 
 def test_cosine_schedule_decays_to_zero_over_the_phase():
     from skin_cancer.config import PhaseConfig
-    from skin_cancer.training import learning_rate
+    from skin_cancer.models.training import learning_rate
 
     phase = {"epochs": 3, "lr": 0.1, "warmup_epochs": 0, "patience": None}
     assert learning_rate(PhaseConfig(**phase, schedule="constant"), 10) == 0.1
@@ -27,7 +27,7 @@ def test_cosine_schedule_decays_to_zero_over_the_phase():
 @pytest.mark.parametrize("kind, at_end", [("cosine", 0.0), ("constant", 0.1)])
 def test_warmup_rises_linearly_then_follows_the_schedule(kind, at_end):
     from skin_cancer.config import PhaseConfig
-    from skin_cancer.training import learning_rate
+    from skin_cancer.models.training import learning_rate
 
     schedule = learning_rate(PhaseConfig(epochs=4, lr=0.1, schedule=kind, warmup_epochs=1, patience=None), 10)
     assert [round(float(schedule(s)), 6) for s in (0, 5, 10)] == [0.0, 0.05, 0.1]
@@ -37,8 +37,8 @@ def test_warmup_rises_linearly_then_follows_the_schedule(kind, at_end):
 def test_the_head_phase_runs_the_frozen_layers_above_the_cut_once_and_fine_tuning_trains_them(classifier, tiny_cfg):
     from dataclasses import replace
 
-    from skin_cancer.model import unfreeze
-    from skin_cancer.training import apply_to_views, trainable_model
+    from skin_cancer.models.classifier import unfreeze
+    from skin_cancer.models.training import apply_to_views, trainable_model
 
     model, frozen = trainable_model(tiny_cfg, classifier)
     assert model.name == "head" and frozen.name == "frozen_above_cut"

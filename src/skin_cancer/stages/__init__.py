@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable
 
 from skin_cancer.config import ConfigError, load_params
-from skin_cancer.data import BadImage, DataError
+from skin_cancer.data.images import BadImage
+from skin_cancer.errors import DataError
 
 
 def run_stage(stage: Callable) -> None:

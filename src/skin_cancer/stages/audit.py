@@ -2,9 +2,10 @@
 in the `audit.against` datasets, carried-over groups and test leaks -> data/audit/{report.json,
 images.csv, pairs.csv, provenance.csv}."""
 
-from skin_cancer import audit, paths
+from skin_cancer import paths
 from skin_cancer.config import Config
-from skin_cancer.datasets import from_spec, other_collections, training_collections
+from skin_cancer.data import audit
+from skin_cancer.data.collections import from_spec, other_collections, training_collections
 from skin_cancer.io import atomic_dir
 from skin_cancer.stages import run_stage
 

@@ -2,14 +2,16 @@
 choose the decision threshold by `evaluate.threshold_policy` -> models/operating_point.json, which
 every later prediction uses, with the validation metrics (per source too). No test image is looked at."""
 
-from skin_cancer import evaluation as ev
-from skin_cancer import host, inference, ood, paths
-from skin_cancer import multiclass as mc
+from skin_cancer import host, paths
 from skin_cancer.config import Config
-from skin_cancer.data import images_fingerprint, read_manifest
-from skin_cancer.datasets import other_collections
+from skin_cancer.data.collections import other_collections
+from skin_cancer.data.prepare import images_fingerprint, read_manifest
+from skin_cancer.evaluation import metrics as ev
+from skin_cancer.evaluation import multiclass as mc
+from skin_cancer.evaluation import ood
 from skin_cancer.io import read_json
-from skin_cancer.model import load_model
+from skin_cancer.models import inference
+from skin_cancer.models.classifier import load_model
 from skin_cancer.operating_point import OperatingPoint
 from skin_cancer.stages import run_stage
 

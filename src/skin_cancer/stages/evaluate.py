@@ -3,11 +3,12 @@ test split, its clean and per-source subsets and every external set -> reports/m
 namespace per set), tables and figures per set, Grad-CAM overlays of confident right and wrong
 test predictions."""
 
-from skin_cancer import evaluation as ev
-from skin_cancer import paths, scoring
+from skin_cancer import paths
 from skin_cancer.config import Config
+from skin_cancer.evaluation import metrics as ev
+from skin_cancer.evaluation import scoring
 from skin_cancer.io import atomic_dir, write_json
-from skin_cancer.model import load_model
+from skin_cancer.models.classifier import load_model
 from skin_cancer.operating_point import OperatingPoint
 from skin_cancer.stages import run_stage
 

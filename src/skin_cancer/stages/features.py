@@ -2,10 +2,10 @@
 
 from skin_cancer import paths
 from skin_cancer.config import Config
-from skin_cancer.features import compute_features
 from skin_cancer.io import atomic_dir, write_json
+from skin_cancer.models.features import compute_features
+from skin_cancer.models.training import seed_everything
 from skin_cancer.stages import run_stage
-from skin_cancer.training import seed_everything
 
 
 def main(cfg: Config) -> None:

@@ -3,9 +3,17 @@ registered (and made champion when it beats the current one) -> reports/mlflow_r
 
 from skin_cancer import paths
 from skin_cancer.config import Config
+from skin_cancer.data.prepare import read_manifest
 from skin_cancer.io import write_json
-from skin_cancer.registry import publish
+from skin_cancer.serving.rest import rest_model
 from skin_cancer.stages import run_stage
+from skin_cancer.tracking import registry
+
+
+def publish(cfg: Config) -> dict:
+    """The pipeline's MLflow run and registered model (tracking.registry.publish), the REST model's
+    example request being the first test image."""
+    return registry.publish(cfg, rest_model(read_manifest(paths.PREPARED / "test.csv").path.iloc[0]))
 
 
 def main(cfg: Config) -> None:

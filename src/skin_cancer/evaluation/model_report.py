@@ -114,7 +114,7 @@ def stress_section(metrics: dict) -> list[str]:
         "",
         "## Shortcut stress test",
         "",
-        "The clean test images changed as other collections look (`skin_cancer.shifts`), scored at the "
+        "The clean test images changed as other collections look (`skin_cancer.data.shifts`), scored at the "
         "threshold frozen on validation. Target: a vignette moves specificity by at most 0.05, any other "
         "change by at most 0.10.",
         "",

@@ -12,8 +12,8 @@ import keras
 
 from skin_cancer import paths
 from skin_cancer.config import Config, ConfigError, resolve_from_project
-from skin_cancer.data import images_fingerprint, read_manifest
-from skin_cancer.model import TemperatureScaled, load_model
+from skin_cancer.data.prepare import images_fingerprint, read_manifest
+from skin_cancer.models.classifier import TemperatureScaled, load_model
 from skin_cancer.operating_point import OperatingPoint
 
 MODEL_FILE, OPERATING_POINT_FILE = paths.MODEL.name, paths.OPERATING_POINT.name

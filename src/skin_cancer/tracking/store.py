@@ -62,7 +62,7 @@ def ensure_experiment(client, name: str, uri: str) -> str:
 def check_tracking(cfg: TrackingConfig) -> str:
     """The tracking URI, once its server answers and accepts the user's credentials and permission to
     write to the experiment and registered model: checked before a run's work, not after it."""
-    from skin_cancer.access import check_access
+    from skin_cancer.tracking.access import check_access
 
     uri = tracking_uri(cfg)
     check_reachable(uri)

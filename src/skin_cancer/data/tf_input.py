@@ -46,7 +46,7 @@ def dihedral_view(image: tf.Tensor, view: int) -> tf.Tensor:
 
     Dermoscopic lesions have no canonical orientation, so every view is an equally valid image.
     Written with plain reverse / transpose, not tf.image.rot90's data-dependent branches, so that the
-    graph keeps static shapes and converts to OpenVINO (see inference.py).
+    graph keeps static shapes and converts to OpenVINO (see models/inference.py).
     """
     rank = image.shape.rank
     height, width = rank - 3, rank - 2
@@ -88,7 +88,7 @@ def jitter_enabled(cfg: JitterConfig) -> bool:
 
 def vignette_mask(size: int, radius: tf.Tensor, softness: tf.Tensor) -> tf.Tensor:
     """(size, size, 1): 1 inside `radius`, 0 beyond `radius` + `softness` (units of half the side),
-    a smoothstep between: the mask of `skin_cancer.shifts.vignette`."""
+    a smoothstep between: the mask of `skin_cancer.data.shifts.vignette`."""
     centre = (size - 1) / 2
     y, x = tf.meshgrid(tf.range(size, dtype=tf.float32), tf.range(size, dtype=tf.float32), indexing="ij")
     r = tf.sqrt((y - centre) ** 2 + (x - centre) ** 2) / (size / 2)
@@ -102,7 +102,7 @@ def jitter(image: tf.Tensor, seed: tf.Tensor, cfg: JitterConfig) -> tf.Tensor:
     independent downscaling of height and width and back (the sharpness of a lower-resolution
     collection), the image shrunk inside its own mirror image (a smaller lesion), JPEG re-encoding,
     brightness, contrast, saturation and hue, then a dermatoscope's dark vignette (as
-    `skin_cancer.shifts.vignette`) on a `vignette` share of the images."""
+    `skin_cancer.data.shifts.vignette`) on a `vignette` share of the images."""
     size = image.shape[0]
     # Splitting into more seeds keeps the first ones: adding a shift leaves the others' draws alone.
     seeds = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 13))

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from skin_cancer.config import Config, PhaseConfig
-from skin_cancer.data import read_manifest
-from skin_cancer.model import compile_classifier, feature_head, get_backbone, split_at_pool
-from skin_cancer.pipeline import augmenter, feature_dataset, image_dataset
+from skin_cancer.data.prepare import read_manifest
+from skin_cancer.data.tf_input import augmenter, feature_dataset, image_dataset
+from skin_cancer.models.classifier import compile_classifier, feature_head, get_backbone, split_at_pool
 
 
 def seed_everything(seed: int) -> None:
@@ -150,7 +150,7 @@ def datasets(
     y_train, y_val = targets(train.label_index, units), targets(val.label_index, units)
     batch, seed = cfg.train.batch_size, training_seed(cfg)
     if cfg.train.cache_features:
-        from skin_cancer.features import load_features
+        from skin_cancer.models.features import load_features
 
         def features(split):
             cached = load_features(features_dir, split)

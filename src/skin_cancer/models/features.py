@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from skin_cancer.config import Config
-from skin_cancer.data import read_manifest
-from skin_cancer.pipeline import image_dataset
+from skin_cancer.data.prepare import read_manifest
+from skin_cancer.data.tf_input import image_dataset
 
 
 def compute_features(cfg: Config, prepared_dir: Path, out_dir: Path) -> dict:
@@ -18,8 +18,8 @@ def compute_features(cfg: Config, prepared_dir: Path, out_dir: Path) -> dict:
     Training images get `train.feature_views` dihedral views, each with its own `train.jitter` draw
     (seeded by `seed`); validation images one view as they are.
     """
-    from skin_cancer.inference import compile_model, run_batches
-    from skin_cancer.model import build_classifier, feature_extractor
+    from skin_cancer.models.classifier import build_classifier, feature_extractor
+    from skin_cancer.models.inference import compile_model, run_batches
 
     # An ensemble trains nothing, so it has nothing to cache.
     info = {"enabled": cfg.train.cache_features and cfg.model.backbone != "ensemble"}

@@ -22,8 +22,9 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from skin_cancer.data import leak_kind, open_image
-from skin_cancer.datasets import Dataset
+from skin_cancer.data.collections import Dataset
+from skin_cancer.data.images import open_image
+from skin_cancer.data.prepare import leak_kind
 
 THUMB = 32  # thumbnail side; the hash is taken from its 8x8 lowest DCT frequencies
 TRANSFORMS = ("identity", "flip", "rot90", "rot90+flip", "rot180", "rot180+flip", "rot270", "rot270+flip")

@@ -125,7 +125,7 @@ def compile_predictor(model, tta_views: int, runtime: str, feature_layer: str | 
     import keras
     import tensorflow as tf
 
-    from skin_cancer.pipeline import dihedral_view
+    from skin_cancer.data.tf_input import dihedral_view
 
     units = model.output_shape[-1]
     outputs = [model.output] + ([model.get_layer(feature_layer).output] if feature_layer else [])
@@ -164,7 +164,7 @@ def run_batches(forward: Forward, batches, n_images: int, batch_size: int, desc:
 
 def predict_files(forward: Forward, image_paths, image_size: int, batch_size: int, desc: str = "predicting") -> np.ndarray:
     """`forward` per image file, decoded and resized by the input pipeline (tf.data, parallel)."""
-    from skin_cancer.pipeline import image_dataset
+    from skin_cancer.data.tf_input import image_dataset
 
     paths = list(image_paths)
     batches = image_dataset(paths, np.zeros(len(paths)), image_size, batch_size).map(lambda x, y: x)

@@ -11,15 +11,12 @@ import math
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import pandas as pd
-
 from skin_cancer import paths
-from skin_cancer.access import explained_refusals
 from skin_cancer.config import Config, TrackingConfig
 from skin_cancer.operating_point import OperatingPoint
-from skin_cancer.serving import serving_model, serving_signature
-from skin_cancer.store import check_tracking, tracking_uri
-from skin_cancer.tracking import pipeline_run
+from skin_cancer.tracking.access import explained_refusals
+from skin_cancer.tracking.runs import pipeline_run
+from skin_cancer.tracking.store import check_tracking, tracking_uri
 
 HEADLINE = (
     "accuracy",
@@ -151,24 +148,15 @@ def model_signature(image_size: int, units: int = 1):
     )
 
 
-def serving_example() -> pd.DataFrame:
-    """One test image, base64-encoded as the REST endpoint takes it."""
-    import base64
-
-    from skin_cancer.data import read_manifest
-
-    first = read_manifest(paths.PREPARED / "test.csv").path.iloc[0]
-    return pd.DataFrame({"image": [base64.b64encode(Path(first).read_bytes()).decode()]})
-
-
-def log_models(cfg: Config, operating_point: OperatingPoint) -> None:
-    """The pipeline's model in the active run: its Keras flavour (`model`) and, behind a pyfunc that
-    takes base64 image files, `serving`: what the registry holds and `mlflow models serve` serves.
+def log_models(cfg: Config, operating_point: OperatingPoint, rest) -> None:
+    """The pipeline's model in the active run: its Keras flavour (`model`) and, behind the REST
+    pyfunc `rest` (a serving.rest.RestModel, given by the caller so that tracking does not import
+    serving), `serving`: what the registry holds and `mlflow models serve` serves.
     Both carry the operating point; `serving` carries the package's code (code_paths), pinned
     requirements and an input example, so it loads where the project is not installed."""
     import mlflow
 
-    from skin_cancer.model import load_model
+    from skin_cancer.models.classifier import load_model
 
     model = load_model(paths.MODEL)
     mlflow.keras.log_model(
@@ -180,21 +168,21 @@ def log_models(cfg: Config, operating_point: OperatingPoint) -> None:
     )
     mlflow.pyfunc.log_model(
         name="serving",
-        python_model=serving_model(),
+        python_model=rest.python_model,
         artifacts={"model": str(paths.MODEL), "operating_point": str(paths.OPERATING_POINT), "ood": str(paths.OOD)},
-        code_paths=[str(Path(__file__).resolve().parent)],
-        signature=serving_signature(),
+        code_paths=[str(Path(__file__).resolve().parents[1])],  # the whole skin_cancer package
+        signature=rest.signature,
         pip_requirements=pip_requirements(),
-        input_example=serving_example(),
+        input_example=rest.example,
         metadata={"operating_point": operating_point.to_dict()},
     )
 
 
-def publish(cfg: Config) -> dict:
+def publish(cfg: Config, rest) -> dict:
     """The track stage's work: the pipeline's MLflow run (`tracking.pipeline_run`) with its model
-    (`tracking.log_model`), registered as a version (`tracking.registered_model`) that takes the
-    champion alias when it beats the comparable ones. Returns {run_id, experiment_id, tracking_uri,
-    group[, registry]}."""
+    (`tracking.log_model`; `rest`, its REST pyfunc, see log_models), registered as a version
+    (`tracking.registered_model`) that takes the champion alias when it beats the comparable ones.
+    Returns {run_id, experiment_id, tracking_uri, group[, registry]}."""
     from mlflow.tracking import MlflowClient
 
     operating_point = OperatingPoint.load(paths.OPERATING_POINT)
@@ -202,7 +190,7 @@ def publish(cfg: Config) -> dict:
     with explained_refusals(uri, "logging the run and registering its model"), pipeline_run(cfg) as run:
         numbers = run.pop("numbers")
         if cfg.tracking.log_model:
-            log_models(cfg, operating_point)
+            log_models(cfg, operating_point, rest)
             if cfg.tracking.registered_model:
                 comparable = {
                     "task.classes": ",".join(operating_point.class_names),

@@ -10,20 +10,24 @@ import numpy as np
 import pandas as pd
 import sklearn.metrics as skm
 
-from skin_cancer import audit, explain, inference, paths, shifts
-from skin_cancer import evaluation as ev
-from skin_cancer import figures as figures_
-from skin_cancer import multiclass as mc
+from skin_cancer import paths
 from skin_cancer.config import Config
-from skin_cancer.data import DataError, read_manifest
-from skin_cancer.datasets import other_collections
-from skin_cancer.external import external_set
+from skin_cancer.data import audit, shifts
+from skin_cancer.data.collections import other_collections
+from skin_cancer.data.external import external_set
+from skin_cancer.data.prepare import read_manifest
+from skin_cancer.errors import DataError
+from skin_cancer.evaluation import explain
+from skin_cancer.evaluation import figures as figures_
+from skin_cancer.evaluation import metrics as ev
+from skin_cancer.evaluation import multiclass as mc
 from skin_cancer.io import write_json
+from skin_cancer.models import inference
 from skin_cancer.operating_point import OperatingPoint
 
 # The classes of a set scored through a K-class model's malignant score (label index 0, 1).
 MALIGNANT_SCORE_CLASSES = ["benign", "malignant"]
-# Sets `stress_<name>`: the clean test images under a stress of skin_cancer.shifts.
+# Sets `stress_<name>`: the clean test images under a stress of skin_cancer.data.shifts.
 STRESS = "stress_"
 
 

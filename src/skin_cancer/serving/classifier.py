@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from skin_cancer.data import BadImage, DataError, read_image
+from skin_cancer.data.images import BadImage, read_image
+from skin_cancer.errors import DataError
 from skin_cancer.operating_point import OperatingPoint
 
 OPERATING_POINT_FILE = "operating_point.json"
@@ -30,7 +31,7 @@ class Classifier:
     model: object
     operating_point: OperatingPoint
     source: str = ""
-    # The out-of-distribution detector fitted with the operating point (skin_cancer.ood); None: no flag.
+    # The out-of-distribution detector fitted with the operating point (skin_cancer.evaluation.ood); None: no flag.
     ood: object = None
     _forward: object = field(default=None, repr=False, compare=False)
     _with_features: bool = field(default=False, repr=False, compare=False)
@@ -56,7 +57,7 @@ class Classifier:
         return replace(self, operating_point=self.operating_point.replace(tta_views=tta_views), _forward=None)
 
     def with_runtime(self, runtime: str) -> Classifier:
-        """The same classifier run by another runtime (see inference.py)."""
+        """The same classifier run by another runtime (see models/inference.py)."""
         return replace(self, operating_point=self.operating_point.replace(runtime=runtime), _forward=None)
 
     def _scores(self, images) -> tuple[np.ndarray, np.ndarray | None]:
@@ -64,9 +65,9 @@ class Classifier:
         raw probability over the test-time views (the same compiled graph as the evaluate stage's),
         then the temperature (and a K-class model's class prior); with a detector, also each image's
         distance from the training images' pooled features, read off the same forward pass."""
-        from skin_cancer.evaluation import apply_temperature
-        from skin_cancer.inference import compile_predictor, run_batches, split_features
-        from skin_cancer.ood import FEATURE_LAYER
+        from skin_cancer.evaluation.metrics import apply_temperature
+        from skin_cancer.evaluation.ood import FEATURE_LAYER
+        from skin_cancer.models.inference import compile_predictor, run_batches, split_features
 
         with self._compiling:
             # A detector set after the graph was compiled (dataclasses.replace) needs the features too.
@@ -125,7 +126,7 @@ class Classifier:
         """Add the out-of-distribution verdict to a result; beyond the cut-off the diagnosis is
         withheld (label and probability None, a K-class model's class probabilities removed) and
         `note` says why."""
-        from skin_cancer.ood import NOT_LIKE_TRAINING
+        from skin_cancer.evaluation.ood import NOT_LIKE_TRAINING
 
         flagged = distance > self.ood.cutoff
         result.update(out_of_distribution=flagged, ood_distance=distance, ood_cutoff=self.ood.cutoff)
@@ -139,7 +140,7 @@ class Classifier:
         whether Pillow or TensorFlow's decoder refuses it."""
         import tensorflow as tf
 
-        from skin_cancer.pipeline import load_image
+        from skin_cancer.data.tf_input import load_image
 
         with tempfile.TemporaryDirectory() as converted:
             # Pillow first, to reject bad files one by one with a reason; formats and modes the
@@ -172,7 +173,7 @@ class Classifier:
     def _decide(self, probability) -> dict:
         """Binary: the malignancy probability, the label at the threshold. K classes: the top class and
         its probability, every class's probability, the top three, and the malignant score."""
-        from skin_cancer.evaluation import predicted_classes
+        from skin_cancer.evaluation.metrics import predicted_classes
 
         op = self.operating_point
         if not op.multiclass:
@@ -181,7 +182,7 @@ class Classifier:
                 "label": self.class_names[int(predicted_classes(np.asarray([probability]), self.threshold)[0])],
                 "threshold": self.threshold,
             }
-        from skin_cancer.multiclass import malignant_score
+        from skin_cancer.evaluation.multiclass import malignant_score
 
         p = np.asarray(probability, dtype=float)
         order = np.argsort(-p, kind="stable")
@@ -205,7 +206,7 @@ def load_classifier(source: str | Path = "models/model.keras", *, run_id: str | 
         uri = f"runs:/{run_id}/model" if run_id is not None else str(source)
         model, operating_point, detector = load_logged_model(uri)
         return Classifier(model, operating_point, uri, detector)
-    from skin_cancer.model import load_model
+    from skin_cancer.models.classifier import load_model
 
     path = Path(source)
     if not path.is_file():
@@ -213,7 +214,7 @@ def load_classifier(source: str | Path = "models/model.keras", *, run_id: str | 
     op_path = path.parent / OPERATING_POINT_FILE
     if not op_path.is_file():
         raise DataError(f"{op_path} not found: the model's temperature and threshold come from the calibrate stage")
-    from skin_cancer import ood
+    from skin_cancer.evaluation import ood
 
     # A model calibrated before the flag existed has no detector file: it predicts without the flag.
     detector = ood.load(path.parent / ood.OOD_FILE) if (path.parent / ood.OOD_FILE).is_file() else None
@@ -227,9 +228,9 @@ def load_logged_model(uri: str):
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    import skin_cancer.model  # noqa: F401  registers the model's own layers with Keras
-    from skin_cancer.access import refused
-    from skin_cancer.store import tracking_uri
+    import skin_cancer.models.classifier  # noqa: F401  registers the model's own layers with Keras
+    from skin_cancer.tracking.access import refused
+    from skin_cancer.tracking.store import tracking_uri
 
     server = tracking_uri()
     mlflow.set_tracking_uri(server)
@@ -254,7 +255,7 @@ def image_files(inputs: list[str]) -> tuple[list[str], list[str]]:
     """(images, skipped): the files named, and the image files (by suffix) that named folders hold,
     recursively and sorted; `skipped` lists the other files in those folders. A file named directly
     is taken whatever its suffix. DataError naming the path for a missing path, or when no image is found."""
-    from skin_cancer.datasets import IMAGE_SUFFIXES
+    from skin_cancer.data.collections import IMAGE_SUFFIXES
 
     files, skipped = [], []
     for item in inputs:
@@ -273,118 +274,3 @@ def image_files(inputs: list[str]) -> tuple[list[str], list[str]]:
 
 
 # REST answer columns of the out-of-distribution flag (empty for a model without a detector).
-OOD_COLUMNS = ["out_of_distribution", "ood_distance", "ood_cutoff", "note"]
-# REST serving limits (pyfunc model behind `mlflow models serve`).
-MAX_BATCH = 32
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-
-
-class RequestRejected(ValueError):
-    """A request over the serving limits: the client's to fix, refused whole (HTTP 400)."""
-
-
-def predict_encoded(
-    classifier: Classifier, encoded: list, max_batch: int = MAX_BATCH, max_bytes: int = MAX_IMAGE_BYTES
-) -> list[dict]:
-    """Predictions for base64-encoded image files (JPEG, PNG, ...: the REST request format), one
-    result per item; an item that is not base64 or not a usable image gets an `error`. A request
-    over `max_batch` items, or holding an image over `max_bytes`, raises RequestRejected."""
-    import base64
-    import binascii
-
-    if len(encoded) > max_batch:
-        raise RequestRejected(f"a request holds at most {max_batch} images, this one {len(encoded)}")
-    for i, text in enumerate(encoded):
-        # base64 holds 3 bytes per 4 characters: measured before decoding, so a huge row costs nothing.
-        size = len(str(text)) * 3 // 4
-        if size > max_bytes + 2:
-            raise RequestRejected(f"row {i}: about {size} bytes of image, over the limit of {max_bytes} bytes per image")
-    results: list[dict] = [{} for _ in encoded]
-    with tempfile.TemporaryDirectory() as folder:
-        files = []
-        for i, text in enumerate(encoded):
-            try:
-                data = base64.b64decode(str(text), validate=True)
-            except (binascii.Error, ValueError):
-                results[i] = {"error": "not base64-encoded image bytes"}
-                continue
-            if len(data) > max_bytes:
-                raise RequestRejected(f"row {i}: {len(data)} bytes of image, over the limit of {max_bytes} bytes per image")
-            path = Path(folder) / f"image-{i}"
-            path.write_bytes(data)
-            files.append((i, path))
-        for (i, _), result in zip(files, classifier.predict([path for _, path in files])):
-            result.pop("image", None)
-            results[i] = result
-    return results
-
-
-def serving_model():
-    """An MLflow pyfunc model around `Classifier`: rows with a base64 `image` column in,
-    probability, label, threshold (or error) out; what the registry holds and `mlflow models serve`
-    serves. Built in a function so that importing this module does not import mlflow; cloudpickle
-    stores the class with the model, and the model carries this package as its code.
-
-    MLflow's scoring server answers any exception from `predict` with 400 Bad Request, so a fault
-    of the server (the model failing) would read as the client's mistake: requests over the limits
-    are refused as invalid (400), every other exception is re-raised as an internal error (500)."""
-    import json
-    import logging
-
-    import mlflow.pyfunc
-    import pandas as pd
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
-
-    class ImageClassifierModel(mlflow.pyfunc.PythonModel):
-        def load_context(self, context):
-            self.classifier = load_classifier(context.artifacts["model"])
-
-        def predict(self, context, model_input, params=None):
-            if isinstance(model_input, pd.DataFrame) and "image" not in model_input.columns:
-                raise MlflowException("the request has no `image` column", error_code=INVALID_PARAMETER_VALUE)
-            images = model_input["image"] if isinstance(model_input, pd.DataFrame) else model_input
-            try:
-                results = predict_encoded(self.classifier, list(images))
-            except RequestRejected as error:
-                raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from None
-            except Exception as error:
-                logging.getLogger(__name__).exception("the model failed on a request")
-                raise MlflowException(
-                    f"the model failed on this request ({type(error).__name__}: {error}); the request itself was valid",
-                    error_code=INTERNAL_ERROR,
-                ) from error
-            columns = ["probability", "label", "threshold", "error", *OOD_COLUMNS]
-            if not self.classifier.operating_point.multiclass:
-                return pd.DataFrame(results, columns=columns)
-            # K classes: every class's probability as a JSON object per row.
-            for result in results:
-                if "probabilities" in result:
-                    result["probabilities"] = json.dumps(result["probabilities"])
-            return pd.DataFrame(results, columns=[*columns, "probabilities"])
-
-    return ImageClassifierModel()
-
-
-def serving_signature():
-    """Columns in and out of the serving model."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
-
-    return ModelSignature(
-        inputs=Schema([ColSpec("string", "image")]),
-        outputs=Schema(
-            [
-                ColSpec("double", "probability"),
-                ColSpec("string", "label"),
-                ColSpec("double", "threshold"),
-                ColSpec("string", "error"),
-                # Models with an out-of-distribution detector (skin_cancer.ood).
-                ColSpec("boolean", "out_of_distribution", required=False),
-                ColSpec("double", "ood_distance", required=False),
-                ColSpec("double", "ood_cutoff", required=False),
-                ColSpec("string", "note", required=False),
-                ColSpec("string", "probabilities", required=False),  # K-class models: JSON per class
-            ]
-        ),
-    )

@@ -115,7 +115,7 @@ def fit_on_images(model, train_paths, validation_features, *, image_size: int, b
     """The detector of a trained classifier: a Gaussian on the pooled features of `train_paths`, the
     cut-off flagging `flag_share` of `validation_features` (which the calibrate stage reads off its
     validation pass, see inference.compile_predictor)."""
-    from skin_cancer import inference
+    from skin_cancer.models import inference
 
     pooled = pooled_features(model)
     forward = inference.compile_forward(lambda images: pooled(images, training=False), model.input_shape[1:], runtime)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import keras
 
-from skin_cancer import efficientnet_lite
 from skin_cancer.config import ConfigError
+from skin_cancer.models import efficientnet_lite
 
 
 @dataclass(frozen=True)

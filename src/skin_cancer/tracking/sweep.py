@@ -63,7 +63,7 @@ def run_job(config: DictConfig) -> float:
     """One sweep job: a DVC experiment of its overrides; returns its validation metric."""
     from hydra.core.hydra_config import HydraConfig
 
-    from skin_cancer import tracking
+    from skin_cancer.tracking import runs as tracking
 
     cfg = pipeline_config(config)
     metric = objective_metric(cfg)
@@ -90,7 +90,7 @@ class SweepCallbacks(Callback):
     the user write. After the last: the Optuna sweeper's best trial goes onto the sweep's parent run."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from skin_cancer.store import check_tracking
+        from skin_cancer.tracking.store import check_tracking
 
         cfg = pipeline_config(config)
         objective_metric(cfg)
@@ -100,7 +100,7 @@ class SweepCallbacks(Callback):
         self.on_multirun_start(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from skin_cancer import tracking
+        from skin_cancer.tracking import runs as tracking
 
         results = Path(config.hydra.sweep.dir) / "optimization_results.yaml"
         if results.is_file():

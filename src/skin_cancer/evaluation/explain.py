@@ -11,8 +11,8 @@ import numpy as np
 
 
 def split_at_backbone(model):
-    """(layers before the backbone, backbone, layers after it) of a classifier built by `model.py`."""
-    from skin_cancer.model import get_backbone
+    """(layers before the backbone, backbone, layers after it) of a classifier built by `models/classifier.py`."""
+    from skin_cancer.models.classifier import get_backbone
 
     backbone = get_backbone(model)
     layers = [layer for layer in model.layers if layer.__class__.__name__ != "InputLayer"]
@@ -40,7 +40,7 @@ def grad_cam(model, image: np.ndarray, class_index: int | None = None) -> tuple[
     """
     import tensorflow as tf
 
-    from skin_cancer.ensemble import members_of
+    from skin_cancer.models.ensemble import members_of
 
     if members_of(model):
         maps = [heatmap for _, heatmap in member_grad_cams(model, image, class_index)]
@@ -78,7 +78,7 @@ def member_grad_cams(model, image: np.ndarray, class_index: int | None = None) -
     member seeing the image at its own input size (unexplained class: the ensemble's prediction)."""
     import tensorflow as tf
 
-    from skin_cancer.ensemble import members_of
+    from skin_cancer.models.ensemble import members_of
 
     if class_index is None:
         probabilities = model(image[None].astype("float32"), training=False).numpy()[0]
@@ -119,7 +119,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.n
 
 def save_overlay(image: np.ndarray, heatmap: np.ndarray, title: str, path: Path) -> None:
     """Image, heatmap overlay and title side by side as a PNG (written atomically)."""
-    from skin_cancer.figures import pyplot, save_figure
+    from skin_cancer.evaluation.figures import pyplot, save_figure
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4))
@@ -133,7 +133,7 @@ def save_overlay(image: np.ndarray, heatmap: np.ndarray, title: str, path: Path)
 
 def save_grid(items: list[tuple[np.ndarray, np.ndarray, str]], path: Path, columns: int = 4) -> None:
     """Overlays of several images in one PNG, each titled (e.g. true label, probability)."""
-    from skin_cancer.figures import pyplot, save_figure
+    from skin_cancer.evaluation.figures import pyplot, save_figure
 
     plt = pyplot()
     rows = max(1, -(-len(items) // columns))
@@ -149,7 +149,7 @@ def save_grid(items: list[tuple[np.ndarray, np.ndarray, str]], path: Path, colum
 def pick_examples(y_true: np.ndarray, prob: np.ndarray, threshold: float | None, per_kind: int = 4) -> list[int]:
     """Indices of the most confident correct and the most confident wrong predictions
     (`per_kind` of each where there are that many); K classes: confidence is the top probability."""
-    from skin_cancer.evaluation import predicted_classes
+    from skin_cancer.evaluation.metrics import predicted_classes
 
     predicted = predicted_classes(prob, threshold)
     confidence = prob.max(axis=1) if prob.ndim == 2 else np.abs(prob - threshold)
@@ -164,8 +164,8 @@ def gradcam_grid(
 ) -> None:
     """A grid of Grad-CAM overlays (of the predicted class) for a few correct and wrong predictions
     of a manifest frame."""
-    from skin_cancer.evaluation import predicted_classes
-    from skin_cancer.pipeline import load_image
+    from skin_cancer.data.tf_input import load_image
+    from skin_cancer.evaluation.metrics import predicted_classes
 
     items = []
     predicted = predicted_classes(prob, threshold)

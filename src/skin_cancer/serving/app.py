@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from skin_cancer.ood import flag_text
+from skin_cancer.evaluation.ood import flag_text
 
 NOTICE = (
     "**Research tool, not a medical device.** It must not be used to diagnose, triage or reassure "
@@ -37,7 +37,7 @@ def classifier(source: str, verbose: bool = False):
     """The model, loaded once for every session; TensorFlow's start-up logs (it is first imported
     here) stay out of the server's terminal unless `skin-cancer app --verbose`."""
     from skin_cancer.cli import library_logs_hidden
-    from skin_cancer.serving import load_classifier
+    from skin_cancer.serving.classifier import load_classifier
 
     with library_logs_hidden(verbose):
         return load_classifier(source)
@@ -71,7 +71,7 @@ def show_card(card: dict, classifier) -> list:
     for key in ("MLflow run", "data fingerprint", "recipe"):
         if card.get(key):
             st.markdown(f"{key}: `{card[key]}`")
-    from skin_cancer.model_report import TRANSFER_HEADER, transfer_rows
+    from skin_cancer.evaluation.model_report import TRANSFER_HEADER, transfer_rows
 
     metrics: dict[str, dict] = {}
     for key, value in card.items():
@@ -83,7 +83,7 @@ def show_card(card: dict, classifier) -> list:
 
 def pick_model(args) -> tuple[str, dict]:
     """The sidebar's model picker: the local model and every registered version."""
-    from skin_cancer.registry import model_versions
+    from skin_cancer.tracking.registry import model_versions
 
     versions = model_versions(args.registered_model) if args.registered_model else []
     options = {f"local: {args.model}": (args.model, None)}
@@ -100,7 +100,7 @@ def pick_model(args) -> tuple[str, dict]:
 
 def show_prediction(upload, clf) -> None:
     """Predict and explain one uploaded file; a file that cannot be used gets a clear message instead."""
-    from skin_cancer import explain
+    from skin_cancer.evaluation import explain
 
     if upload.size > MAX_UPLOAD_MB * 1024 * 1024:
         st.error(f"{upload.name}: rejected: larger than {MAX_UPLOAD_MB} MB")

@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from skin_cancer.torch_weights import read_state_dict
+from skin_cancer.models.torch_weights import read_state_dict
 
 
 @dataclass(frozen=True)

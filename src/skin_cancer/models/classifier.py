@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from skin_cancer.backbones import backbone_spec
 from skin_cancer.config import ConfigError, ModelConfig
+from skin_cancer.models.backbones import backbone_spec
 
 
 @keras.saving.register_keras_serializable(package="skin_cancer")

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from skin_cancer.data import PRIMARY, DataError, scan_layout
+from skin_cancer.data.images import PRIMARY
+from skin_cancer.data.prepare import scan_layout
+from skin_cancer.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 LABEL_COLUMNS = ("label", "dx", "diagnosis", "class", "target")

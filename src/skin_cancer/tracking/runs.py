@@ -17,12 +17,12 @@ from pathlib import Path
 import pandas as pd
 
 from skin_cancer import paths
-from skin_cancer.access import explained_refusals
 from skin_cancer.config import Config, TrackingConfig, flatten, to_dict
 from skin_cancer.host import describe as describe_host
 from skin_cancer.io import read_json
 from skin_cancer.operating_point import OperatingPoint
-from skin_cancer.store import check_tracking, ensure_experiment, store_lock, tracking_uri
+from skin_cancer.tracking.access import explained_refusals
+from skin_cancer.tracking.store import check_tracking, ensure_experiment, store_lock, tracking_uri
 
 GROUP_TAG = "sweep.group"
 
@@ -121,7 +121,7 @@ def log_datasets(evaluated: list[str]) -> None:
     with its content digest, so a run says which images made it (call inside a run)."""
     import mlflow
 
-    from skin_cancer.data import read_manifest
+    from skin_cancer.data.prepare import read_manifest
 
     frames = {
         context: read_manifest(paths.PREPARED / f"{split}.csv")[["source", "label", "sha256"]]

@@ -6,7 +6,7 @@ work starts (a run that would be refused half-way fails before training), turns 
 403 answers into one-line errors that say which credential or permission is missing, and gives the
 server's admin a way to add users with a permission on the project's experiment and registered model.
 
-    python -m skin_cancer.access add-user URI NAME PERMISSION EXPERIMENT MODEL   # admin credentials in the environment
+    python -m skin_cancer.tracking.access add-user URI NAME PERMISSION EXPERIMENT MODEL   # admin credentials in the environment
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from skin_cancer import audit
-from skin_cancer.data import DataError, read_image
-from skin_cancer.datasets import from_spec, limit_per_class
+from skin_cancer.data import audit
+from skin_cancer.data.collections import from_spec, limit_per_class
+from skin_cancer.data.images import read_image
+from skin_cancer.errors import DataError
 
 
 def external_set(
