@@ -148,10 +148,10 @@ def model_signature(image_size: int, units: int = 1):
     )
 
 
-def log_models(cfg: Config, operating_point: OperatingPoint, rest) -> None:
+def log_models(cfg: Config, operating_point: OperatingPoint, make_rest) -> None:
     """The pipeline's model in the active run: its Keras flavour (`model`) and, behind the REST
-    pyfunc `rest` (a serving.rest.RestModel, given by the caller so that tracking does not import
-    serving), `serving`: what the registry holds and `mlflow models serve` serves.
+    pyfunc `make_rest()` builds (a serving.rest.RestModel, given by the caller so that tracking does
+    not import serving), `serving`: what the registry holds and `mlflow models serve` serves.
     Both carry the operating point; `serving` carries the package's code (code_paths), pinned
     requirements and an input example, so it loads where the project is not installed."""
     import mlflow
@@ -166,6 +166,7 @@ def log_models(cfg: Config, operating_point: OperatingPoint, rest) -> None:
         pip_requirements=pip_requirements(),
         metadata={"operating_point": operating_point.to_dict()},
     )
+    rest = make_rest()
     mlflow.pyfunc.log_model(
         name="serving",
         python_model=rest.python_model,
@@ -178,9 +179,9 @@ def log_models(cfg: Config, operating_point: OperatingPoint, rest) -> None:
     )
 
 
-def publish(cfg: Config, rest) -> dict:
+def publish(cfg: Config, make_rest) -> dict:
     """The track stage's work: the pipeline's MLflow run (`tracking.pipeline_run`) with its model
-    (`tracking.log_model`; `rest`, its REST pyfunc, see log_models), registered as a version
+    (`tracking.log_model`; `make_rest` builds its REST pyfunc, see log_models), registered as a version
     (`tracking.registered_model`) that takes the champion alias when it beats the comparable ones.
     Returns {run_id, experiment_id, tracking_uri, group[, registry]}."""
     from mlflow.tracking import MlflowClient
@@ -190,7 +191,7 @@ def publish(cfg: Config, rest) -> dict:
     with explained_refusals(uri, "logging the run and registering its model"), pipeline_run(cfg) as run:
         numbers = run.pop("numbers")
         if cfg.tracking.log_model:
-            log_models(cfg, operating_point, rest)
+            log_models(cfg, operating_point, make_rest)
             if cfg.tracking.registered_model:
                 comparable = {
                     "task.classes": ",".join(operating_point.class_names),
