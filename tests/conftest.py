@@ -31,6 +31,17 @@ THREE_CLASS_OVERRIDES = (
 )
 
 
+# The order `make test` hands files to its workers (pytest-xdist, one file at a time, in collection
+# order with --no-loadscope-reorder): the longest file first (test_e2e.py: its tests build on one
+# another and keep one worker busy for most of the run), then the quick unit tier, then the system
+# and integration tiers. So the longest file starts at once and no long file starts last.
+FILE_ORDER = {"test_e2e.py": 0, "unit": 1, "system": 2, "integration": 3}
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: FILE_ORDER.get(item.path.name, FILE_ORDER.get(item.path.parent.name, 4)))
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """Random weights for the tiny backbone with BatchNorm statistics set from data.

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from skin_cancer.model_folder import MODEL_FILE, OOD_FILE, OPERATING_POINT_FILE
+
 # Content fingerprints of the data folders outside the project (see stages/sources.py).
 SOURCES = Path("data/sources")
 SOURCE_DATA = SOURCES / "data.json"
@@ -15,12 +17,13 @@ PREPARED = Path("data/prepared")
 PREPARE_REPORT = PREPARED / "report.json"
 FEATURES = Path("data/features")
 HEAD_MODEL = Path("models/head.keras")
-MODEL = Path("models/model.keras")
+MODELS = Path("models")
+MODEL = MODELS / MODEL_FILE
 MODEL_H5 = Path("models/model.h5")
 # Temperature and decision threshold fitted on validation: what turns the model's output into a decision.
-OPERATING_POINT = Path("models/operating_point.json")
+OPERATING_POINT = MODELS / OPERATING_POINT_FILE
 # The out-of-distribution detector fitted with it (skin_cancer.evaluation.ood): flags images unlike the training data.
-OOD = Path("models/ood.npz")
+OOD = MODELS / OOD_FILE
 REPORTS = Path("reports")
 TRAIN_HISTORY = REPORTS / "train_history.csv"
 FINETUNE_HISTORY = REPORTS / "finetune_history.csv"
@@ -32,3 +35,18 @@ EVALUATION = REPORTS / "evaluation"  # per set: predictions, confusion matrix, r
 FIGURES = REPORTS / "figures"  # PNGs: per set confusion matrix, ROC, PR, reliability; training curves
 MODEL_REPORT = REPORTS / "model_report.md"
 MLFLOW_RUN = REPORTS / "mlflow_run.json"
+
+# What the pipeline's MLflow run is made of: skin_cancer.tracking.runs.RunFiles(**RUN_FILES).
+RUN_FILES = {
+    "phases": {"head": (TRAIN_HISTORY, TRAIN_RUN), "finetune": (FINETUNE_HISTORY, FINETUNE_RUN)},
+    "prepared": PREPARED,
+    "prepare_report": PREPARE_REPORT,
+    "audit": AUDIT,
+    "audit_report": AUDIT_REPORT,
+    "metrics": METRICS,
+    "operating_point": OPERATING_POINT,
+    "evaluation": EVALUATION,
+    "figures": FIGURES,
+    "reports": (MODEL_REPORT, MODEL_REPORT.with_suffix(".html")),
+    "pipeline": (METRICS, TRAIN_HISTORY, FINETUNE_HISTORY, PREPARE_REPORT, OPERATING_POINT, Path("params.yaml")),
+}

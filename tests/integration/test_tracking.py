@@ -198,11 +198,12 @@ def test_training_logs_each_epoch_into_the_run_that_the_track_stage_completes(ou
 
 
 def test_training_that_fails_marks_its_run_failed_and_a_failed_sweep_job_keeps_it(outputs, tmp_path, monkeypatch):
-    from skin_cancer.tracking.runs import log_failed_job, training_run
+    from skin_cancer import paths
+    from skin_cancer.tracking.runs import RunFiles, log_failed_job, training_run
 
     monkeypatch.setenv("DVC_EXP_NAME", "sweep-1-0")
     outputs.tracking.run_group = "sweep-1"
-    with pytest.raises(RuntimeError), training_run(outputs, "head") as (callbacks, record):
+    with pytest.raises(RuntimeError), training_run(outputs, RunFiles(**paths.RUN_FILES), "head") as (callbacks, record):
         callbacks[0].on_epoch_end(0, {"loss": 0.5})
         raise RuntimeError("out of memory")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")

@@ -28,6 +28,10 @@ def train_and_finetune(cfg, launcher=()) -> pd.DataFrame:
         command = [*launcher, sys.executable, "-m", f"skin_cancer.stages.{name}"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return histories()
+
+
+def histories() -> pd.DataFrame:
     return pd.concat([pd.read_csv(paths.TRAIN_HISTORY), pd.read_csv(paths.FINETUNE_HISTORY)], ignore_index=True)
 
 
@@ -36,8 +40,9 @@ def assert_same_training(one: pd.DataFrame, other: pd.DataFrame) -> None:
         assert other[column].tolist() == pytest.approx(one[column].tolist(), abs=TOLERANCE)
 
 
-def test_two_workers_here_and_on_slurm_train_like_one(workspace, tmp_path):
-    from skin_cancer.stages import audit, features, prepare
+def test_one_and_two_workers_here_on_slurm_and_mirrored_train_alike(workspace, tmp_path):
+    from skin_cancer.models.classifier import load_model
+    from skin_cancer.stages import audit, features, finetune, prepare, train
 
     for module in (audit, prepare, features):
         module.main(workspace("train.feature_views=1"))
@@ -51,22 +56,17 @@ def test_two_workers_here_and_on_slurm_train_like_one(workspace, tmp_path):
     run_id = json.loads(paths.FINETUNE_RUN.read_text())["run_id"]
     logged = [(m.step, m.value) for key in ("head.val_auc", "finetune.val_auc") for m in client.get_metric_history(run_id, key)]
     assert logged == list(zip(two.epoch, two.val_auc))
+    # MirroredStrategy in the stage's own process (its replicas: this machine's devices), both stages.
+    mirrored = workspace(*deterministic, "train.distribute.strategy=mirrored")
+    train.main(mirrored)
+    finetune.main(mirrored)
+    assert_same_training(one, histories())
+    assert load_model(paths.MODEL).output_shape == (None, 1)
     # In a SLURM allocation the stage starts its workers with srun; SLURM's environment names the cluster.
     with slurm_cluster(tmp_path / "slurm") as slurm_conf, pytest.MonkeyPatch.context() as patch:
         patch.setenv("SLURM_CONF", slurm_conf)
         on_slurm = train_and_finetune(workspace(*deterministic, "train.distribute.workers=2"), ["salloc", "--ntasks=2"])
     assert_same_training(one, on_slurm)
-
-
-def test_the_mirrored_strategy_trains_and_writes_the_model(workspace):
-    from skin_cancer.models.classifier import load_model
-    from skin_cancer.stages import audit, features, finetune, prepare, train
-
-    cfg = workspace("train.distribute.strategy=mirrored")
-    for module in (audit, prepare, features, train, finetune):
-        module.main(cfg)
-    assert len(pd.read_csv(paths.FINETUNE_HISTORY)) == cfg.train.finetune.epochs
-    assert load_model(paths.MODEL).output_shape == (None, 1)
 
 
 @pytest.mark.xfail(
@@ -80,12 +80,11 @@ def test_a_strategy_trains_like_a_plain_run(workspace):
     deterministic = ("model.dropout=0", "train.feature_views=1")
     for module in (audit, prepare, features):
         module.main(workspace(*deterministic))
-    histories = {}
+    by_strategy = {}
     for strategy in ("none", "mirrored"):
         cfg = workspace(*deterministic, f"train.distribute.strategy={strategy}")
         train.main(cfg)
         finetune.main(cfg)
-        phases = [pd.read_csv(paths.TRAIN_HISTORY), pd.read_csv(paths.FINETUNE_HISTORY)]
-        histories[strategy] = pd.concat(phases, ignore_index=True)
-    print(histories["none"].to_string(), histories["mirrored"].to_string(), sep="\n")
-    assert_same_training(histories["none"], histories["mirrored"])
+        by_strategy[strategy] = histories()
+    print(by_strategy["none"].to_string(), by_strategy["mirrored"].to_string(), sep="\n")
+    assert_same_training(by_strategy["none"], by_strategy["mirrored"])

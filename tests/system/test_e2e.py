@@ -1,90 +1,22 @@
-"""The real pipeline: `dvc repro` and a queued DVC sweep in a temporary copy of the project, on a
-small real subset of the Kaggle data with the real ImageNet weights (minutes)."""
+"""The real pipeline: `dvc repro`, DVC's remote and experiments, and the sweeps (grid on a
+PostgreSQL-backed tracking server and on SLURM, Optuna, backbones) in a temporary copy of the
+project, on a small real subset of the Kaggle data with the real ImageNet weights (minutes). The
+tests build on each other in file order: the sweeps reuse the first run's DVC cache."""
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 
-from tests.helpers import ROOT, SHARED, runs, slurm_cluster, tracking_server, tracking_user
-
-KAGGLE = SHARED / "data" / "skin-cancer-mvb"
-# The default config's data roots (relative, ../shared/data/...) stay as they are: the project copy
-# gets a `shared` link beside it, as a checkout has ../shared.
-SMOKE = """# @package _global_
-data:
-  per_class_limit: 20
-evaluate:
-  tta_views: 2
-  bootstrap_resamples: 200
-  external:
-    ham10000:
-      per_class_limit: 20
-train:
-  feature_views: 2
-  head:
-    epochs: 1
-  finetune:
-    epochs: 1
-    warmup_epochs: 0
-"""
-
-
-def sh(*args, cwd, check=True, timeout=900, extra_env=None):
-    """Run a command as a user would: no variables of an enclosing DVC run or tracking server, unless
-    given in `extra_env`."""
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "GIT_AUTHOR_NAME": "e2e",
-        "GIT_AUTHOR_EMAIL": "e2e@localhost",
-        "GIT_COMMITTER_NAME": "e2e",
-        "GIT_COMMITTER_EMAIL": "e2e@localhost",
-    }
-    for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "SLURM_CONF"):
-        env.pop(key, None)
-    env.update(extra_env or {})
-    result = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result.stdout + result.stderr
+from tests.helpers import runs, slurm_cluster, tracking_server, tracking_user
+from tests.system.smoke_project import mlflow_runs, sh, smoke_project
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A git + DVC copy of the project whose default experiment is a 20-images-per-class smoke run."""
-    if not KAGGLE.is_dir():
-        pytest.fail(f"{KAGGLE} not found: the end-to-end test reads the real Kaggle data from ../shared", pytrace=False)
-    work = tmp_path_factory.mktemp("project")
-    shared = work.parent / "shared"
-    if not shared.exists():
-        shared.symlink_to(SHARED)
-    for name in ("conf", "src", ".dvc", "dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore"):
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, work / name)
-    shutil.rmtree(work / ".dvc" / "tmp", ignore_errors=True)
-    shutil.rmtree(work / ".dvc" / "cache", ignore_errors=True)
-    (work / "conf" / "experiment" / "smoke.yaml").write_text(SMOKE)
-    config = work / "conf" / "config.yaml"
-    config.write_text(config.read_text().replace("- experiment: null", "- experiment: smoke"))
-    sh("git", "init", "-q", cwd=work)
-    sh("skin-cancer", "compose", cwd=work)
-    sh("git", "add", "-A", cwd=work)
-    sh("git", "commit", "-qm", "smoke project", cwd=work)
-    return work
-
-
-def mlflow_runs(project):
-    client = MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")
-    experiment = client.get_experiment_by_name("skin-cancer")
-    return client, client.search_runs([experiment.experiment_id]) if experiment else []
+    return smoke_project(tmp_path_factory.mktemp("project"))
 
 
 def test_dvc_repro_runs_the_pipeline_into_one_complete_mlflow_run(project, shared_weights):
@@ -248,8 +180,11 @@ def test_the_grid_on_a_slurm_cluster(project, server, tmp_path, shared_weights):
 def test_an_optuna_search_keeps_its_best_trial(project, shared_weights):
     """`sweep=search` with two trials: TPE's trials are child runs; the best by validation AUC is
     printed, stored in the sweep folder and tagged on the parent run."""
-    # The cut fixed at the default's: the trials reuse the cached features.
-    out = sweep(project, "sweep=search", "hydra.sweeper.n_trials=2", "model.frozen_until=block_12_add")
+    # TPE chooses among the README grid's points (comma lists become Optuna's categorical choices),
+    # the other keys fixed at the defaults: every trial's stages before `track` come from DVC's run
+    # cache. What is tested is the search's bookkeeping, which training each trial again adds nothing to.
+    grid = ["model.dropout=0.2,0.4", "train.head.lr=0.001,0.0001", "train.finetune.lr=0.0002", "model.frozen_until=block_12_add"]
+    out = sweep(project, "sweep=search", "hydra.sweeper.n_trials=2", *grid)
     group = re.search(r"tracking.run_group=(sweep-[\d-]+)", out).group(1)
     uri = f"sqlite:///{project}/mlruns/mlflow.db"
     parents, children = group_runs(uri, group)
@@ -293,20 +228,3 @@ def test_a_sweep_naming_an_unknown_key_starts_no_job(project):
     out = sweep(project, "-m", "model.dropotu=0.1,0.2", check=False)
     assert "Could not override 'model.dropotu'" in out
     assert experiment_names(project) == before
-
-
-def test_a_small_seven_class_run_on_real_ham10000(project, shared_weights):
-    """experiment=ham10000 (the seven ISIC diagnoses) on a few real HAM10000 images per class: one
-    MLflow run with per-class metrics and the 7 x 7 confusion matrix, DVC metrics and plots."""
-    small = ["data.per_class_limit=10", "train.feature_views=2", "train.head.epochs=1", "train.finetune.epochs=1"]
-    small += ["train.finetune.warmup_epochs=0", "evaluate.external.ham10000.per_class_limit=10"]
-    small += ["+evaluate.external.kaggle.per_class_limit=10", "evaluate.tta_views=2", "evaluate.bootstrap_resamples=200"]
-    sh("dvc", "exp", "run", "-S", "experiment=ham10000", *[arg for s in small for arg in ("-S", s)], cwd=project, timeout=1200)
-    _, runs = mlflow_runs(project)
-    run = next(r for r in runs if r.data.tags.get("recipe") == "ham10000")
-    classes = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
-    assert {"test.balanced_accuracy", "test.macro_auc", "test.mel.sensitivity", "test.malignant.roc_auc"} <= set(run.data.metrics)
-    assert run.data.metrics["test.n_images"] == 7 * 10 and {f"test.{c}.roc_auc" for c in classes} <= set(run.data.metrics)
-    confusion = json.loads((project / "reports" / "evaluation" / "test" / "confusion_matrix.json").read_text())
-    assert confusion["labels"] == list(classes) and len(confusion["matrix"]) == 7
-    assert "balanced_accuracy" in sh("dvc", "metrics", "show", cwd=project)

@@ -130,9 +130,9 @@ def answers_concurrent_mixed_traffic(url: str, images: list[str]) -> None:
     assert status == 200 and answer == sequential[0][1]
 
 
-# One sweep worker: log a run under the sweep's parent and register it (unless its fingerprint is
-# "-"), all at once with the others; with a gate file, wait for it between logging and adopting the
-# surviving parent.
+# One sweep worker: once imported, say so in folder `start` and wait for its `go` file, so that all
+# log at the same moment; log a run under the sweep's parent and register it (unless its fingerprint
+# is "-"); with a gate file, wait for it between logging and adopting the surviving parent.
 WORKER = """
 import os, sys, time
 import mlflow
@@ -140,16 +140,18 @@ from mlflow.tracking import MlflowClient
 from skin_cancer.config import TrackingConfig
 from skin_cancer.tracking.registry import register_model
 from skin_cancer.tracking.store import ensure_experiment
-from skin_cancer.tracking.runs import GROUP_TAG, adopt_parent, parent_run
+from skin_cancer.tracking.groups import GROUP_TAG, adopt_parent, parent_run
 
-uri, value, fingerprint, start_at, group, gate = sys.argv[1:7]
-value, start_at = float(value), float(start_at)
+uri, value, fingerprint, start, group, gate = sys.argv[1:7]
+value = float(value)
 
 class Identity(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         return model_input
 
-time.sleep(max(0.0, start_at - time.time()))
+open(os.path.join(start, f"ready-{os.getpid()}"), "w").close()
+while not os.path.exists(os.path.join(start, "go")):
+    time.sleep(0.05)
 mlflow.set_tracking_uri(uri)
 client = MlflowClient(uri)
 experiment = ensure_experiment(client, "skin-cancer", uri)
@@ -170,9 +172,9 @@ print(result["version"], result["champion"], result["replaced"])
 """
 
 
-def sweep_worker(cwd, uri, value, fingerprint, start_at, group="sweep-x", gate="-", env=None):
+def sweep_worker(cwd, uri, value, fingerprint, start, group="sweep-x", gate="-", env=None):
     return subprocess.Popen(
-        [sys.executable, "-c", WORKER, uri, str(value), fingerprint, str(start_at), group, str(gate)],
+        [sys.executable, "-c", WORKER, uri, str(value), fingerprint, str(start), group, str(gate)],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -203,14 +205,20 @@ def test_concurrent_sweep_workers_on_a_tracking_server(tmp_path, monkeypatch):
             monkeypatch.setenv(key, value)
         managers = {**os.environ, **tracking_user(folder, "manager", "MANAGE")}
         gate = tmp_path / "older-parent-created"
-        start_at = time.time() + 40  # after every worker has imported mlflow
-        workers = [sweep_worker(tmp_path, uri, value, "val-a", start_at) for value in (0.81, 0.84, 0.83, 0.82)]
-        deleters = [sweep_worker(tmp_path, uri, 0.5, "-", start_at, "sweep-y", gate, managers) for _ in range(4)]
+        start = tmp_path / "start"
+        start.mkdir()
+        workers = [sweep_worker(tmp_path, uri, value, "val-a", start) for value in (0.81, 0.84, 0.83, 0.82)]
+        deleters = [sweep_worker(tmp_path, uri, 0.5, "-", start, "sweep-y", gate, managers) for _ in range(4)]
+        deadline = time.time() + 300
+        while len(list(start.glob("ready-*"))) < len(workers + deleters):  # every one has imported mlflow
+            assert all(p.poll() is None for p in workers + deleters) and time.time() < deadline, "a worker did not start"
+            time.sleep(0.2)
+        (start / "go").touch()
         for process in workers:
             finish(process)
         best = MlflowClient(uri).get_model_version_by_alias("classifier", "champion")
         assert best.tags["validation.roc_auc"] == "0.84"
-        verdict = finish(sweep_worker(tmp_path, uri, 0.70, "another-split", 0))
+        verdict = finish(sweep_worker(tmp_path, uri, 0.70, "another-split", start))
         assert verdict == f"5 True version {best.version}, validated on other data or classes, lost @champion"
 
         parents, children = sweep_group(uri, "sweep-x")

@@ -77,5 +77,14 @@ def test_the_packages_import_in_layers():
     assert not upward, "\n".join(upward)
 
 
+def test_only_entry_points_know_where_the_pipeline_writes():
+    """Library code takes its folders and files as arguments: only the stages, the CLI and the app
+    (and `paths` itself, with the core constants it builds on) import skin_cancer.paths."""
+    knowing = {name for name in project_modules() if f"{PACKAGE}.paths" in imported_modules(module_file(name))}
+    library = sorted(name for name in knowing if not name.startswith(ENTRY_POINTS))
+    assert library == [], f"library modules that import skin_cancer.paths: {library}"
+    assert "skin_cancer.stages.track" in knowing  # the rule reads the imports it should
+
+
 def test_the_architecture_page_shows_the_code_as_it_is():
     assert architecture(["--check"]) == 0, "docs/architecture.md is out of date: run python scripts/architecture.py"

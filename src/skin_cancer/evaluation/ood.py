@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skin_cancer import paths
-
 
 @dataclass(frozen=True)
 class FeatureDistance:
@@ -58,8 +56,6 @@ def auroc(in_domain: np.ndarray, out_of_domain: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-# Beside model.keras and operating_point.json: the Gaussian and cut-off a classifier flags with.
-OOD_FILE = paths.OOD.name
 NOT_LIKE_TRAINING = "not a dermoscopic image like the training data"
 
 

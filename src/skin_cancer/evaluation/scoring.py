@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import sklearn.metrics as skm
 
-from skin_cancer import paths
 from skin_cancer.config import Config
 from skin_cancer.data import audit, shifts
 from skin_cancer.data.collections import other_collections
@@ -31,16 +30,19 @@ MALIGNANT_SCORE_CLASSES = ["benign", "malignant"]
 STRESS = "stress_"
 
 
-def scored_sets(cfg: Config, model, op: OperatingPoint) -> tuple[dict[str, tuple[pd.DataFrame, np.ndarray]], dict]:
+def scored_sets(
+    cfg: Config, model, op: OperatingPoint, prepared: Path
+) -> tuple[dict[str, tuple[pd.DataFrame, np.ndarray]], dict]:
     """{set name: (frame, calibrated probability)} for test, clean test, the per-source subsets and
-    each external set (training copies removed), and each external set's exclusion record."""
+    each external set (training copies removed), and each external set's exclusion record; the
+    manifests are `prepared`'s."""
     predictor = inference.compile_predictor(model, op.tta_views, op.runtime)
 
     def predict(frame, name):
         raw = inference.predict_files(predictor, frame.path, cfg.data.image_size, cfg.evaluate.batch_size, f"evaluate: {name}")
         return ev.apply_temperature(raw, op.temperature, op.class_prior)
 
-    test = read_manifest(paths.PREPARED / "test.csv")
+    test = read_manifest(prepared / "test.csv")
     test_prob = predict(test, "test")
     clean = (test.leak == "").to_numpy()
     sets = {"test": (test, test_prob), "clean_test": (test[clean].reset_index(drop=True), test_prob[clean])}
@@ -54,7 +56,7 @@ def scored_sets(cfg: Config, model, op: OperatingPoint) -> tuple[dict[str, tuple
             sets[f"{STRESS}{name}"] = (stressed, predict(stressed, f"stress {name}"))
     records = {}
     if cfg.evaluate.external:
-        training = pd.concat([read_manifest(paths.PREPARED / f"{s}.csv") for s in ("train", "val")])
+        training = pd.concat([read_manifest(prepared / f"{s}.csv") for s in ("train", "val")])
         training_prints = audit.fingerprint(list(training.path), cfg.audit.workers, "evaluate: hashing train/val")
         for name, spec in cfg.evaluate.external.items():
             with tempfile.TemporaryDirectory() as converted:
@@ -79,10 +81,10 @@ def scored_sets(cfg: Config, model, op: OperatingPoint) -> tuple[dict[str, tuple
     return sets, records
 
 
-def score(cfg: Config, model, op: OperatingPoint, out: Path, figures: Path) -> dict:
-    """Metrics of every scored set (one namespace each; validation's and its per-source subsets' come
-    from the operating point), with tables under `out/<set>/` and figures under `figures/`; returns
-    the metrics."""
+def score(cfg: Config, model, op: OperatingPoint, prepared: Path, out: Path, figures: Path) -> dict:
+    """Metrics of every scored set of the manifests in `prepared` (one namespace each; validation's
+    and its per-source subsets' come from the operating point), with tables under `out/<set>/` and
+    figures under `figures/`; returns the metrics."""
     class_names, threshold = op.class_names, op.threshold
     refit = [name for name, spec in cfg.evaluate.external.items() if spec.recalibration_sample]
     if op.multiclass and refit:
@@ -93,7 +95,7 @@ def score(cfg: Config, model, op: OperatingPoint, out: Path, figures: Path) -> d
     unknown = [name for name in cfg.evaluate.stress if name not in shifts.STRESSES or name == "none"]
     if unknown:
         raise DataError(f"evaluate.stress: unknown {unknown}; the stresses are {[n for n in shifts.STRESSES if n != 'none']}")
-    sets, records = scored_sets(cfg, model, op)
+    sets, records = scored_sets(cfg, model, op, prepared)
     metrics = {"validation": op.validation, **op.validation_by_source}
     bins = cfg.evaluate.calibration_bins
     for name, (frame, prob) in sets.items():
@@ -138,8 +140,6 @@ def score(cfg: Config, model, op: OperatingPoint, out: Path, figures: Path) -> d
             write_set(f"{name}_recalibrated", rest, rest_prob, new["threshold"], new, class_names, bins, out, figures)
     test, test_prob = sets["test"]
     explain.gradcam_grid(model, test, test_prob, threshold, class_names, cfg.data.image_size, figures / "test_gradcam.png")
-    history = pd.concat([pd.read_csv(paths.TRAIN_HISTORY), pd.read_csv(paths.FINETUNE_HISTORY)], ignore_index=True)
-    figures_.plot_history(history, figures / "training_curves.png")
     return ev.json_safe(metrics)
 
 

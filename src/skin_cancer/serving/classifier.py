@@ -17,9 +17,9 @@ import numpy as np
 
 from skin_cancer.data.images import BadImage, read_image
 from skin_cancer.errors import DataError
+from skin_cancer.model_folder import OOD_FILE, OPERATING_POINT_FILE
 from skin_cancer.operating_point import OperatingPoint
 
-OPERATING_POINT_FILE = "operating_point.json"
 MAX_IMAGE_PIXELS = 40_000_000
 BATCH = 32  # images per forward pass (times the test-time views)
 
@@ -217,7 +217,7 @@ def load_classifier(source: str | Path = "models/model.keras", *, run_id: str | 
     from skin_cancer.evaluation import ood
 
     # A model calibrated before the flag existed has no detector file: it predicts without the flag.
-    detector = ood.load(path.parent / ood.OOD_FILE) if (path.parent / ood.OOD_FILE).is_file() else None
+    detector = ood.load(path.parent / OOD_FILE) if (path.parent / OOD_FILE).is_file() else None
     return Classifier(load_model(path), OperatingPoint.load(op_path), str(path), detector)
 
 

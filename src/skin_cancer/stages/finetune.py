@@ -12,7 +12,7 @@ from skin_cancer.models import distribute
 from skin_cancer.models.classifier import load_model, trainable_summary, unfreeze
 from skin_cancer.models.training import history_frame, seed_everything, train_phase, training_seed
 from skin_cancer.stages import run_stage
-from skin_cancer.tracking.runs import training_run
+from skin_cancer.tracking.runs import RunFiles, training_run
 
 
 def main(cfg: Config) -> None:
@@ -22,7 +22,8 @@ def main(cfg: Config) -> None:
     strategy = distribute.strategy(cfg.train.distribute)
     head_epochs = len(pd.read_csv(paths.TRAIN_HISTORY))
     chief = distribute.is_chief(strategy)
-    with strategy.scope(), training_run(cfg, "finetune", head_epochs, chief=chief) as (callbacks, run):
+    files = RunFiles(**paths.RUN_FILES)
+    with strategy.scope(), training_run(cfg, files, "finetune", head_epochs, chief=chief) as (callbacks, run):
         classifier, rows = load_model(paths.HEAD_MODEL), []
         if cfg.model.backbone != "ensemble":
             unfreeze(classifier, cfg.model.frozen_until, cfg.model.freeze_batchnorm)

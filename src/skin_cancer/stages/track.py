@@ -8,13 +8,15 @@ from skin_cancer.io import write_json
 from skin_cancer.serving.rest import rest_model
 from skin_cancer.stages import run_stage
 from skin_cancer.tracking import registry
+from skin_cancer.tracking.runs import RunFiles
 
 
 def publish(cfg: Config) -> dict:
     """The pipeline's MLflow run and registered model (tracking.registry.publish), the REST model's
     example request being the first test image. The REST model is built only once the tracking
     server has let the run in: defining it makes MLflow print warnings, which would bury a refusal."""
-    return registry.publish(cfg, lambda: rest_model(read_manifest(paths.PREPARED / "test.csv").path.iloc[0]))
+    files = RunFiles(**paths.RUN_FILES)
+    return registry.publish(cfg, files, paths.MODELS, lambda: rest_model(read_manifest(paths.PREPARED / "test.csv").path.iloc[0]))
 
 
 def main(cfg: Config) -> None:

@@ -10,7 +10,7 @@ from skin_cancer.models.classifier import build_classifier, output_units, traina
 from skin_cancer.models.ensemble import assemble
 from skin_cancer.models.training import history_frame, seed_everything, train_phase, training_seed
 from skin_cancer.stages import run_stage
-from skin_cancer.tracking.runs import training_run
+from skin_cancer.tracking.runs import RunFiles, training_run
 from skin_cancer.tracking.store import check_tracking
 
 
@@ -24,7 +24,7 @@ def main(cfg: Config) -> None:
     report = read_json(paths.PREPARE_REPORT)
     units = output_units(report["class_names"], report["positive_class"])
     chief = distribute.is_chief(strategy)
-    with strategy.scope(), training_run(cfg, "head", chief=chief) as (callbacks, run):
+    with strategy.scope(), training_run(cfg, RunFiles(**paths.RUN_FILES), "head", chief=chief) as (callbacks, run):
         if cfg.model.backbone == "ensemble":
             classifier, rows = assemble(cfg, paths.PREPARED, report["class_names"], report["positive_class"]), []
         else:

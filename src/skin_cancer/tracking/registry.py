@@ -11,11 +11,11 @@ import math
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from skin_cancer import paths
 from skin_cancer.config import Config, TrackingConfig
+from skin_cancer.model_folder import MODEL_FILE, OOD_FILE, OPERATING_POINT_FILE
 from skin_cancer.operating_point import OperatingPoint
 from skin_cancer.tracking.access import explained_refusals
-from skin_cancer.tracking.runs import pipeline_run
+from skin_cancer.tracking.runs import RunFiles, pipeline_run
 from skin_cancer.tracking.store import check_tracking, tracking_uri
 
 HEADLINE = (
@@ -148,8 +148,9 @@ def model_signature(image_size: int, units: int = 1):
     )
 
 
-def log_models(cfg: Config, operating_point: OperatingPoint, make_rest) -> None:
-    """The pipeline's model in the active run: its Keras flavour (`model`) and, behind the REST
+def log_models(cfg: Config, models: Path, operating_point: OperatingPoint, make_rest) -> None:
+    """The model of folder `models` (model.keras, operating_point.json, ood.npz) in the active run:
+    its Keras flavour (`model`) and, behind the REST
     pyfunc `make_rest()` builds (a serving.rest.RestModel, given by the caller so that tracking does
     not import serving), `serving`: what the registry holds and `mlflow models serve` serves.
     Both carry the operating point; `serving` carries the package's code (code_paths), pinned
@@ -158,7 +159,7 @@ def log_models(cfg: Config, operating_point: OperatingPoint, make_rest) -> None:
 
     from skin_cancer.models.classifier import load_model
 
-    model = load_model(paths.MODEL)
+    model = load_model(models / MODEL_FILE)
     mlflow.keras.log_model(
         model,
         name="model",
@@ -170,7 +171,11 @@ def log_models(cfg: Config, operating_point: OperatingPoint, make_rest) -> None:
     mlflow.pyfunc.log_model(
         name="serving",
         python_model=rest.python_model,
-        artifacts={"model": str(paths.MODEL), "operating_point": str(paths.OPERATING_POINT), "ood": str(paths.OOD)},
+        artifacts={
+            "model": str(models / MODEL_FILE),
+            "operating_point": str(models / OPERATING_POINT_FILE),
+            "ood": str(models / OOD_FILE),
+        },
         code_paths=[str(Path(__file__).resolve().parents[1])],  # the whole skin_cancer package
         signature=rest.signature,
         pip_requirements=pip_requirements(),
@@ -179,19 +184,20 @@ def log_models(cfg: Config, operating_point: OperatingPoint, make_rest) -> None:
     )
 
 
-def publish(cfg: Config, make_rest) -> dict:
-    """The track stage's work: the pipeline's MLflow run (`tracking.pipeline_run`) with its model
-    (`tracking.log_model`; `make_rest` builds its REST pyfunc, see log_models), registered as a version
+def publish(cfg: Config, files: RunFiles, models: Path, make_rest) -> dict:
+    """The track stage's work: the pipeline's MLflow run (`tracking.pipeline_run` of `files`) with the
+    model of folder `models` (`tracking.log_model`; `make_rest` builds its REST pyfunc, see
+    log_models), registered as a version
     (`tracking.registered_model`) that takes the champion alias when it beats the comparable ones.
     Returns {run_id, experiment_id, tracking_uri, group[, registry]}."""
     from mlflow.tracking import MlflowClient
 
-    operating_point = OperatingPoint.load(paths.OPERATING_POINT)
+    operating_point = OperatingPoint.load(models / OPERATING_POINT_FILE)
     uri = check_tracking(cfg.tracking)  # before the run opens: a refusal half-way would leave half a run
-    with explained_refusals(uri, "logging the run and registering its model"), pipeline_run(cfg) as run:
+    with explained_refusals(uri, "logging the run and registering its model"), pipeline_run(cfg, files) as run:
         numbers = run.pop("numbers")
         if cfg.tracking.log_model:
-            log_models(cfg, operating_point, make_rest)
+            log_models(cfg, models, operating_point, make_rest)
             if cfg.tracking.registered_model:
                 comparable = {
                     "task.classes": ",".join(operating_point.class_names),

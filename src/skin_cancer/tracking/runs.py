@@ -1,9 +1,10 @@
-"""MLflow run logging: the only module that logs runs.
+"""MLflow run logging: the only module that logs a pipeline's runs (a sweep's parent run is
+`tracking.groups`', the model's flavours and version `tracking.registry`'s).
 
 One pipeline execution -> one MLflow run that holds the whole picture of the resulting model. The
 training stages open it and log each epoch as it ends; the track stage completes it from the DVC
 outputs, or starts a new one from them when DVC restored the training stages from its cache, so a
-run is complete either way.
+run is complete either way. What it is made of comes in as `RunFiles`: the stages know where.
 """
 
 from __future__ import annotations
@@ -12,64 +13,18 @@ import contextlib
 import json
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from skin_cancer import paths
-from skin_cancer.config import Config, TrackingConfig, flatten, to_dict
+from skin_cancer.config import Config, flatten, to_dict
 from skin_cancer.host import describe as describe_host
 from skin_cancer.io import read_json
 from skin_cancer.operating_point import OperatingPoint
 from skin_cancer.tracking.access import explained_refusals
+from skin_cancer.tracking.groups import GROUP_TAG, adopt_parent, group_parent, parent_run, run_group
 from skin_cancer.tracking.store import check_tracking, ensure_experiment, store_lock, tracking_uri
-
-GROUP_TAG = "sweep.group"
-
-
-def run_group(cfg: TrackingConfig) -> str | None:
-    """The sweep group of this run: config, else the DVC experiments' baseline commit."""
-    if cfg.run_group:
-        return cfg.run_group
-    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
-    return f"dvc-exp@{baseline[:7]}" if baseline else None
-
-
-def parent_run(client, experiment_id: str, group: str) -> str:
-    """Id of the group's parent run, created on first use.
-
-    Safe with concurrent writers on a tracking server, where no file lock reaches, and for users who
-    may not delete runs (EDIT): the oldest parent (start time, then id) is the group's. A writer that
-    finds younger ones deletes them where it may, else takes them out of the group (the group and
-    parent tags removed, `sweep.duplicate_of` set: what EDIT allows). The oldest is never removed,
-    so every writer converges on it; a run that chose a parent before an older one appeared is
-    re-pointed when it ends (`adopt_parent`)."""
-    from mlflow.exceptions import MlflowException
-
-    query = f"tags.`{GROUP_TAG}` = '{group}' and tags.`sweep.parent` = 'true'"
-    if not client.search_runs([experiment_id], filter_string=query):
-        run = client.create_run(experiment_id, run_name=f"sweep {group}", tags={GROUP_TAG: group, "sweep.parent": "true"})
-        with contextlib.suppress(MlflowException):  # already removed as a duplicate by another writer
-            client.set_terminated(run.info.run_id)
-    found = sorted(client.search_runs([experiment_id], filter_string=query), key=lambda r: (r.info.start_time, r.info.run_id))
-    for duplicate in found[1:]:
-        # Another writer may have removed it already; a user without MANAGE may not delete it.
-        with contextlib.suppress(MlflowException):
-            client.set_tag(duplicate.info.run_id, "sweep.duplicate_of", found[0].info.run_id)
-            client.set_tag(duplicate.info.run_id, "mlflow.runName", f"sweep {group} (duplicate parent, empty)")
-            for tag in (GROUP_TAG, "sweep.parent"):
-                client.delete_tag(duplicate.info.run_id, tag)
-            client.delete_run(duplicate.info.run_id)
-    return found[0].info.run_id
-
-
-def adopt_parent(client, experiment_id: str, run_id: str, group: str) -> str:
-    """Point the run at its group's surviving parent (see `parent_run`), once its own logging is done
-    and every concurrent writer's parent exists; returns the parent's id."""
-    parent = parent_run(client, experiment_id, group)
-    if client.get_run(run_id).data.tags.get("mlflow.parentRunId") != parent:
-        client.set_tag(run_id, "mlflow.parentRunId", parent)
-    return parent
 
 
 def git_commit() -> str:
@@ -116,7 +71,7 @@ def epoch_metrics(history: pd.DataFrame):
     return out
 
 
-def log_datasets(evaluated: list[str]) -> None:
+def log_datasets(files: RunFiles, evaluated: list[str]) -> None:
     """The train, validation and test manifests and every scored set as MLflow dataset inputs, each
     with its content digest, so a run says which images made it (call inside a run)."""
     import mlflow
@@ -124,11 +79,11 @@ def log_datasets(evaluated: list[str]) -> None:
     from skin_cancer.data.prepare import read_manifest
 
     frames = {
-        context: read_manifest(paths.PREPARED / f"{split}.csv")[["source", "label", "sha256"]]
+        context: read_manifest(files.prepared / f"{split}.csv")[["source", "label", "sha256"]]
         for context, split in (("training", "train"), ("validation", "val"), ("test", "test"))
     }
     for name in evaluated:
-        predictions = paths.EVALUATION / name / "predictions.csv"
+        predictions = files.evaluation / name / "predictions.csv"
         if name not in ("test", "clean_test") and predictions.is_file():
             frames[name] = pd.read_csv(predictions)[["path", "actual"]]
     for context, frame in frames.items():
@@ -186,13 +141,27 @@ def run_name(cfg: Config) -> str:
     return f"{cfg.recipe}: {', '.join(changed)}" if changed else cfg.recipe
 
 
-# Each training phase: the history file its stage writes and the record of the run it logged into.
-PHASES = {"head": (paths.TRAIN_HISTORY, paths.TRAIN_RUN), "finetune": (paths.FINETUNE_HISTORY, paths.FINETUNE_RUN)}
+@dataclass(frozen=True)
+class RunFiles:
+    """The pipeline's outputs a run is made of, by role; the stages say where they are."""
+
+    # Each training phase, in order: the history CSV its stage writes, the record of the run it logged into.
+    phases: dict[str, tuple[Path, Path]]
+    prepared: Path  # the manifests: train.csv, val.csv, test.csv
+    prepare_report: Path
+    audit: Path  # the audit's report and tables
+    audit_report: Path
+    metrics: Path
+    operating_point: Path
+    evaluation: Path  # a folder per scored set
+    figures: Path
+    reports: tuple[Path, ...]  # logged at the run's top level
+    pipeline: tuple[Path, ...]  # logged under pipeline/
 
 
-def describe_run(client, experiment_id: str, cfg: Config, run_id: str | None = None) -> str:
+def describe_run(client, experiment_id: str, cfg: Config, prepare_report: dict, run_id: str | None = None) -> str:
     """Create (or, given `run_id`, update) the pipeline's run: its name, tags and sweep group parent."""
-    tags = run_tags(cfg, read_json(paths.PREPARE_REPORT))
+    tags = run_tags(cfg, prepare_report)
     group = run_group(cfg.tracking)
     if group:
         tags[GROUP_TAG] = group
@@ -223,26 +192,27 @@ def open_run(client, record: Path, next_metrics: str) -> str | None:
     return run.info.run_id
 
 
-def pipeline_run_id(client, experiment_id: str, cfg: Config, before: list[str], next_metrics: str) -> str:
+def pipeline_run_id(client, experiment_id: str, cfg: Config, files: RunFiles, before: list[str], next_metrics: str) -> str:
     """The run that the training phases `before` logged into, described anew, when it can go on
     (see `open_run`); else a new run holding their epochs, read from their history files."""
-    run_id = open_run(client, PHASES[before[-1]][1], next_metrics) if before else None
+    prepare_report = read_json(files.prepare_report)
+    run_id = open_run(client, files.phases[before[-1]][1], next_metrics) if before else None
     if run_id is not None:
-        return describe_run(client, experiment_id, cfg, run_id)
-    run_id = describe_run(client, experiment_id, cfg)
+        return describe_run(client, experiment_id, cfg, prepare_report, run_id)
+    run_id = describe_run(client, experiment_id, cfg, prepare_report)
     if before:
-        history = pd.concat([pd.read_csv(PHASES[phase][0]) for phase in before], ignore_index=True)
+        history = pd.concat([pd.read_csv(files.phases[phase][0]) for phase in before], ignore_index=True)
         client.log_batch(run_id, metrics=epoch_metrics(history))
     return run_id
 
 
 @contextlib.contextmanager
-def training_run(cfg: Config, phase: str, first_epoch: int = 0, *, chief: bool = True):
+def training_run(cfg: Config, files: RunFiles, phase: str, first_epoch: int = 0, *, chief: bool = True):
     """The pipeline's MLflow run while `phase` ("head" or "finetune") trains.
 
     Yields (Keras callbacks, record): the callbacks log each epoch's metrics as `<phase>.<metric>`
     (step = epoch counted across phases) when the epoch ends, so the curves are in the MLflow UI
-    while training runs; the record ({"run_id"}) is what the stage writes as PHASES[phase]'s record.
+    while training runs; the record ({"run_id"}) is what the stage writes as `files.phases[phase]`'s record.
     The earlier phase's run goes on when it can, the track stage adopts the run, and it stays RUNNING
     until then; training that fails or is stopped marks it FAILED. A non-chief worker of distributed
     training (`chief=False`) logs nothing."""
@@ -259,8 +229,8 @@ def training_run(cfg: Config, phase: str, first_epoch: int = 0, *, chief: bool =
     with store_lock(uri), explained_refusals(uri, f"opening the {phase} run"):
         client = MlflowClient(uri)
         experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, uri)
-        before = list(PHASES)[: list(PHASES).index(phase)]
-        run_id = pipeline_run_id(client, experiment_id, cfg, before, f"{phase}.")
+        before = list(files.phases)[: list(files.phases).index(phase)]
+        run_id = pipeline_run_id(client, experiment_id, cfg, files, before, f"{phase}.")
         client.log_batch(run_id, tags=host_tags(describe_host(), phase))
 
     def log_epoch(epoch: int, logs: dict | None) -> None:
@@ -278,7 +248,7 @@ def training_run(cfg: Config, phase: str, first_epoch: int = 0, *, chief: bool =
 
 
 @contextlib.contextmanager
-def pipeline_run(cfg: Config):
+def pipeline_run(cfg: Config, files: RunFiles):
     """The pipeline's MLflow run, active, with params, test metrics, datasets, reports and figures of
     the current DVC outputs: the run the training stages logged their epochs into when DVC ran them
     in this pipeline, else a new one with the epochs from the history files (DVC restored them).
@@ -288,17 +258,17 @@ def pipeline_run(cfg: Config):
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(cfg.tracking)
-    prepare_report = read_json(paths.PREPARE_REPORT)
-    metrics = read_json(paths.METRICS)
-    audit_report = read_json(paths.AUDIT_REPORT)
-    operating_point = OperatingPoint.load(paths.OPERATING_POINT)
+    prepare_report = read_json(files.prepare_report)
+    metrics = read_json(files.metrics)
+    audit_report = read_json(files.audit_report)
+    operating_point = OperatingPoint.load(files.operating_point)
     with store_lock(uri):
         mlflow.set_tracking_uri(uri)
         client = MlflowClient(uri)
         experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, uri)
-        run_id = pipeline_run_id(client, experiment_id, cfg, list(PHASES), "test.")
+        run_id = pipeline_run_id(client, experiment_id, cfg, files, list(files.phases), "test.")
         with mlflow.start_run(run_id=run_id):
-            log_datasets(list(metrics))
+            log_datasets(files, list(metrics))
             client.log_batch(run_id, params=run_params(cfg), tags=host_tags(operating_point.host, "calibrate"))
             # One namespace per evaluated set: validation.*, test.*, clean_test.*, <external set>.*
             numbers = {
@@ -311,19 +281,11 @@ def pipeline_run(cfg: Config):
             mlflow.log_metrics(
                 {f"data.{split}.{label}": n for split, c in prepare_report["counts"].items() for label, n in c.items()}
             )
-            mlflow.log_artifacts(str(paths.EVALUATION), artifact_path="evaluation")
-            mlflow.log_artifacts(str(paths.FIGURES), artifact_path="figures")
-            mlflow.log_artifacts(str(paths.AUDIT), artifact_path="audit")
-            for path in (paths.MODEL_REPORT, paths.MODEL_REPORT.with_suffix(".html")):
+            for folder, name in ((files.evaluation, "evaluation"), (files.figures, "figures"), (files.audit, "audit")):
+                mlflow.log_artifacts(str(folder), artifact_path=name)
+            for path in files.reports:
                 mlflow.log_artifact(str(path))
-            for path in (
-                paths.METRICS,
-                paths.TRAIN_HISTORY,
-                paths.FINETUNE_HISTORY,
-                paths.PREPARE_REPORT,
-                paths.OPERATING_POINT,
-                Path("params.yaml"),
-            ):
+            for path in files.pipeline:
                 mlflow.log_artifact(str(path), artifact_path="pipeline")
             group = run_group(cfg.tracking)
             if group:
@@ -331,21 +293,10 @@ def pipeline_run(cfg: Config):
             yield {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": uri, "group": group, "numbers": numbers}
 
 
-def _group_parent(cfg: TrackingConfig):
-    """(client, experiment id, parent run id) of the configured sweep group."""
-    from mlflow.tracking import MlflowClient
-
-    uri = check_tracking(cfg)
-    with store_lock(uri), explained_refusals(uri, "opening the sweep's parent run"):
-        client = MlflowClient(uri)
-        experiment_id = ensure_experiment(client, cfg.experiment_name, uri)
-        return client, experiment_id, parent_run(client, experiment_id, cfg.run_group)
-
-
 def log_failed_job(cfg: Config, name: str, overrides: list[str], log: Path, started: float) -> str:
     """The sweep job's run marked FAILED, with its overrides, group and log: the run its experiment's
     training opened, if it got that far, else a new one."""
-    client, experiment_id, parent = _group_parent(cfg.tracking)
+    client, experiment_id, parent = group_parent(cfg.tracking)
     tags = {GROUP_TAG: cfg.tracking.run_group, "mlflow.parentRunId": parent, "dvc.exp_name": name, "recipe": cfg.recipe}
     tags["sweep.overrides"] = " ".join(overrides)
     opened = client.search_runs([experiment_id], filter_string=f"tags.`dvc.exp_name` = '{name}'")
@@ -360,26 +311,3 @@ def log_failed_job(cfg: Config, name: str, overrides: list[str], log: Path, star
     client.log_artifact(run.info.run_id, str(log))
     client.set_terminated(run.info.run_id, status="FAILED")
     return run.info.run_id
-
-
-def experiment_metric(cfg: TrackingConfig, exp_name: str, metric: str) -> float:
-    """A metric of the run that the `track` stage logged inside DVC experiment `exp_name`."""
-    from mlflow.tracking import MlflowClient
-
-    uri = tracking_uri(cfg)
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(cfg.experiment_name)
-    query = f"tags.`dvc.exp_name` = '{exp_name}'"
-    runs = client.search_runs([experiment.experiment_id], filter_string=query) if experiment else []
-    if not runs or metric not in runs[0].data.metrics:
-        raise LookupError(f"no MLflow run with {metric} for DVC experiment {exp_name} in {uri}")
-    return runs[0].data.metrics[metric]
-
-
-def record_best_trial(cfg: TrackingConfig, overrides: str, value: float, results: Path) -> None:
-    """The best trial of a search (its overrides and validation value) as tags and an artifact of
-    the sweep's parent run."""
-    client, _, parent = _group_parent(cfg)
-    client.set_tag(parent, "sweep.best_overrides", overrides)
-    client.set_tag(parent, "sweep.best_value", str(value))
-    client.log_artifact(parent, str(results))

@@ -63,7 +63,8 @@ def run_job(config: DictConfig) -> float:
     """One sweep job: a DVC experiment of its overrides; returns its validation metric."""
     from hydra.core.hydra_config import HydraConfig
 
-    from skin_cancer.tracking import runs as tracking
+    from skin_cancer.tracking.groups import experiment_metric
+    from skin_cancer.tracking.runs import log_failed_job
 
     cfg = pipeline_config(config)
     metric = objective_metric(cfg)
@@ -78,9 +79,9 @@ def run_job(config: DictConfig) -> float:
         print(" ".join(command), file=handle, flush=True)
         code = subprocess.run(command, cwd=project_root(), stdout=handle, stderr=subprocess.STDOUT).returncode
     if code != 0:
-        tracking.log_failed_job(cfg, name, overrides, log, started)
+        log_failed_job(cfg, name, overrides, log, started)
         raise SweepJobError(f"sweep job {name} ({' '.join(overrides)}): dvc exp run failed with exit code {code}; see {log}")
-    value = tracking.experiment_metric(cfg.tracking, name, metric)
+    value = experiment_metric(cfg.tracking, name, metric)
     print(f"{name}: {' '.join(overrides)} -> {metric} = {value:.4f}")
     return value
 
@@ -100,13 +101,13 @@ class SweepCallbacks(Callback):
         self.on_multirun_start(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from skin_cancer.tracking import runs as tracking
+        from skin_cancer.tracking.groups import record_best_trial
 
         results = Path(config.hydra.sweep.dir) / "optimization_results.yaml"
         if results.is_file():
             best = OmegaConf.load(results)
             overrides = " ".join(f"{k}={v}" for k, v in best.best_params.items())
-            tracking.record_best_trial(pipeline_config(config).tracking, overrides, best.best_value, results)
+            record_best_trial(pipeline_config(config).tracking, overrides, best.best_value, results)
             print(f"best trial: {overrides} ({best.best_value:.4f}); stored in {results}")
 
 
