@@ -42,14 +42,12 @@ lint: setup
 	ruff check .
 	ruff format --check .
 
-# Every tier on pytest-xdist workers, each test file on one worker (the end-to-end tests build on one
-# project), handed out in the order tests/conftest.py gives them (the longest first). One worker more
-# than cores: the system tests spend much of their time waiting for servers, DVC and subprocesses,
-# and the third worker fills it. (Not --dist loadgroup: with pytest 9.2 it ignores xdist_group
-# marks, pytest-dev/pytest-xdist#1386.)
-TEST_WORKERS ?= 3
+# Every tier, one pytest-xdist worker per core, each test file on one worker (the end-to-end tests
+# build on one project), handed out in the order tests/conftest.py gives them: the longest file
+# first. (Not --dist loadgroup: with pytest 9.2 it ignores xdist_group marks,
+# pytest-dev/pytest-xdist#1386.)
 test: setup browser lint
-	python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 # The unit tier: pure functions and small synthetic images, no training (under two minutes).
 test-fast: setup

@@ -30,7 +30,7 @@ from skin_cancer import host
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.helpers import exhaustive_copies  # noqa: E402
+from tests.helpers import AUDIT, COPY, exhaustive_copies  # noqa: E402
 
 
 def real_images(shared: Path) -> list[Path]:
@@ -142,20 +142,20 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     print(f"host: {host.one_line(host.describe())}", flush=True)
-    from skin_cancer.data import audit
+    from skin_cancer.data import audit, copies
     from skin_cancer.data.collections import Dataset
 
     sizes = sorted(args.sizes)
     images = collection(args.shared, sizes[-1], args.workdir / "audit_scale")
     started = time.perf_counter()
-    prints = audit.fingerprint(list(images.path), workers=4)
+    prints = copies.fingerprint(list(images.path), workers=4, max_pixels=AUDIT["max_pixels"])
     hashing = time.perf_counter() - started
     print(f"hashing: {hashing:.1f} s for {len(images)} images")
     rows = []
     for n in sizes:
-        part = audit.Fingerprints(prints.thumbs[:n], prints.sha256[:n], prints.errors[:n])
+        part = copies.Fingerprints(prints.thumbs[:n], prints.sha256[:n], prints.errors[:n])
         started = time.perf_counter()
-        indexed = audit.find_copies(part)
+        indexed = copies.find_copies(part, **COPY)
         row = {"images": n, "indexed_s": round(time.perf_counter() - started, 2), "pairs": len(indexed)}
         copies = images.iloc[:n]
         row["copies_in_collection"] = int((copies.copy_of >= 0).sum())
@@ -169,7 +169,9 @@ def main() -> None:
         rows.append(row)
     frame = images.assign(key=[Path(p).name for p in images.path], split="train", label="lesion", group=None)
     started = time.perf_counter()
-    result = audit.audit(Dataset("archive", args.workdir, frame[["path", "key", "split", "label", "group"]]))
+    result = audit.audit(
+        Dataset("archive", args.workdir, frame[["path", "key", "split", "label", "group"]]), [], **{**AUDIT, "workers": 4}
+    )
     whole = time.perf_counter() - started
     results = {
         "hashing_s": round(hashing, 1),

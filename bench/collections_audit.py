@@ -59,7 +59,11 @@ def main() -> None:
         frame = load_whole(name).frame
         frames.append(frame.assign(key=f"{name}/" + frame.key, collection=name, split="all", group=None))
     whole = pd.concat(frames, ignore_index=True)
-    result = audit.audit(Dataset("all", ROOT, whole), workers=args.workers)
+    from skin_cancer.config import compose
+
+    cfg = compose([], ROOT / "conf")  # the audit's settings as the pipeline has them
+    settings = {"candidate_distance": cfg.audit.candidate_distance, "min_correlation": cfg.audit.min_correlation}
+    result = audit.audit(Dataset("all", ROOT, whole), [], **settings, workers=args.workers, max_pixels=cfg.data.max_image_pixels)
     images = result.images.assign(collection=whole.collection.to_numpy())
     matrix = copy_matrix(images)
     sizes = images.collection.value_counts()

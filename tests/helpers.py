@@ -17,12 +17,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# The default data's image-size limit and the audit's settings as conf/ has them: the keyword
+# arguments of skin_cancer.data.audit.audit (two decoding threads).
+PIXELS = yaml.safe_load((ROOT / "conf" / "data" / "kaggle.yaml").read_text())["max_image_pixels"]
+_AUDIT = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["audit"]
+COPY = {"candidate_distance": _AUDIT["candidate_distance"], "min_correlation": _AUDIT["min_correlation"]}
+AUDIT = {**COPY, "workers": 2, "max_pixels": PIXELS}
 
 
 # A tiny but real MobileNetV2 so model and training tests take seconds.
@@ -222,10 +230,12 @@ def slurm_cluster(folder: Path):
             _script("slurm-cluster", "stop", str(folder))
 
 
-def exhaustive_copies(query, reference=None, *, candidate_distance=10, min_correlation=0.97, block=1024):
+def exhaustive_copies(
+    query, reference=None, *, candidate_distance=COPY["candidate_distance"], min_correlation=COPY["min_correlation"], block=1024
+):
     """The audit's copy search as it was before its hash index: every query hash against every
     reference hash (quadratic). The reference that the indexed search must equal exactly."""
-    from skin_cancer.data.audit import TRANSFORMS, _standardise, dihedral, matched_pairs, perceptual_hash
+    from skin_cancer.data.copies import TRANSFORMS, _standardise, dihedral, matched_pairs, perceptual_hash
 
     same = reference is None
     reference = query if same else reference

@@ -19,17 +19,41 @@ from skin_cancer.errors import DataError
 from skin_cancer.evaluation.ood import flag_text
 from skin_cancer.tracking.access import AccessError
 
+# `skin-cancer audit`'s options and where conf/ keeps their defaults.
+AUDIT_OPTIONS = {
+    "candidate_distance": "audit.candidate_distance",
+    "min_correlation": "audit.min_correlation",
+    "workers": "audit.workers",
+    "max_pixels": "data.max_image_pixels",
+}
+
+
+def audit_settings(args) -> dict:
+    """The audit's settings: each option given, else conf/'s value (composed as the pipeline composes
+    it); ConfigError when an option is missing and there is no conf/ to read it from."""
+    missing = [option for option in AUDIT_OPTIONS if getattr(args, option) is None]
+    given = {option: getattr(args, option) for option in AUDIT_OPTIONS if option not in missing}
+    if not missing:
+        return given
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = compose()
+    except ConfigError as error:
+        flags = ", ".join(f"--{option.replace('_', '-')}" for option in missing)
+        raise ConfigError(f"{error}, or give {flags}") from None
+    return {**given, **{option: OmegaConf.select(cfg, AUDIT_OPTIONS[option]) for option in missing}}
+
 
 def run_audit(args) -> None:
     from skin_cancer.data import audit
     from skin_cancer.data.collections import load_dataset
     from skin_cancer.io import atomic_dir
 
+    settings = audit_settings(args)
     data = load_dataset(Path(args.data).name, Path(args.data))
     against = [load_dataset(Path(other).name, Path(other)) for other in args.against]
-    result = audit.audit(
-        data, against, candidate_distance=args.candidate_distance, min_correlation=args.min_correlation, workers=args.workers
-    )
+    result = audit.audit(data, against, **settings)
     with atomic_dir(args.out) as out:
         audit.write(result, out)
     print(audit.summary_text(result.report))
@@ -222,9 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     auditor.add_argument("data", help="dataset: Kaggle-style folder, or image folder + metadata CSV")
     auditor.add_argument("--against", nargs="*", default=[], metavar="OTHER", help="datasets to look for copies in")
     auditor.add_argument("--out", default="audit-report", help="output folder (default: audit-report)")
-    auditor.add_argument("--candidate-distance", type=int, default=10, help="hash distance of candidate pairs")
-    auditor.add_argument("--min-correlation", type=float, default=0.97, help="thumbnail correlation of a copy")
-    auditor.add_argument("--workers", type=int, default=4, help="decoding threads")
+    for option, help in (
+        ("candidate_distance", "hash distance of candidate pairs"),
+        ("min_correlation", "thumbnail correlation of a copy"),
+        ("workers", "decoding threads"),
+        ("max_pixels", "larger images are refused as possible decompression bombs"),
+    ):
+        kind = float if option == "min_correlation" else int
+        auditor.add_argument(
+            f"--{option.replace('_', '-')}", type=kind, help=f"{help} (default: conf/'s {AUDIT_OPTIONS[option]})"
+        )
     predictor = subcommand("predict", "malignancy probability and label per image (a folder gives a CSV)")
     explainer = subcommand("explain", "Grad-CAM overlays: which regions raised the malignancy score")
     for sub in (predictor, explainer):

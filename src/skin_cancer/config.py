@@ -1,195 +1,18 @@
-"""Typed configuration: the schema of the Hydra `conf/` tree and of `params.yaml`."""
+"""Configuration: composing the Hydra `conf/` tree into `params.yaml`, reading it back, and checking it
+against the schema (skin_cancer.schema) with the allowed values and ranges."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import yaml
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from skin_cancer.schema import Config
 
 PARAMS_FILE = "params.yaml"
-
-
-# The schema types and checks every key; conf/ alone gives values. A field that conf/ sets is
-# MISSING here, so a value has one default only and a key left out of conf/ fails validation by name.
-
-
-@dataclass
-class DatasetSpec:
-    """Another labelled image collection (audit.against, evaluate.external): a Kaggle-style folder,
-    or an image folder with a metadata CSV whose columns are found by name unless given. The
-    optional keys are not in conf/: null means "find it" or "no limit"."""
-
-    root: str = MISSING
-    csv: Optional[str] = None
-    images: Optional[str] = None
-    path_column: Optional[str] = None
-    label_column: Optional[str] = None
-    group_column: Optional[str] = None
-    group_pattern: Optional[str] = None
-    rest_label: Optional[str] = None
-    # Dataset label -> our class name; null leaves the label's images out. Every label must appear.
-    label_map: Optional[Dict[str, Optional[str]]] = None
-    per_class_limit: Optional[int] = None
-    # evaluate.external only: re-fit temperature and threshold on a seeded labelled sample of about
-    # this many images (whole lesions), then score the rest both ways (`<name>_recalibrated`).
-    recalibration_sample: Optional[int] = None
-    # "test": only the collection's test part (its test/ folder, or the lesions data.test_fraction
-    # and data.test_seed cut from a collection without one); null: every image.
-    split: Optional[str] = None
-
-
-@dataclass
-class DataConfig:
-    root: str = MISSING
-    # How to read a collection with a metadata CSV (the keys of DatasetSpec; null: found by name).
-    csv: Optional[str] = MISSING
-    images: Optional[str] = MISSING
-    path_column: Optional[str] = MISSING
-    label_column: Optional[str] = MISSING
-    group_column: Optional[str] = MISSING
-    group_pattern: Optional[str] = MISSING
-    rest_label: Optional[str] = MISSING
-    # Source label -> class (null leaves the label's images out); null keeps the labels as they are.
-    label_map: Optional[Dict[str, Optional[str]]] = MISSING
-    # Two classes: the one whose probability the sigmoid output models. Null: one softmax output per
-    # class (K >= 2), decided by argmax.
-    positive_class: Optional[str] = MISSING
-    # Classes whose summed probability is the derived malignant score of a K-class model (null: none).
-    malignant_classes: Optional[List[str]] = MISSING
-    image_size: int = MISSING
-    val_fraction: float = MISSING
-    test_fraction: float = MISSING
-    test_seed: int = MISSING
-    per_class_limit: Optional[int] = MISSING
-    drop_test_duplicates: bool = MISSING
-    strict: bool = MISSING
-    max_image_pixels: int = MISSING
-    # More collections whose training part joins train/validation (their test part stays held out).
-    sources: Dict[str, DatasetSpec] = MISSING
-    # audit.against collections held out for scoring: their copies (and lesions) never enter train/val.
-    held_out: List[str] = MISSING
-
-
-@dataclass
-class AuditConfig:
-    against: Dict[str, DatasetSpec] = MISSING
-    candidate_distance: int = MISSING
-    min_correlation: float = MISSING
-    workers: int = MISSING
-
-
-@dataclass
-class ModelConfig:
-    backbone: str = MISSING
-    input_size: int = MISSING
-    weights: Optional[str] = MISSING
-    width: float = MISSING
-    input_scaling: str = MISSING
-    dropout: float = MISSING
-    freeze_batchnorm: bool = MISSING
-    frozen_until: str = MISSING
-    color_constancy: str = MISSING
-    minkowski_norm: float = MISSING
-    resolution_divisor: int = MISSING
-    # backbone=ensemble: folders of trained members (each a finished pipeline's models/).
-    members: List[str] = MISSING
-
-
-@dataclass
-class AugmentConfig:
-    rotation: float = MISSING
-    flip: str = MISSING
-    zoom: float = MISSING
-
-
-@dataclass
-class JitterConfig:
-    min_crop_area: float = MISSING
-    min_scale: float = MISSING
-    min_jpeg_quality: int = MISSING
-    brightness: float = MISSING
-    contrast: float = MISSING
-    saturation: float = MISSING
-    hue: float = MISSING
-    min_zoom_out: float = MISSING
-    vignette: float = MISSING
-
-
-@dataclass
-class PhaseConfig:
-    epochs: int = MISSING
-    lr: float = MISSING
-    schedule: str = MISSING
-    warmup_epochs: int = MISSING
-    patience: Optional[int] = MISSING
-
-
-@dataclass
-class DistributeConfig:
-    strategy: str = MISSING
-    workers: int = MISSING
-
-
-@dataclass
-class TrainConfig:
-    batch_size: int = MISSING
-    cache_features: bool = MISSING
-    feature_views: int = MISSING
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    jitter: JitterConfig = field(default_factory=JitterConfig)
-    head: PhaseConfig = field(default_factory=PhaseConfig)
-    finetune: PhaseConfig = field(default_factory=PhaseConfig)
-    restore_best: bool = MISSING
-    seed: Optional[int] = MISSING
-    class_weight: str = MISSING
-    source_weight: str = MISSING
-    distribute: DistributeConfig = field(default_factory=DistributeConfig)
-
-
-@dataclass
-class TrackingConfig:
-    uri: Optional[str] = MISSING
-    experiment_name: str = MISSING
-    run_group: Optional[str] = MISSING
-    log_model: bool = MISSING
-    registered_model: Optional[str] = MISSING
-    champion_alias: str = MISSING
-    champion_metric: str = MISSING
-
-
-@dataclass
-class EvaluateConfig:
-    threshold: float = MISSING
-    threshold_policy: str = MISSING
-    batch_size: int = MISSING
-    tta_views: int = MISSING
-    runtime: str = MISSING
-    target_specificity: float = MISSING
-    target_sensitivity: float = MISSING
-    bootstrap_resamples: int = MISSING
-    temperature_scaling: bool = MISSING
-    class_prior: str = MISSING
-    calibration_bins: int = MISSING
-    external: Dict[str, DatasetSpec] = MISSING
-    stress: List[str] = MISSING
-    ood_flag_share: Optional[float] = MISSING
-    ood_train_images: int = MISSING
-
-
-@dataclass
-class Config:
-    recipe: str = MISSING
-    seed: int = MISSING
-    data: DataConfig = field(default_factory=DataConfig)
-    audit: AuditConfig = field(default_factory=AuditConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 class ConfigError(ValueError):
@@ -237,6 +60,8 @@ _RANGES = {
     "data.test_seed": _at_least(0),
     "data.per_class_limit": _at_least_or_null(1),
     "data.max_image_pixels": _at_least(1),
+    "serving.max_batch": _at_least(1),
+    "serving.max_image_bytes": _at_least(1),
     "model.width": (lambda v: v > 0, "> 0"),
     "model.dropout": _between(0, 1, open_high=True),
     "train.batch_size": _at_least(1),

@@ -32,6 +32,9 @@ class OperatingPoint:
     class_prior: list[float] | None = None
     # The machine that fitted it (skin_cancer.host.describe): numbers differ across instruction sets.
     host: dict = field(default_factory=dict)
+    # Images of more pixels are refused wherever the model is served, as prepare refused them
+    # (data.max_image_pixels); None (a model calibrated before this was kept): Pillow's own limit.
+    max_image_pixels: int | None = None
 
     @property
     def multiclass(self) -> bool:

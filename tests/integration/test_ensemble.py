@@ -12,8 +12,8 @@ import pytest
 
 from skin_cancer import paths
 from skin_cancer.config import ConfigError
+from skin_cancer.evaluation.calibration import apply_temperature
 from skin_cancer.evaluation.explain import grad_cam, member_grad_cams
-from skin_cancer.evaluation.metrics import apply_temperature
 from skin_cancer.models.classifier import load_model
 from skin_cancer.models.ensemble import build_ensemble, load_members
 from skin_cancer.serving.classifier import load_classifier

@@ -4,8 +4,9 @@ and its provenance in HAM10000."""
 import pytest
 
 from skin_cancer.data import audit as au
+from skin_cancer.data import copies as cp
 from skin_cancer.data.collections import from_spec, load_dataset, training_collections
-from tests.helpers import SHARED, exhaustive_copies
+from tests.helpers import AUDIT, COPY, PIXELS, SHARED, exhaustive_copies
 
 KAGGLE = SHARED / "data" / "skin-cancer-mvb"
 HAM = SHARED / "data" / "ham10000"
@@ -33,14 +34,14 @@ def shared_data():
 )
 def test_real_kaggle_pairs(a, b, same):
     """Known copies in the Kaggle data are found; look-alike small lesions are not merged."""
-    pairs = au.find_copies(au.fingerprint([str(KAGGLE / a), str(KAGGLE / b)], 2))
+    pairs = cp.find_copies(cp.fingerprint([str(KAGGLE / a), str(KAGGLE / b)], 2, PIXELS), **COPY)
     assert (len(pairs) == 1) == same
 
 
 def test_real_kaggle_against_ham10000():
     """The acceptance numbers: every benign Kaggle image is a HAM10000 nevus, 688 malignant ones are
     HAM10000 melanomas; 26 test images have a copy in train and 89 more share a HAM lesion with one."""
-    result = au.audit(load_dataset("kaggle", KAGGLE), [load_dataset("ham10000", HAM)], workers=2)
+    result = au.audit(load_dataset("kaggle", KAGGLE), [load_dataset("ham10000", HAM)], **AUDIT)
     per_class = result.report["provenance"]["ham10000"]["per_class"]
     assert per_class["benign"] == {"images": 1800, "copies_in_other": 1800, "by_other_label": {"nv": 1800}}
     assert per_class["malignant"]["copies_in_other"] == 688 and per_class["malignant"]["by_other_label"] == {"mel": 688}
@@ -56,10 +57,10 @@ def test_the_indexed_copy_search_finds_exactly_the_pairs_of_comparing_every_pair
     pair, adds none, and reports the same distances, correlations and transforms."""
     import pandas as pd
 
-    kaggle = au.fingerprint(sorted(str(p) for p in KAGGLE.rglob("*.jpg")), 2)
-    ham = au.fingerprint(sorted(str(p) for p in (HAM / "images").glob("*.jpg")), 2)
+    kaggle = cp.fingerprint(sorted(str(p) for p in KAGGLE.rglob("*.jpg")), 2, PIXELS)
+    ham = cp.fingerprint(sorted(str(p) for p in (HAM / "images").glob("*.jpg")), 2, PIXELS)
     for query, reference in ((kaggle, None), (kaggle, ham), (ham, None)):
-        indexed = au.find_copies(query, reference)
+        indexed = cp.find_copies(query, reference, **COPY)
         assert len(indexed) > 100
         pd.testing.assert_frame_equal(indexed, exhaustive_copies(query, reference))
 
@@ -122,7 +123,7 @@ def test_a_collection_held_out_for_scoring_takes_its_copies_out_of_training(comp
     )
     data = training_collections(cfg.data)
     against = [from_spec(name, spec, cfg.data, name)[0] for name, spec in cfg.audit.against.items()]
-    images = au.audit(data, against, workers=2).images
+    images = au.audit(data, against, **AUDIT).images
     report = prepare(
         data,
         tmp_path,

@@ -13,6 +13,7 @@ from skin_cancer import paths
 from skin_cancer.cli import main as cli
 from skin_cancer.errors import DataError
 from skin_cancer.evaluation import explain
+from skin_cancer.operating_point import OperatingPoint
 
 
 def test_api_predictions_equal_the_evaluate_stage(trained):
@@ -60,6 +61,12 @@ def test_bad_files_get_their_own_error_and_the_rest_is_predicted(trained, tmp_pa
     assert errors["bomb.png"].startswith("too large: 8000x6000") and "the limit is 40000000" in errors["bomb.png"]
     assert errors["cmyk.jpg"] is None and errors["sixteen.png"] is None and errors["rgb555.bmp"] is None
     assert all(0 <= r["probability"] <= 1 for r in results if "error" not in r)
+    # The limit is the one prepare used (data.max_image_pixels), kept with the operating point.
+    op = OperatingPoint.load(paths.OPERATING_POINT)
+    assert op.max_image_pixels == trained.data.max_image_pixels
+    op.replace(max_image_pixels=Image.open(good).width * Image.open(good).height - 1).save(paths.OPERATING_POINT)
+    [refused] = load_classifier("models/model.keras").predict([good])
+    assert refused["error"].startswith("too large") and "probability" not in refused
 
 
 def write_16_bit_bmp(path, size: int = 40):

@@ -20,9 +20,9 @@ def test_registry_on_a_tracking_server_and_mlflow_models_serve(trained, tmp_path
 
     from skin_cancer.config import write_params
     from skin_cancer.serving.classifier import load_classifier
-    from skin_cancer.serving.rest import MAX_BATCH
     from skin_cancer.stages.track import publish
 
+    trained.serving.max_batch = 9  # not the default: the served model keeps the run's serving.*
     write_params(trained)
     with tracking_server() as (tracking_uri, _, folder):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
@@ -73,10 +73,8 @@ def test_registry_on_a_tracking_server_and_mlflow_models_serve(trained, tmp_path
             assert jpeg["label"] == expected["label"] and jpeg["threshold"] == pytest.approx(expected["threshold"])
             assert 0 <= png_result["probability"] <= 1
             assert "not a recognised image" in garbage["error"] and "not base64" in not_base64["error"]
-            status, body = post_json(
-                f"{url}/invocations", {"dataframe_split": {"columns": ["image"], "data": [[encoded]] * (MAX_BATCH + 1)}}
-            )
-            assert status == 400 and f"at most {MAX_BATCH} images" in json.dumps(body)
+            status, body = post_json(f"{url}/invocations", {"dataframe_split": {"columns": ["image"], "data": [[encoded]] * 10}})
+            assert status == 400 and "at most 9 images, this one 10" in json.dumps(body)
             test_images = list(pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path)
             answers_concurrent_mixed_traffic(f"{url}/invocations", test_images)
 
@@ -137,7 +135,7 @@ WORKER = """
 import os, sys, time
 import mlflow
 from mlflow.tracking import MlflowClient
-from skin_cancer.config import TrackingConfig
+from skin_cancer.schema import TrackingConfig
 from skin_cancer.tracking.registry import register_model
 from skin_cancer.tracking.store import ensure_experiment
 from skin_cancer.tracking.groups import GROUP_TAG, adopt_parent, parent_run

@@ -1,6 +1,7 @@
 """Audit: copies under resizing, squashing, re-encoding, flips and quarter turns; provenance against a
 dataset with groups; grouped splits; clean-test flags; bad input; the real data's known pairs."""
 
+import argparse
 import io
 import shutil
 from itertools import combinations
@@ -8,15 +9,17 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from skin_cancer.cli import main as cli
 from skin_cancer.data import audit as au
+from skin_cancer.data import copies as cp
 from skin_cancer.data.collections import load_dataset, map_labels
 from skin_cancer.data.images import BadImage, decode
 from skin_cancer.data.prepare import leak_kind, prepare, read_manifest
 from skin_cancer.errors import DataError
-from tests.helpers import exhaustive_copies, lesion_image
+from tests.helpers import AUDIT, COPY, PIXELS, ROOT, exhaustive_copies, lesion_image
 
 
 def reencoded(image: Image.Image, quality: int = 60) -> Image.Image:
@@ -53,7 +56,7 @@ def lesions():
 def test_copies_are_found_under_every_edit_and_look_alikes_are_not(tmp_path, lesions, edit):
     originals = save_all(tmp_path / "a", {f"{i}.png": im for i, im in enumerate(lesions)})
     copy = save_all(tmp_path / "b", {"copy.png": edit(lesions[3])})
-    pairs = au.find_copies(au.fingerprint(copy, 2), au.fingerprint(originals, 2))
+    pairs = cp.find_copies(cp.fingerprint(copy, 2, PIXELS), cp.fingerprint(originals, 2, PIXELS), **COPY)
     assert list(pairs.b) == [3], pairs
 
 
@@ -62,7 +65,7 @@ def test_find_copies_within_one_set_lists_each_pair_once(tmp_path, lesions):
     images["dup_of_2.jpg"] = lesions[2].convert("RGB")
     images["flip_of_5.png"] = lesions[5].transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     paths = save_all(tmp_path, images)
-    pairs = au.find_copies(au.fingerprint(paths, 2))
+    pairs = cp.find_copies(cp.fingerprint(paths, 2, PIXELS), **COPY)
     found = {tuple(sorted((paths[a].rsplit("/", 1)[1], paths[b].rsplit("/", 1)[1]))) for a, b in zip(pairs.a, pairs.b)}
     assert found == {("2.png", "dup_of_2.jpg"), ("5.png", "flip_of_5.png")}
     assert (pairs.a < pairs.b).all() and pairs.correlation.ge(0.97).all()
@@ -73,12 +76,12 @@ def test_candidates_equal_a_brute_force_search():
     rng = np.random.default_rng(3)
     thumbs = rng.normal(128, 40, (40, 32, 32)).astype(np.float32)
     thumbs[7] = thumbs[30] + rng.normal(0, 2, (32, 32))  # a noisy copy
-    thumbs[12] = au.dihedral(thumbs[21], 5)  # a turned and flipped copy
-    prints = au.Fingerprints(thumbs, [str(i) for i in range(40)], [None] * 40)
-    found = au.find_copies(prints, candidate_distance=64, min_correlation=0.9, block=8)
+    thumbs[12] = cp.dihedral(thumbs[21], 5)  # a turned and flipped copy
+    prints = cp.Fingerprints(thumbs, [str(i) for i in range(40)], [None] * 40)
+    found = cp.find_copies(prints, candidate_distance=64, min_correlation=0.9, block=8)
     brute = set()
     for a, b in combinations(range(40), 2):
-        best = max(np.corrcoef(au.dihedral(thumbs[a], t).ravel(), thumbs[b].ravel())[0, 1] for t in range(8))
+        best = max(np.corrcoef(cp.dihedral(thumbs[a], t).ravel(), thumbs[b].ravel())[0, 1] for t in range(8))
         if best >= 0.9:
             brute.add((a, b))
     assert set(zip(found.a, found.b)) == brute == {(7, 30), (12, 21)}
@@ -91,14 +94,14 @@ def test_the_indexed_search_finds_exactly_the_pairs_of_comparing_every_pair(dist
     rng = np.random.default_rng(distance)
     base = rng.normal(128, 40, (300, 32, 32)).astype(np.float32)
     smooth = base.cumsum(axis=1).cumsum(axis=2)  # low-frequency images: hashes close together
-    thumbs = np.concatenate([smooth, au.dihedral(smooth[:100], 3) + rng.normal(0, 60, (100, 32, 32))]).astype(np.float32)
+    thumbs = np.concatenate([smooth, cp.dihedral(smooth[:100], 3) + rng.normal(0, 60, (100, 32, 32))]).astype(np.float32)
     errors = [None] * len(thumbs)
     errors[5] = errors[350] = "cannot decode"
-    prints = au.Fingerprints(thumbs, [str(i % 350) for i in range(len(thumbs))], errors)
-    other = au.Fingerprints(thumbs[::-1].copy(), [str(i) for i in range(len(thumbs))], errors[::-1])
+    prints = cp.Fingerprints(thumbs, [str(i % 350) for i in range(len(thumbs))], errors)
+    other = cp.Fingerprints(thumbs[::-1].copy(), [str(i) for i in range(len(thumbs))], errors[::-1])
     for reference in (None, other):
         settings = {"candidate_distance": distance, "min_correlation": 0.5}
-        found = au.find_copies(prints, reference, **settings)
+        found = cp.find_copies(prints, reference, **settings)
         pd.testing.assert_frame_equal(found, exhaustive_copies(prints, reference, **settings))
         assert len(found) > 0
 
@@ -107,7 +110,7 @@ def test_unreadable_images_are_reported_not_fatal(make_dataset):
     root = make_dataset(train=3, test=2)
     (root / "train" / "benign" / "empty.jpg").write_bytes(b"")
     (root / "train" / "benign" / "junk.jpg").write_bytes(b"not an image")
-    result = au.audit(load_dataset("data", root), workers=2)
+    result = au.audit(load_dataset("data", root), [], **AUDIT)
     assert set(result.report["unreadable"]) == {"train/benign/empty.jpg", "train/benign/junk.jpg"}
     assert "empty file" in result.report["unreadable"]["train/benign/empty.jpg"]
 
@@ -137,7 +140,7 @@ def test_provenance_carries_groups_and_flags_test_twins(make_dataset, tmp_path):
     ours = make_dataset(train=6, test=3)
     # Our test/malignant/0 and train/malignant/0 are different images of one lesion (L1) in the other set.
     other = make_other_dataset(ours, ours, tmp_path)
-    result = au.audit(load_dataset("data", ours), [load_dataset("other", other)], workers=2)
+    result = au.audit(load_dataset("data", ours), [load_dataset("other", other)], **AUDIT)
     source = result.report["provenance"]["other"]
     assert source["group_column"] == "lesion_id"
     assert source["per_class"]["malignant"]["copies_in_other"] == 2
@@ -162,7 +165,7 @@ def test_split_keeps_each_group_on_one_side(make_dataset, tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "meta" / "meta.csv", index=False)
     data = load_dataset("data", ours)
     data.frame = data.frame.assign(collection="data")
-    result = au.audit(data, [load_dataset("meta", tmp_path / "meta")], workers=2)
+    result = au.audit(data, [load_dataset("meta", tmp_path / "meta")], **AUDIT)
     for seed in range(4):
         out = tmp_path / f"prepared{seed}"
         out.mkdir()
@@ -232,6 +235,27 @@ def test_cli_audit_writes_outputs_and_fails_cleanly(make_dataset, tmp_path, caps
     assert "has no class folders" in capsys.readouterr().err
 
 
+def test_cli_audit_takes_its_defaults_from_conf_or_asks_for_them(make_dataset, tmp_path, monkeypatch, capsys):
+    from skin_cancer.cli import AUDIT_OPTIONS, audit_settings
+
+    ours = make_dataset(train=3, test=2)
+    given = {"candidate_distance": 3, "min_correlation": None, "workers": None, "max_pixels": None}
+    settings = audit_settings(argparse.Namespace(**given))  # run from the project: conf/ composed
+    assert settings == {
+        **AUDIT,
+        "candidate_distance": 3,
+        "workers": yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["audit"]["workers"],
+    }
+    monkeypatch.chdir(tmp_path)  # no conf/ here: the options not given are named
+    assert cli(["audit", str(ours), "--out", str(tmp_path / "out"), "--candidate-distance", "3"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith("or give --min-correlation, --workers, --max-pixels") and len(error.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    everything = [f"--{option.replace('_', '-')}={value}" for option, value in {**AUDIT, "candidate_distance": 3}.items()]
+    assert len(everything) == len(AUDIT_OPTIONS)
+    assert cli(["audit", str(ours), "--out", str(tmp_path / "out"), *everything]) == 0
+
+
 @pytest.mark.parametrize("content", ["bomb", "empty", "text", "cut"])
 def test_the_audit_refuses_a_file_as_prepare_does(tmp_path, content):
     """One guarded decoder: the audit's thumbnail and prepare's decode refuse a file in the same words."""
@@ -241,7 +265,7 @@ def test_the_audit_refuses_a_file_as_prepare_does(tmp_path, content):
         data = path.read_bytes()
         path.write_bytes({"empty": b"", "text": b"not an image", "cut": data[: len(data) // 2]}[content])
     with pytest.raises(BadImage) as audited:
-        au.thumbnail(str(path), max_pixels=1_000_000 if content == "bomb" else 40_000_000)
+        cp.thumbnail(str(path), max_pixels=1_000_000 if content == "bomb" else PIXELS)
     with pytest.raises(BadImage) as prepared:
         decode(path, 1_000_000 if content == "bomb" else 40_000_000)
     assert str(audited.value) == str(prepared.value)

@@ -124,7 +124,7 @@ def test_the_schema_holds_no_default_that_conf_sets():
     """conf/ is the one source of values: every key it sets is MISSING in the schema."""
     from omegaconf import MISSING
 
-    from skin_cancer.config import Config
+    from skin_cancer.schema import Config
 
     schema = flatten(OmegaConf.to_container(OmegaConf.structured(Config)))
     composed = flatten(OmegaConf.to_container(compose([]), resolve=True))

@@ -11,6 +11,7 @@ from skin_cancer.data.collections import limit_per_class, load_dataset
 from skin_cancer.data.images import BadImage, decode, to_rgb
 from skin_cancer.data.prepare import prepare, read_manifest, scan_layout
 from skin_cancer.errors import DataError
+from tests.helpers import AUDIT
 
 PREPARE_DEFAULTS = dict(
     positive_class="malignant", val_fraction=0.25, seed=0, drop_test_duplicates=True, strict=False, max_image_pixels=10_000_000
@@ -22,7 +23,7 @@ def run_prepare(root, out, against=(), **overrides):
     out.mkdir(exist_ok=True)
     data = load_dataset("data", root)
     data.frame = limit_per_class(data.frame, overrides.pop("per_class_limit", None)).assign(collection="data")
-    images = audit(data, list(against), workers=2).images
+    images = audit(data, list(against), **AUDIT).images
     return prepare(data, out, out, images, **(PREPARE_DEFAULTS | overrides))
 
 
@@ -199,7 +200,7 @@ def test_a_held_out_collection_takes_its_copies_and_their_lesions_out_of_trainin
     data.frame = data.frame.assign(group=data.frame.path.map(lambda p: "lesion-1" if p in lesion else None), collection="data")
     (tmp_path / "held" / "benign").mkdir(parents=True)
     Image.open(lesion[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / "held" / "benign" / "c.jpg", quality=80)
-    images = audit(data, [load_dataset("held", tmp_path / "held")], workers=2).images
+    images = audit(data, [load_dataset("held", tmp_path / "held")], **AUDIT).images
     for out in ("a", "b"):
         (tmp_path / out).mkdir()
     kept = prepare(data, tmp_path / "a", tmp_path / "a", images, **PREPARE_DEFAULTS)

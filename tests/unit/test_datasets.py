@@ -11,7 +11,7 @@ from skin_cancer.data.audit import audit
 from skin_cancer.data.collections import cut_test_split, from_spec, load_dataset, training_collections
 from skin_cancer.data.prepare import prepare, read_manifest
 from skin_cancer.errors import DataError
-from tests.helpers import make_csv_collection
+from tests.helpers import AUDIT, make_csv_collection
 
 LESIONS = {"mel": 10, "nv": 20, "bkl": 5}
 ALL_TO_BINARY = "{mel:malignant,nv:benign,bkl:benign}"
@@ -101,7 +101,7 @@ def test_a_source_lesion_that_holds_a_copy_of_a_test_image_never_enters_training
         data,
         out,
         out,
-        audit(data, workers=2).images,
+        audit(data, [], **AUDIT).images,
         positive_class="malignant",
         val_fraction=0.25,
         seed=0,

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from skin_cancer.config import EvaluateConfig
-from skin_cancer.evaluation import figures
+from skin_cancer.evaluation import calibration, figures
 from skin_cancer.evaluation import metrics as ev
+from skin_cancer.schema import EvaluateConfig
 
 Y = [0, 0, 0, 0, 1, 1, 1]
 P = [0.1, 0.4, 0.6, 0.2, 0.9, 0.3, 0.7]
@@ -142,12 +142,12 @@ def test_set_metrics_ranking_names_and_values():
 def test_calibration_metrics_by_hand():
     y, p = [0, 1, 1, 1], [0.1, 0.1, 0.9, 0.9]
     # Two bins: [0, 0.5) predicts 0.1 and sees 1/2 positive; [0.5, 1] predicts 0.9 and sees 1.
-    m = ev.calibration_metrics(y, p, bins=2)
+    m = calibration.calibration_metrics(y, p, bins=2)
     assert m["ece"] == pytest.approx((2 * 0.4 + 2 * 0.1) / 4)
     assert m["brier"] == pytest.approx((0.01 + 0.81 + 0.01 + 0.01) / 4)
-    table = ev.reliability(y, p, bins=10)
+    table = calibration.reliability(y, p, bins=10)
     assert list(table["count"]) == [2, 2] and list(table.fraction_positive) == [0.5, 1.0]
-    assert ev.calibration_metrics([0, 1], [0.0, 1.0], bins=15)["ece"] == 0.0
+    assert calibration.calibration_metrics([0, 1], [0.0, 1.0], bins=15)["ece"] == 0.0
 
 
 def test_temperature_scaling_recovers_an_overconfident_model():
@@ -155,12 +155,13 @@ def test_temperature_scaling_recovers_an_overconfident_model():
     logits = rng.normal(0, 3, 20000)
     y = rng.random(20000) < 1 / (1 + np.exp(-logits / 2.5))  # the truth is twice as uncertain
     overconfident = 1 / (1 + np.exp(-logits))
-    temperature = ev.fit_temperature(y, overconfident)
+    temperature = calibration.fit_temperature(y, overconfident)
     assert temperature == pytest.approx(2.5, rel=0.05)
-    calibrated = ev.apply_temperature(overconfident, temperature)
-    assert ev.calibration_metrics(y, calibrated, 15)["ece"] < ev.calibration_metrics(y, overconfident, 15)["ece"] / 3
+    calibrated = calibration.apply_temperature(overconfident, temperature)
+    after, before = (calibration.calibration_metrics(y, p, 15)["ece"] for p in (calibrated, overconfident))
+    assert after < before / 3
     # Temperature keeps 0.5 and the ranking: AUC and decisions at 0.5 do not change.
-    assert ev.apply_temperature([0.5], 3.0) == pytest.approx([0.5])
+    assert calibration.apply_temperature([0.5], 3.0) == pytest.approx([0.5])
     assert (np.argsort(calibrated) == np.argsort(overconfident)).all()
 
 
@@ -168,12 +169,12 @@ def test_a_uniform_class_prior_divides_the_training_shares_out():
     rng = np.random.default_rng(0)
     prob = rng.dirichlet(np.ones(3), 200)
     prior = [0.7, 0.2, 0.1]
-    adjusted = ev.apply_temperature(prob, 1.0, prior)
+    adjusted = calibration.apply_temperature(prob, 1.0, prior)
     np.testing.assert_allclose(adjusted.sum(axis=1), 1.0)
     np.testing.assert_allclose(adjusted, (prob / prior) / (prob / prior).sum(axis=1, keepdims=True))
     assert (adjusted.argmax(axis=1) != prob.argmax(axis=1)).any()  # rare classes win more often
     # An equal prior changes nothing; temperature still applies first.
-    np.testing.assert_allclose(ev.apply_temperature(prob, 2.0, [1 / 3] * 3), ev.apply_temperature(prob, 2.0))
+    np.testing.assert_allclose(calibration.apply_temperature(prob, 2.0, [1 / 3] * 3), calibration.apply_temperature(prob, 2.0))
 
 
 def test_set_metrics_without_both_classes_skips_ranking():
@@ -296,7 +297,7 @@ def test_recalibration_restores_the_operating_point_of_a_shifted_collection():
     frozen = ev.binary_metrics(y, prob, 0.5)
     sample = ev.recalibration_sample(y, np.arange(800), 100, seed=0)
     temperature, threshold = ev.recalibrate(y[sample], prob[sample], cfg)
-    rest = ev.binary_metrics(y[~sample], ev.apply_temperature(prob[~sample], temperature), threshold)
+    rest = ev.binary_metrics(y[~sample], calibration.apply_temperature(prob[~sample], temperature), threshold)
     assert frozen["specificity"] < 0.2 and rest["specificity"] > 0.7 and rest["sensitivity"] > 0.7
 
 

@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from skin_cancer.config import AugmentConfig, JitterConfig
 from skin_cancer.data.tf_input import augmenter, dihedral_view, feature_dataset, image_dataset, jitter, jitter_enabled
+from skin_cancer.schema import AugmentConfig, JitterConfig
 
 
 @pytest.fixture

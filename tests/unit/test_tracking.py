@@ -4,7 +4,7 @@ version is champion, and the alias race on a real SQLite registry."""
 import pytest
 from mlflow.tracking import MlflowClient
 
-from skin_cancer.config import TrackingConfig
+from skin_cancer.schema import TrackingConfig
 from skin_cancer.tracking.store import tracking_uri
 from tests.helpers import ROOT
 

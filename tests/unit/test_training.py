@@ -15,8 +15,8 @@ def test_source_weights_balance_the_classes_inside_each_source():
 
 
 def test_cosine_schedule_decays_to_zero_over_the_phase():
-    from skin_cancer.config import PhaseConfig
     from skin_cancer.models.training import learning_rate
+    from skin_cancer.schema import PhaseConfig
 
     phase = {"epochs": 3, "lr": 0.1, "warmup_epochs": 0, "patience": None}
     assert learning_rate(PhaseConfig(**phase, schedule="constant"), 10) == 0.1
@@ -26,8 +26,8 @@ def test_cosine_schedule_decays_to_zero_over_the_phase():
 
 @pytest.mark.parametrize("kind, at_end", [("cosine", 0.0), ("constant", 0.1)])
 def test_warmup_rises_linearly_then_follows_the_schedule(kind, at_end):
-    from skin_cancer.config import PhaseConfig
     from skin_cancer.models.training import learning_rate
+    from skin_cancer.schema import PhaseConfig
 
     schedule = learning_rate(PhaseConfig(epochs=4, lr=0.1, schedule=kind, warmup_epochs=1, patience=None), 10)
     assert [round(float(schedule(s)), 6) for s in (0, 5, 10)] == [0.0, 0.05, 0.1]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from skin_cancer.data import audit
 from skin_cancer.data.collections import from_spec, limit_per_class
+from skin_cancer.data.copies import Fingerprints, find_copies, fingerprint
 from skin_cancer.data.images import read_image
 from skin_cancer.errors import DataError
 
@@ -18,14 +18,14 @@ def external_set(
     name: str,
     spec,
     data,
-    training_prints: audit.Fingerprints,
+    training_prints: Fingerprints,
     class_names: list[str],
     converted: Path,
     *,
     candidate_distance: int,
     min_correlation: float,
     seed: int,
-    workers: int = 4,
+    workers: int,
     derived: bool = False,
 ) -> tuple[pd.DataFrame, dict]:
     """(images to score with columns source, path, label, label_index; a record of what was
@@ -43,8 +43,8 @@ def external_set(
     unknown = sorted(set(frame.label) - set(class_names))
     if unknown:
         raise DataError(f"evaluate.external.{name}: labels {unknown} are not classes of the model {class_names} (set label_map)")
-    prints = audit.fingerprint(list(frame.path), workers, f"evaluate: hashing {name}")
-    copies = audit.find_copies(prints, training_prints, candidate_distance=candidate_distance, min_correlation=min_correlation)
+    prints = fingerprint(list(frame.path), workers, data.max_image_pixels, f"evaluate: hashing {name}")
+    copies = find_copies(prints, training_prints, candidate_distance=candidate_distance, min_correlation=min_correlation)
     reason = pd.Series("", index=frame.index)
     reason[~prints.readable] = [f"unreadable: {e}" for e in prints.errors if e]
     reason.iloc[copies.a.unique()] = "copy of a training image"

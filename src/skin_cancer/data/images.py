@@ -62,7 +62,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 @contextlib.contextmanager
-def open_image(path: Path, max_pixels: int) -> Iterator[Image.Image]:
+def open_image(path: Path, max_pixels: int | None) -> Iterator[Image.Image]:
     """The one guarded way into an image file (prepare, serving and the audit): the opened, not yet
     decoded, image, refused with a BadImage naming the reason when the file is empty, larger than
     `max_pixels` (data.max_image_pixels: a decompression bomb?) or cannot be decoded, also when
@@ -74,7 +74,7 @@ def open_image(path: Path, max_pixels: int) -> Iterator[Image.Image]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
-                if width * height > max_pixels:
+                if max_pixels is not None and width * height > max_pixels:
                     raise BadImage(
                         f"too large: {width}x{height} = {width * height} pixels, the limit is {max_pixels} "
                         "(data.max_image_pixels; a decompression bomb?)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from skin_cancer.config import AugmentConfig, JitterConfig
+from skin_cancer.schema import AugmentConfig, JitterConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
 

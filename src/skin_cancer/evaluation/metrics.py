@@ -1,5 +1,6 @@
-"""Metrics of a scored set: threshold and ranking metrics, calibration, lesion-level bootstrap
-intervals, per-source subsets (scikit-learn and numpy; pure functions, no files)."""
+"""Metrics of a scored set: threshold and ranking metrics, lesion-level bootstrap intervals,
+per-source subsets (scikit-learn and numpy; pure functions, no files). Calibration is
+evaluation.calibration's."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from skin_cancer.config import EvaluateConfig
+from skin_cancer.evaluation.calibration import apply_temperature, calibration_metrics, fit_temperature
+from skin_cancer.schema import EvaluateConfig
 
 
 def choose_threshold(y_val, prob_val, cfg: EvaluateConfig) -> float:
@@ -33,82 +35,6 @@ def predicted_classes(prob, threshold: float | None) -> np.ndarray:
     most probable class (the threshold is not used)."""
     prob = np.asarray(prob)
     return prob.argmax(axis=1) if prob.ndim == 2 else (prob >= threshold).astype(int)
-
-
-def _logit(prob) -> np.ndarray:
-    prob = np.clip(np.asarray(prob, dtype=float), 1e-7, 1 - 1e-7)
-    return np.log(prob) - np.log1p(-prob)
-
-
-def _softmax_logits(prob) -> np.ndarray:
-    """Logits of softmax probabilities (n, K), up to a per-row constant that softmax ignores."""
-    return np.log(np.clip(np.asarray(prob, dtype=float), 1e-12, 1.0))
-
-
-def apply_temperature(prob, temperature: float, class_prior=None) -> np.ndarray:
-    """Probabilities with their logits divided by `temperature` (1 leaves them unchanged; the
-    0.5 point, the argmax and the ranking never change). `prob`: one sigmoid probability per
-    image (n,) or softmax rows (n, K). K classes only: `class_prior` (the share of each class
-    among the training images) is then divided out, giving the probabilities of a uniform class mix,
-    whose argmax is the Bayes decision for balanced accuracy (post-hoc logit adjustment, Menon et
-    al. 2021). Renormalising reorders each class's images too, so one-vs-rest AUCs change as well."""
-    if np.ndim(prob) == 2:
-        z = _softmax_logits(prob) / temperature
-        if class_prior is not None:
-            z = z - np.log(np.asarray(class_prior, dtype=float))
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
-    return 1.0 / (1.0 + np.exp(-_logit(prob) / temperature))
-
-
-def fit_temperature(y_true, prob) -> float:
-    """The temperature minimising the negative log-likelihood of `y_true` (temperature scaling,
-    Guo et al. 2017), searched over [0.05, 20]; binary (n,) or K-class (n, K) probabilities, with
-    `y_true` the 0/1 label or the class index."""
-    from scipy.optimize import minimize_scalar
-    from scipy.special import logsumexp
-
-    if np.ndim(prob) == 2:
-        y_true, logits = np.asarray(y_true, dtype=int), _softmax_logits(prob)
-
-        def nll(log_t):
-            z = logits / np.exp(log_t)
-            return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(z)), y_true]))
-
-    else:
-        y_true, logits = np.asarray(y_true, dtype=float), _logit(prob)
-
-        def nll(log_t):
-            z = logits / np.exp(log_t)
-            return float(np.mean(np.logaddexp(0, z) - y_true * z))
-
-    return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.05), np.log(20)), method="bounded").x))
-
-
-def reliability(y_true, prob, bins: int) -> pd.DataFrame:
-    """Per equal-width probability bin: images, mean predicted probability and observed fraction
-    of the positive class (empty bins left out)."""
-    y_true, prob = np.asarray(y_true, dtype=float), np.asarray(prob, dtype=float)
-    index = np.minimum((prob * bins).astype(int), bins - 1)
-    rows = [
-        {
-            "bin_low": b / bins,
-            "bin_high": (b + 1) / bins,
-            "count": int((index == b).sum()),
-            "mean_predicted": float(prob[index == b].mean()),
-            "fraction_positive": float(y_true[index == b].mean()),
-        }
-        for b in range(bins)
-        if (index == b).any()
-    ]
-    return pd.DataFrame(rows, columns=["bin_low", "bin_high", "count", "mean_predicted", "fraction_positive"])
-
-
-def calibration_metrics(y_true, prob, bins: int) -> dict[str, float]:
-    """Expected calibration error (equal-width bins, of the positive-class probability) and Brier score."""
-    table = reliability(y_true, prob, bins)
-    ece = float((table["count"] * (table.mean_predicted - table.fraction_positive).abs()).sum() / max(len(prob), 1))
-    return {"ece": ece, "brier": float(skm.brier_score_loss(np.asarray(y_true).astype(int), np.asarray(prob), pos_label=1))}
 
 
 def binary_metrics(y_true, prob, threshold: float) -> dict[str, float]:

@@ -144,22 +144,10 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def build(
-    params: dict,
-    audit_report: dict,
-    prepare_report: dict,
-    operating_point: OperatingPoint,
-    metrics: dict,
-    exclusions: dict[str, dict],
-    figures: list[str],
-) -> str:
-    """The report as Markdown; `figures` are PNG paths relative to the report's folder."""
-    sets = [name for name in metrics if name != "validation" and "_from_" not in name and not name.startswith("stress_")]
-    multiclass_sets = [name for name in sets if "macro_auc" in metrics[name]]
-    sets = [name for name in sets if name not in multiclass_sets]
+def data_card(prepare_report: dict, audit_report: dict, operating_point: OperatingPoint) -> list[str]:
+    """The data: source, classes, counts per split and collection, what prepare and the audit found."""
+    lines = []
     positive = prepare_report["positive_class"]
-    lines = [f"# Model report: recipe `{params.get('recipe')}`", "", "> Research use only. Not a medical device.", ""]
-
     lines += [
         "## Data card",
         "",
@@ -209,6 +197,12 @@ def build(
 
     if operating_point.host:
         lines += [f"- Calibrated on {host_line(operating_point.host)}: numbers differ across instruction sets."]
+    return lines
+
+
+def recipe_section(params: dict) -> list[str]:
+    """How the model was trained, and the composed configuration."""
+    lines = []
     model = params["model"]
     if model["backbone"] == "ensemble":
         recipe = (
@@ -241,7 +235,12 @@ def build(
         "",
         "</details>",
     ]
+    return lines
 
+
+def operating_point_section(operating_point: OperatingPoint, positive: str | None) -> list[str]:
+    """The decision rule, temperature and test-time views fitted on validation."""
+    lines = []
     validation = operating_point.validation
     if operating_point.multiclass:
         prior = ""
@@ -268,7 +267,12 @@ def build(
         f"{_fmt(validation.get('uncalibrated_ece'))} before, {_fmt(validation.get('ece'))} after).",
         f"- Test-time augmentation: mean over {operating_point.tta_views} flips / rotations.",
     ]
+    return lines
 
+
+def transfer_section(metrics: dict, validation: dict) -> list[str]:
+    """ROC AUC and specificity at the frozen threshold on every set, the training collection first."""
+    lines = []
     lines += [
         "",
         "## Transfer: the collection trained on and unseen collections",
@@ -279,6 +283,12 @@ def build(
         "",
         *_table(TRANSFER_HEADER, transfer_rows(metrics)),
     ]
+    return lines
+
+
+def metrics_section(metrics: dict, sets: list[str], multiclass_sets: list[str], operating_point: OperatingPoint) -> list[str]:
+    """Every scored set's metrics with their intervals: K-class sets, then the binary sets."""
+    lines = []
     lines += ["", "## Metrics", "", "95% percentile bootstrap intervals in brackets.", ""]
     if multiclass_sets:
         lines += multiclass_table(metrics, multiclass_sets, operating_point) + [""]
@@ -311,7 +321,12 @@ def build(
         rows.append(row)
     if sets:
         lines += _table(["metric", *sets], rows)
+    return lines
 
+
+def exclusions_section(exclusions: dict[str, dict]) -> list[str]:
+    """Per external set: what was left out or excluded before scoring, and why."""
+    lines = []
     for name, record in exclusions.items():
         lines += [
             "",
@@ -322,7 +337,29 @@ def build(
             f"(per class {record['excluded_per_class'] or 'none'}); eligible {record['eligible']}; scored "
             f"{record['scored']} (at most {record['per_class_limit']} per class, seeded sample).",
         ]
+    return lines
 
+
+def build(
+    params: dict,
+    audit_report: dict,
+    prepare_report: dict,
+    operating_point: OperatingPoint,
+    metrics: dict,
+    exclusions: dict[str, dict],
+    figures: list[str],
+) -> str:
+    """The report as Markdown; `figures` are PNG paths relative to the report's folder."""
+    sets = [name for name in metrics if name != "validation" and "_from_" not in name and not name.startswith("stress_")]
+    multiclass_sets = [name for name in sets if "macro_auc" in metrics[name]]
+    sets = [name for name in sets if name not in multiclass_sets]
+    lines = [f"# Model report: recipe `{params.get('recipe')}`", "", "> Research use only. Not a medical device.", ""]
+    lines += data_card(prepare_report, audit_report, operating_point)
+    lines += recipe_section(params)
+    lines += operating_point_section(operating_point, prepare_report["positive_class"])
+    lines += transfer_section(metrics, operating_point.validation)
+    lines += metrics_section(metrics, sets, multiclass_sets, operating_point)
+    lines += exclusions_section(exclusions)
     lines += stress_section(metrics)
     lines += ["", "## What the data shows", "", *source_findings(audit_report, metrics)]
 

@@ -10,19 +10,19 @@ import numpy as np
 import pandas as pd
 import sklearn.metrics as skm
 
-from skin_cancer.config import Config
-from skin_cancer.data import audit, shifts
+from skin_cancer.data import copies, shifts
 from skin_cancer.data.collections import other_collections
 from skin_cancer.data.external import external_set
 from skin_cancer.data.prepare import read_manifest
 from skin_cancer.errors import DataError
-from skin_cancer.evaluation import explain
+from skin_cancer.evaluation import calibration, explain
 from skin_cancer.evaluation import figures as figures_
 from skin_cancer.evaluation import metrics as ev
 from skin_cancer.evaluation import multiclass as mc
 from skin_cancer.io import write_json
 from skin_cancer.models import inference
 from skin_cancer.operating_point import OperatingPoint
+from skin_cancer.schema import Config
 
 # The classes of a set scored through a K-class model's malignant score (label index 0, 1).
 MALIGNANT_SCORE_CLASSES = ["benign", "malignant"]
@@ -40,7 +40,7 @@ def scored_sets(
 
     def predict(frame, name):
         raw = inference.predict_files(predictor, frame.path, cfg.data.image_size, cfg.evaluate.batch_size, f"evaluate: {name}")
-        return ev.apply_temperature(raw, op.temperature, op.class_prior)
+        return calibration.apply_temperature(raw, op.temperature, op.class_prior)
 
     test = read_manifest(prepared / "test.csv")
     test_prob = predict(test, "test")
@@ -57,7 +57,9 @@ def scored_sets(
     records = {}
     if cfg.evaluate.external:
         training = pd.concat([read_manifest(prepared / f"{s}.csv") for s in ("train", "val")])
-        training_prints = audit.fingerprint(list(training.path), cfg.audit.workers, "evaluate: hashing train/val")
+        training_prints = copies.fingerprint(
+            list(training.path), cfg.audit.workers, cfg.data.max_image_pixels, "evaluate: hashing train/val"
+        )
         for name, spec in cfg.evaluate.external.items():
             with tempfile.TemporaryDirectory() as converted:
                 frame, found = external_set(
@@ -150,10 +152,10 @@ def recalibrated_set(frame: pd.DataFrame, prob, size: int, cfg: Config, frozen_t
     y, groups = frame.label_index.to_numpy(), frame.group.to_numpy()
     sample = ev.recalibration_sample(y, groups, size, cfg.seed)
     temperature, threshold = ev.recalibrate(y[sample], prob[sample], cfg.evaluate)
-    rest_prob = ev.apply_temperature(prob[~sample], temperature)
+    rest_prob = calibration.apply_temperature(prob[~sample], temperature)
     metrics = ev.set_metrics(y[~sample], rest_prob, threshold, cfg.evaluate, cfg.seed, groups=groups[~sample])
     frozen = ev.binary_metrics(y[~sample], prob[~sample], frozen_threshold)
-    frozen.update(ev.calibration_metrics(y[~sample], prob[~sample], cfg.evaluate.calibration_bins))
+    frozen.update(calibration.calibration_metrics(y[~sample], prob[~sample], cfg.evaluate.calibration_bins))
     metrics.update(temperature=temperature, sample_images=int(sample.sum()), sample_lesions=len(set(groups[sample])))
     for key in ("accuracy", "sensitivity", "specificity", "balanced_accuracy", "ece"):
         metrics[f"frozen_{key}"] = frozen[key]
@@ -208,7 +210,7 @@ def write_set(
     conf = ev.confusion(y_true, prob, threshold, class_names)
     write_json(folder / "confusion_matrix.json", conf)
     write_json(folder / "classification_report.json", ev.report(y_true, prob, threshold, class_names))
-    table = ev.reliability(y_true, prob, bins)
+    table = calibration.reliability(y_true, prob, bins)
     table.to_csv(folder / "reliability.csv", index=False)
     figures_.plot_confusion(conf, figures / f"{name}_confusion_matrix.png", f"Confusion matrix ({name})")
     figures_.plot_reliability(table, metrics, figures / f"{name}_reliability.png", name)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import keras
 
-from skin_cancer.config import ConfigError, ModelConfig
+from skin_cancer.config import ConfigError
 from skin_cancer.models.backbones import backbone_spec
+from skin_cancer.schema import ModelConfig
 
 
 @keras.saving.register_keras_serializable(package="skin_cancer")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from skin_cancer.config import DistributeConfig
+from skin_cancer.schema import DistributeConfig
 
 
 def cluster_described() -> bool:

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import keras
 
-from skin_cancer.config import Config, ConfigError, resolve_from_project
+from skin_cancer.config import ConfigError, resolve_from_project
 from skin_cancer.data.prepare import images_fingerprint, read_manifest
 from skin_cancer.model_folder import MODEL_FILE, OPERATING_POINT_FILE
 from skin_cancer.models.classifier import TemperatureScaled, load_model
 from skin_cancer.operating_point import OperatingPoint
+from skin_cancer.schema import Config
 
 MEMBER_PREFIX = "member_"
 

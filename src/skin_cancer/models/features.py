@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from skin_cancer.config import Config
 from skin_cancer.data.prepare import read_manifest
 from skin_cancer.data.tf_input import image_dataset
+from skin_cancer.schema import Config
 
 
 def compute_features(cfg: Config, prepared_dir: Path, out_dir: Path) -> dict:

@@ -9,10 +9,10 @@ import keras
 import numpy as np
 import pandas as pd
 
-from skin_cancer.config import Config, PhaseConfig
 from skin_cancer.data.prepare import read_manifest
 from skin_cancer.data.tf_input import augmenter, feature_dataset, image_dataset
 from skin_cancer.models.classifier import compile_classifier, feature_head, get_backbone, split_at_pool
+from skin_cancer.schema import Config, PhaseConfig
 
 
 def seed_everything(seed: int) -> None:

@@ -20,7 +20,6 @@ from skin_cancer.errors import DataError
 from skin_cancer.model_folder import OOD_FILE, OPERATING_POINT_FILE
 from skin_cancer.operating_point import OperatingPoint
 
-MAX_IMAGE_PIXELS = 40_000_000
 BATCH = 32  # images per forward pass (times the test-time views)
 
 
@@ -65,7 +64,7 @@ class Classifier:
         raw probability over the test-time views (the same compiled graph as the evaluate stage's),
         then the temperature (and a K-class model's class prior); with a detector, also each image's
         distance from the training images' pooled features, read off the same forward pass."""
-        from skin_cancer.evaluation.metrics import apply_temperature
+        from skin_cancer.evaluation.calibration import apply_temperature
         from skin_cancer.evaluation.ood import FEATURE_LAYER
         from skin_cancer.models.inference import compile_predictor, run_batches, split_features
 
@@ -145,7 +144,7 @@ class Classifier:
         with tempfile.TemporaryDirectory() as converted:
             # Pillow first, to reject bad files one by one with a reason; formats and modes the
             # input pipeline cannot read as they are get an RGB PNG copy, as in prepare.
-            record = read_image(path, "predict", "", MAX_IMAGE_PIXELS, (Path(converted),) * 2)
+            record = read_image(path, "predict", "", self.operating_point.max_image_pixels, (Path(converted),) * 2)
             try:
                 return load_image(record.path, self.image_size).numpy()
             except tf.errors.OpError as error:

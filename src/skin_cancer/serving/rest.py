@@ -11,18 +11,13 @@ from pathlib import Path
 from skin_cancer.serving.classifier import Classifier, load_classifier
 
 OOD_COLUMNS = ["out_of_distribution", "ood_distance", "ood_cutoff", "note"]
-# REST serving limits (pyfunc model behind `mlflow models serve`).
-MAX_BATCH = 32
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
 
 
 class RequestRejected(ValueError):
     """A request over the serving limits: the client's to fix, refused whole (HTTP 400)."""
 
 
-def predict_encoded(
-    classifier: Classifier, encoded: list, max_batch: int = MAX_BATCH, max_bytes: int = MAX_IMAGE_BYTES
-) -> list[dict]:
+def predict_encoded(classifier: Classifier, encoded: list, max_batch: int, max_bytes: int) -> list[dict]:
     """Predictions for base64-encoded image files (JPEG, PNG, ...: the REST request format), one
     result per item; an item that is not base64 or not a usable image gets an `error`. A request
     over `max_batch` items, or holding an image over `max_bytes`, raises RequestRejected."""
@@ -76,13 +71,14 @@ def serving_model():
     class ImageClassifierModel(mlflow.pyfunc.PythonModel):
         def load_context(self, context):
             self.classifier = load_classifier(context.artifacts["model"])
+            self.limits = context.model_config  # serving.* of the run that logged it
 
         def predict(self, context, model_input, params=None):
             if isinstance(model_input, pd.DataFrame) and "image" not in model_input.columns:
                 raise MlflowException("the request has no `image` column", error_code=INVALID_PARAMETER_VALUE)
             images = model_input["image"] if isinstance(model_input, pd.DataFrame) else model_input
             try:
-                results = predict_encoded(self.classifier, list(images))
+                results = predict_encoded(self.classifier, list(images), self.limits["max_batch"], self.limits["max_image_bytes"])
             except RequestRejected as error:
                 raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from None
             except Exception as error:
@@ -129,18 +125,21 @@ def serving_signature():
 
 @dataclass(frozen=True)
 class RestModel:
-    """What the registry logs as a run's `serving` model: the pyfunc, its signature, an example request."""
+    """What the registry logs as a run's `serving` model: the pyfunc, its signature, an example
+    request and its request limits (logged as the model's model_config)."""
 
     python_model: object
     signature: object
     example: object
+    limits: dict
 
 
-def rest_model(example_image: Path) -> RestModel:
-    """The REST model, with `example_image` (a file) base64-encoded as its input example."""
+def rest_model(example_image: Path, limits: dict) -> RestModel:
+    """The REST model, with `example_image` (a file) base64-encoded as its input example and
+    `limits` ({max_batch, max_image_bytes}: serving.* of the config) as its request limits."""
     import base64
 
     import pandas as pd
 
     example = pd.DataFrame({"image": [base64.b64encode(Path(example_image).read_bytes()).decode()]})
-    return RestModel(serving_model(), serving_signature(), example)
+    return RestModel(serving_model(), serving_signature(), example, dict(limits))

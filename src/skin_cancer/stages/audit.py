@@ -3,10 +3,10 @@ in the `audit.against` datasets, carried-over groups and test leaks -> data/audi
 images.csv, pairs.csv, provenance.csv}."""
 
 from skin_cancer import paths
-from skin_cancer.config import Config
 from skin_cancer.data import audit
 from skin_cancer.data.collections import from_spec, other_collections, training_collections
 from skin_cancer.io import atomic_dir
+from skin_cancer.schema import Config
 from skin_cancer.stages import run_stage
 
 
@@ -19,6 +19,7 @@ def main(cfg: Config) -> None:
         candidate_distance=cfg.audit.candidate_distance,
         min_correlation=cfg.audit.min_correlation,
         workers=cfg.audit.workers,
+        max_pixels=cfg.data.max_image_pixels,
     )
     with atomic_dir(paths.AUDIT) as out:
         audit.write(result, out)

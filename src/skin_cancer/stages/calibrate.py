@@ -3,16 +3,16 @@ choose the decision threshold by `evaluate.threshold_policy` -> models/operating
 every later prediction uses, with the validation metrics (per source too). No test image is looked at."""
 
 from skin_cancer import host, paths
-from skin_cancer.config import Config
 from skin_cancer.data.collections import other_collections
 from skin_cancer.data.prepare import images_fingerprint, read_manifest
+from skin_cancer.evaluation import calibration, ood
 from skin_cancer.evaluation import metrics as ev
 from skin_cancer.evaluation import multiclass as mc
-from skin_cancer.evaluation import ood
 from skin_cancer.io import read_json
 from skin_cancer.models import inference
 from skin_cancer.models.classifier import load_model
 from skin_cancer.operating_point import OperatingPoint
+from skin_cancer.schema import Config
 from skin_cancer.stages import run_stage
 
 
@@ -25,11 +25,11 @@ def main(cfg: Config) -> None:
     predictor = inference.compile_predictor(model, cfg.evaluate.tta_views, cfg.evaluate.runtime, feature_layer)
     rows = inference.predict_files(predictor, val.path, cfg.data.image_size, cfg.evaluate.batch_size, "calibrate: validation")
     raw, val_features = inference.split_features(rows, model.output_shape[-1]) if feature_layer else (rows, None)
-    temperature = ev.fit_temperature(val.label_index, raw) if cfg.evaluate.temperature_scaling else 1.0
+    temperature = calibration.fit_temperature(val.label_index, raw) if cfg.evaluate.temperature_scaling else 1.0
     class_prior = None
     if cfg.evaluate.class_prior == "uniform":
         class_prior = mc.class_shares(read_manifest(paths.PREPARED / "train.csv").label_index, len(report["class_names"]))
-    prob = ev.apply_temperature(raw, temperature, class_prior)
+    prob = calibration.apply_temperature(raw, temperature, class_prior)
     bins = cfg.evaluate.calibration_bins
     by_source = {}
     if report["positive_class"] is None:  # K classes: argmax decides, nothing to choose
@@ -47,8 +47,9 @@ def main(cfg: Config) -> None:
     else:
         threshold, policy = ev.choose_threshold(val.label_index, prob, cfg.evaluate), cfg.evaluate.threshold_policy
         validation = ev.binary_metrics(val.label_index, prob, threshold)
-        validation.update({f"uncalibrated_{k}": v for k, v in ev.calibration_metrics(val.label_index, raw, bins).items()})
-        validation.update(ev.calibration_metrics(val.label_index, prob, bins))
+        uncalibrated = calibration.calibration_metrics(val.label_index, raw, bins)
+        validation.update({f"uncalibrated_{k}": v for k, v in uncalibrated.items()})
+        validation.update(calibration.calibration_metrics(val.label_index, prob, bins))
         # The one-source subsets, as evaluate scores them on test: a recipe for ranking lesions inside
         # one source can be chosen on these without looking at a test split.
         by_source = ev.per_source_metrics(val, prob, threshold, other_collections(cfg), "validation")
@@ -59,6 +60,7 @@ def main(cfg: Config) -> None:
         tta_views=cfg.evaluate.tta_views,
         runtime=cfg.evaluate.runtime,
         image_size=cfg.data.image_size,
+        max_image_pixels=cfg.data.max_image_pixels,
         class_names=report["class_names"],
         positive_class=report["positive_class"],
         malignant_classes=cfg.data.malignant_classes,

@@ -6,13 +6,13 @@ test predictions; the training curves of both phases."""
 import pandas as pd
 
 from skin_cancer import paths
-from skin_cancer.config import Config
 from skin_cancer.evaluation import metrics as ev
 from skin_cancer.evaluation import scoring
 from skin_cancer.evaluation.figures import plot_history
 from skin_cancer.io import atomic_dir, write_json
 from skin_cancer.models.classifier import load_model
 from skin_cancer.operating_point import OperatingPoint
+from skin_cancer.schema import Config
 from skin_cancer.stages import run_stage
 
 

@@ -1,10 +1,10 @@
 """DVC stage `features`: the frozen part of the backbone computed once into data/features/."""
 
 from skin_cancer import paths
-from skin_cancer.config import Config
 from skin_cancer.io import atomic_dir, write_json
 from skin_cancer.models.features import compute_features
 from skin_cancer.models.training import seed_everything
+from skin_cancer.schema import Config
 from skin_cancer.stages import run_stage
 
 

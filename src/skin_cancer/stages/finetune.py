@@ -6,11 +6,11 @@ model=ensemble: the assembled ensemble passes through (its members were fine-tun
 import pandas as pd
 
 from skin_cancer import paths
-from skin_cancer.config import Config
 from skin_cancer.io import atomic_path, write_json
 from skin_cancer.models import distribute
 from skin_cancer.models.classifier import load_model, trainable_summary, unfreeze
 from skin_cancer.models.training import history_frame, seed_everything, train_phase, training_seed
+from skin_cancer.schema import Config
 from skin_cancer.stages import run_stage
 from skin_cancer.tracking.runs import RunFiles, training_run
 

@@ -2,11 +2,11 @@
 data/prepared/{train,val,test}.csv + report.json."""
 
 from skin_cancer import paths
-from skin_cancer.config import Config
 from skin_cancer.data.audit import read_images
 from skin_cancer.data.collections import training_collections
 from skin_cancer.data.prepare import prepare
 from skin_cancer.io import atomic_dir, write_json
+from skin_cancer.schema import Config
 from skin_cancer.stages import run_stage
 
 

@@ -4,10 +4,11 @@ calibrate and evaluate outputs and the composed configuration."""
 import yaml
 
 from skin_cancer import paths
-from skin_cancer.config import Config, to_dict
+from skin_cancer.config import to_dict
 from skin_cancer.evaluation import model_report
 from skin_cancer.io import atomic_write_text, read_json
 from skin_cancer.operating_point import OperatingPoint
+from skin_cancer.schema import Config
 from skin_cancer.stages import run_stage
 
 

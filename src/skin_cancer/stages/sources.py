@@ -8,8 +8,9 @@ its temporary copy when it runs a queued experiment, and fails there. This stage
 when a fingerprint changes."""
 
 from skin_cancer import paths
-from skin_cancer.config import Config, resolve_from_project
+from skin_cancer.config import resolve_from_project
 from skin_cancer.io import folder_fingerprint, write_json
+from skin_cancer.schema import Config
 from skin_cancer.stages import run_stage
 
 

@@ -3,12 +3,12 @@ epoch logged to the pipeline's MLflow run as it ends (the run's id in reports/tr
 model=ensemble: its trained members assembled, nothing trained."""
 
 from skin_cancer import paths
-from skin_cancer.config import Config
 from skin_cancer.io import atomic_path, read_json, write_json
 from skin_cancer.models import distribute
 from skin_cancer.models.classifier import build_classifier, output_units, trainable_summary
 from skin_cancer.models.ensemble import assemble
 from skin_cancer.models.training import history_frame, seed_everything, train_phase, training_seed
+from skin_cancer.schema import Config
 from skin_cancer.stages import run_stage
 from skin_cancer.tracking.runs import RunFiles, training_run
 from skin_cancer.tracking.store import check_tracking

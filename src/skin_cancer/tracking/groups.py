@@ -7,7 +7,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from skin_cancer.config import TrackingConfig
+from skin_cancer.schema import TrackingConfig
 from skin_cancer.tracking.access import explained_refusals
 from skin_cancer.tracking.store import check_tracking, ensure_experiment, store_lock, tracking_uri
 

@@ -11,9 +11,9 @@ import math
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from skin_cancer.config import Config, TrackingConfig
 from skin_cancer.model_folder import MODEL_FILE, OOD_FILE, OPERATING_POINT_FILE
 from skin_cancer.operating_point import OperatingPoint
+from skin_cancer.schema import Config, TrackingConfig
 from skin_cancer.tracking.access import explained_refusals
 from skin_cancer.tracking.runs import RunFiles, pipeline_run
 from skin_cancer.tracking.store import check_tracking, tracking_uri
@@ -180,6 +180,7 @@ def log_models(cfg: Config, models: Path, operating_point: OperatingPoint, make_
         signature=rest.signature,
         pip_requirements=pip_requirements(),
         input_example=rest.example,
+        model_config=rest.limits,
         metadata={"operating_point": operating_point.to_dict()},
     )
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from skin_cancer.config import Config, flatten, to_dict
+from skin_cancer.config import flatten, to_dict
 from skin_cancer.host import describe as describe_host
 from skin_cancer.io import read_json
 from skin_cancer.operating_point import OperatingPoint
+from skin_cancer.schema import Config
 from skin_cancer.tracking.access import explained_refusals
 from skin_cancer.tracking.groups import GROUP_TAG, adopt_parent, group_parent, parent_run, run_group
 from skin_cancer.tracking.store import check_tracking, ensure_experiment, store_lock, tracking_uri

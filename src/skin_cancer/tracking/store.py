@@ -7,7 +7,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from skin_cancer.config import TrackingConfig, project_params, project_root
+from skin_cancer.config import project_params, project_root
+from skin_cancer.schema import TrackingConfig
 
 DEFAULT_STORE = Path("mlruns")
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from skin_cancer.config import Config, ConfigError, project_root, validate
+from skin_cancer.config import ConfigError, project_root, validate
+from skin_cancer.schema import Config
 
 SWEEPS = Path("sweeps")  # Hydra's job folders and dvc logs, one folder per sweep (git-ignored)
 
