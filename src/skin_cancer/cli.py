@@ -224,12 +224,8 @@ def run_app(args) -> int:
     os.execv(sys.executable, command)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["sweep"]:  # Hydra's own command line: -m, hydra/launcher=..., --help
-        from skin_cancer.tracking.sweep import main as sweep
-
-        return sweep(argv[1:])
+def command_line() -> argparse.ArgumentParser:
+    """The `skin-cancer` command line (`sweep` aside: Hydra parses its own)."""
     raw = argparse.RawDescriptionHelpFormatter  # keeps the exit codes' paragraph as written
     parser = argparse.ArgumentParser(prog="skin-cancer", description=__doc__, formatter_class=raw)
     common = argparse.ArgumentParser(add_help=False)
@@ -286,7 +282,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     app.add_argument("--port", type=int, default=8501)
     app.add_argument("--host", default="127.0.0.1")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sweep"]:  # Hydra's own command line: -m, hydra/launcher=..., --help
+        from skin_cancer.tracking.sweep import main as sweep
+
+        return sweep(argv[1:])
+    args = command_line().parse_args(argv)
     if args.command == "app":
         return run_app(args)
     with library_logs_hidden(args.verbose):  # only a crash escapes it, and then shows the hidden logs

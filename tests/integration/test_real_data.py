@@ -136,6 +136,7 @@ def test_a_collection_held_out_for_scoring_takes_its_copies_out_of_training(comp
         strict=False,
         max_image_pixels=10**8,
         held_out=("ham10000",),
+        workers=2,
     )
     kaggle = report["collections"]["data"]
     assert "benign" not in kaggle.get("train", {}) and "benign" not in kaggle.get("val", {})

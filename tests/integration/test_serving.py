@@ -11,6 +11,7 @@ from PIL import Image
 
 from skin_cancer import paths
 from skin_cancer.cli import main as cli
+from skin_cancer.config import to_dict
 from skin_cancer.errors import DataError
 from skin_cancer.evaluation import explain
 from skin_cancer.operating_point import OperatingPoint
@@ -251,7 +252,8 @@ def test_the_served_model_reports_its_own_faults_as_server_errors(trained):
     from skin_cancer.serving.rest import serving_model
 
     served = serving_model()
-    served.classifier = load_classifier("models/model.keras")
+    # What load_context sets from the logged model: its classifier and its limits (serving.*).
+    served.classifier, served.limits = load_classifier("models/model.keras"), to_dict(trained.serving)
     good = base64.b64encode(open(pd.read_csv(paths.EVALUATION / "test" / "predictions.csv").path[0], "rb").read()).decode()
     rows = pd.DataFrame({"image": [good, base64.b64encode(b"junk").decode()]})
     answered = served.predict(None, rows)
@@ -304,7 +306,7 @@ def test_images_unlike_the_training_data_get_no_diagnosis_everywhere(trained_wit
     assert result["out_of_distribution"] and image is not None and heatmap is None
 
     served = serving_model()
-    served.classifier = strict
+    served.classifier, served.limits = strict, {"max_batch": 32, "max_image_bytes": 10**7}
     rows = served.predict(None, pd.DataFrame({"image": [base64.b64encode(open(test, "rb").read()).decode()]}))
     assert rows.out_of_distribution.tolist() == [True] and rows.label.isna().all() and rows.note[0] == ood.NOT_LIKE_TRAINING
 

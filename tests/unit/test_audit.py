@@ -180,6 +180,8 @@ def test_split_keeps_each_group_on_one_side(make_dataset, tmp_path):
             drop_test_duplicates=True,
             strict=False,
             max_image_pixels=10**8,
+            held_out=(),
+            workers=2,
         )
         sides = {
             split

@@ -14,7 +14,14 @@ from skin_cancer.errors import DataError
 from tests.helpers import AUDIT
 
 PREPARE_DEFAULTS = dict(
-    positive_class="malignant", val_fraction=0.25, seed=0, drop_test_duplicates=True, strict=False, max_image_pixels=10_000_000
+    positive_class="malignant",
+    val_fraction=0.25,
+    seed=0,
+    drop_test_duplicates=True,
+    strict=False,
+    max_image_pixels=10_000_000,
+    held_out=(),
+    workers=2,
 )
 
 
@@ -205,7 +212,7 @@ def test_a_held_out_collection_takes_its_copies_and_their_lesions_out_of_trainin
         (tmp_path / out).mkdir()
     kept = prepare(data, tmp_path / "a", tmp_path / "a", images, **PREPARE_DEFAULTS)
     assert kept["dropped"] == [] and kept["summary"]["dropped_held_out"] == {}
-    report = prepare(data, tmp_path / "b", tmp_path / "b", images, **PREPARE_DEFAULTS, held_out=("held",))
+    report = prepare(data, tmp_path / "b", tmp_path / "b", images, **(PREPARE_DEFAULTS | {"held_out": ("held",)}))
     reasons = {d["path"]: (d["reason"], d["duplicate_of"]) for d in report["dropped"]}
     assert reasons == {
         lesion[0]: ("copy in held-out collection held", "held"),

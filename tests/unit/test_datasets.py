@@ -108,6 +108,8 @@ def test_a_source_lesion_that_holds_a_copy_of_a_test_image_never_enters_training
         drop_test_duplicates=True,
         strict=False,
         max_image_pixels=10**8,
+        held_out=(),
+        workers=2,
     )
     reasons = {d["path"]: d["reason"] for d in report["dropped"]}
     lesion_paths = set(source.path[source.group == lesion])

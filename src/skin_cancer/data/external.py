@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from skin_cancer.data.collections import from_spec, limit_per_class
@@ -45,12 +46,7 @@ def external_set(
         raise DataError(f"evaluate.external.{name}: labels {unknown} are not classes of the model {class_names} (set label_map)")
     prints = fingerprint(list(frame.path), workers, data.max_image_pixels, f"evaluate: hashing {name}")
     copies = find_copies(prints, training_prints, candidate_distance=candidate_distance, min_correlation=min_correlation)
-    reason = pd.Series("", index=frame.index)
-    reason[~prints.readable] = [f"unreadable: {e}" for e in prints.errors if e]
-    reason.iloc[copies.a.unique()] = "copy of a training image"
-    copied_groups = set(frame.group.iloc[copies.a.unique()].dropna())
-    twins = frame.group.isin(copied_groups) & (reason == "")
-    reason[twins] = f"same {dataset.group_column} as a copy of a training image"
+    reason = exclusion_reasons(frame, prints, copies.a.unique(), dataset.group_column)
     kept = frame[reason == ""]
     scored = limit_per_class(kept.assign(split="external"), spec.per_class_limit, seed=seed)
     excluded = frame[reason != ""].assign(reason=reason[reason != ""])
@@ -68,7 +64,8 @@ def external_set(
     }
     label_index = {c: i for i, c in enumerate(class_names)}  # binary: the last class is the positive one
     readable = [
-        read_image(Path(p), name, label, 10**9, (converted, converted)).path for p, label in zip(scored.path, scored.label)
+        read_image(Path(p), name, label, data.max_image_pixels, (converted, converted)).path
+        for p, label in zip(scored.path, scored.label)
     ]
     # Bootstrap unit: the lesion / patient where the dataset names one, else the image itself.
     groups = [g if isinstance(g, str) else f"image:{key}" for g, key in zip(scored.group, scored.key)]
@@ -82,3 +79,15 @@ def external_set(
         }
     )
     return out.reset_index(drop=True), {"record": record, "excluded": excluded[["key", "label", "reason"]]}
+
+
+def exclusion_reasons(frame: pd.DataFrame, prints: Fingerprints, copied: np.ndarray, group_column: str | None) -> pd.Series:
+    """Why each image of an external set is not scored ("" when it is): unreadable, a copy of a
+    training image (rows `copied`), or of the same lesion / patient as such a copy."""
+    reason = pd.Series("", index=frame.index)
+    reason[~prints.readable] = [f"unreadable: {e}" for e in prints.errors if e]
+    reason.iloc[copied] = "copy of a training image"
+    copied_groups = set(frame.group.iloc[copied].dropna())
+    twins = frame.group.isin(copied_groups) & (reason == "")
+    reason[twins] = f"same {group_column} as a copy of a training image"
+    return reason

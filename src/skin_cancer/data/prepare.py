@@ -153,8 +153,8 @@ def prepare(
     drop_test_duplicates: bool,
     strict: bool,
     max_image_pixels: int,
-    held_out: tuple[str, ...] = (),
-    workers: int = 4,
+    held_out: tuple[str, ...],
+    workers: int,
 ) -> dict:
     """Build `out_dir` with {train,val,test}.csv manifests, report.json and converted images from a
     collection (datasets.training_collections: columns path, key, split, label, group, collection).
@@ -166,15 +166,7 @@ def prepare(
     """
     frame = dataset.frame
     classes = sorted(set(frame.label[frame.split == "train"]))
-    if len(classes) < 2:
-        raise DataError(f"{dataset.root}: {len(classes)} class(es) in the training part; at least two are needed")
-    if positive_class is not None and positive_class not in classes:
-        raise DataError(f"data.positive_class={positive_class!r} is not a class of {dataset.root}: {classes}")
-    if positive_class is not None and len(classes) > 2:
-        raise DataError(
-            f"data.positive_class={positive_class!r} needs two classes, the data has {len(classes)}: {classes} "
-            "(set data.positive_class: null for a K-class model, or map the labels onto two classes)"
-        )
+    check_classes(dataset.root, classes, positive_class)
     records, skipped = read_all(frame, max_image_pixels, (out_dir / "converted", published_dir / "converted"), strict, workers)
     attach_audit(records, audit_images)
     named = dict(zip(frame.key, frame.group.map(lambda g: isinstance(g, str))))
@@ -198,9 +190,7 @@ def prepare(
     class_names = [*[c for c in classes if c != positive_class], positive_class] if positive_class else classes
     label_index = {c: i for i, c in enumerate(class_names)}
     for name, subset in (("train", train), ("val", val), ("test", test)):
-        table = pd.DataFrame([asdict(r) for r in subset]).drop(columns="named_group")
-        table.insert(2, "label_index", table["label"].map(label_index))
-        table.to_csv(out_dir / f"{name}.csv", index=False)
+        write_manifest(subset, label_index, out_dir / f"{name}.csv")
 
     used = train + val + test
     return {
@@ -216,17 +206,43 @@ def prepare(
         "dropped": dropped,
         "converted": sum(r.path != r.source for r in used),
         "fingerprint": fingerprint(used),
-        "summary": {
-            "skipped": len(skipped),
-            "dropped_test_duplicates": sum(d["reason"] == "copy of a test image" for d in dropped),
-            "dropped_test_lesions": sum(d["reason"] == "same lesion as a test image" for d in dropped),
-            "dropped_held_out": {
-                name: sum(d["reason"].endswith(f"held-out collection {name}") for d in dropped) for name in held_out
-            },
-            "train_val_groups": len({r.group for r in train + val}),
-            "test_leaks": {kind: sum(r.leak == kind for r in test) for kind in ("copy", "group")},
-            "clean_test_images": sum(not r.leak for r in test),
+        "summary": summary(skipped, dropped, held_out, train + val, test),
+    }
+
+
+def check_classes(root, classes: list[str], positive_class: str | None) -> None:
+    """DataError unless the training part has two classes or more, and a positive class names one
+    of exactly two."""
+    if len(classes) < 2:
+        raise DataError(f"{root}: {len(classes)} class(es) in the training part; at least two are needed")
+    if positive_class is not None and positive_class not in classes:
+        raise DataError(f"data.positive_class={positive_class!r} is not a class of {root}: {classes}")
+    if positive_class is not None and len(classes) > 2:
+        raise DataError(
+            f"data.positive_class={positive_class!r} needs two classes, the data has {len(classes)}: {classes} "
+            "(set data.positive_class: null for a K-class model, or map the labels onto two classes)"
+        )
+
+
+def write_manifest(records: list, label_index: dict[str, int], path: Path) -> None:
+    """One split's manifest: a row per image record, with the class index of its label."""
+    table = pd.DataFrame([asdict(r) for r in records]).drop(columns="named_group")
+    table.insert(2, "label_index", table["label"].map(label_index))
+    table.to_csv(path, index=False)
+
+
+def summary(skipped: list, dropped: list[dict], held_out: tuple[str, ...], train_val: list, test: list) -> dict:
+    """What prepare skipped, dropped and kept apart, in counts (the report's `summary`)."""
+    return {
+        "skipped": len(skipped),
+        "dropped_test_duplicates": sum(d["reason"] == "copy of a test image" for d in dropped),
+        "dropped_test_lesions": sum(d["reason"] == "same lesion as a test image" for d in dropped),
+        "dropped_held_out": {
+            name: sum(d["reason"].endswith(f"held-out collection {name}") for d in dropped) for name in held_out
         },
+        "train_val_groups": len({r.group for r in train_val}),
+        "test_leaks": {kind: sum(r.leak == kind for r in test) for kind in ("copy", "group")},
+        "clean_test_images": sum(not r.leak for r in test),
     }
 
 

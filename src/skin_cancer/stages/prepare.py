@@ -25,6 +25,7 @@ def main(cfg: Config) -> None:
             held_out=tuple(data.held_out),
             strict=data.strict,
             max_image_pixels=data.max_image_pixels,
+            workers=cfg.audit.workers,
         )
         write_json(out_dir / "report.json", report)
     print(f"prepare: {report['counts']}")
