@@ -49,9 +49,9 @@ lint: setup
 test: setup browser lint
 	python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
-# The unit tier: pure functions and small synthetic images, no training (under two minutes).
+# The unit tier: pure functions and small synthetic images, no training; one worker per core.
 test-fast: setup
-	python -m pytest -q tests/unit
+	python -m pytest -q -n auto tests/unit
 
 bench: setup
 	python bench/pipeline.py
