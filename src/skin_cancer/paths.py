@@ -16,10 +16,10 @@ AUDIT_IMAGES = AUDIT / "images.csv"
 PREPARED = Path("data/prepared")
 PREPARE_REPORT = PREPARED / "report.json"
 FEATURES = Path("data/features")
-HEAD_MODEL = Path("models/head.keras")
 MODELS = Path("models")
+HEAD_MODEL = MODELS / "head.keras"
 MODEL = MODELS / MODEL_FILE
-MODEL_H5 = Path("models/model.h5")
+MODEL_H5 = MODELS / "model.h5"
 # Temperature and decision threshold fitted on validation: what turns the model's output into a decision.
 OPERATING_POINT = MODELS / OPERATING_POINT_FILE
 # The out-of-distribution detector fitted with it (skin_cancer.evaluation.ood): flags images unlike the training data.
