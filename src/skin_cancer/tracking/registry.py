@@ -150,9 +150,9 @@ def model_signature(image_size: int, units: int = 1):
 
 def log_models(cfg: Config, models: Path, operating_point: OperatingPoint, make_rest) -> None:
     """The model of folder `models` (model.keras, operating_point.json, ood.npz) in the active run:
-    its Keras flavour (`model`) and, behind the REST
-    pyfunc `make_rest()` builds (a serving.rest.RestModel, given by the caller so that tracking does
-    not import serving), `serving`: what the registry holds and `mlflow models serve` serves.
+    its Keras flavour (`model`) and, behind the REST pyfunc `make_rest()` builds (a
+    serving.rest.RestModel, given by the caller so that tracking does not import serving),
+    `serving`: what the registry holds and `mlflow models serve` serves.
     Both carry the operating point; `serving` carries the package's code (code_paths), pinned
     requirements and an input example, so it loads where the project is not installed."""
     import mlflow
@@ -188,12 +188,12 @@ def log_models(cfg: Config, models: Path, operating_point: OperatingPoint, make_
 def publish(cfg: Config, files: RunFiles, models: Path, make_rest) -> dict:
     """The track stage's work: the pipeline's MLflow run (`tracking.pipeline_run` of `files`) with the
     model of folder `models` (`tracking.log_model`; `make_rest` builds its REST pyfunc, see
-    log_models), registered as a version
-    (`tracking.registered_model`) that takes the champion alias when it beats the comparable ones.
+    log_models), registered as a version (`tracking.registered_model`) that takes the champion
+    alias when it beats the comparable ones.
     Returns {run_id, experiment_id, tracking_uri, group[, registry]}."""
     from mlflow.tracking import MlflowClient
 
-    operating_point = OperatingPoint.load(models / OPERATING_POINT_FILE)
+    operating_point = OperatingPoint.load(files.operating_point)
     uri = check_tracking(cfg.tracking)  # before the run opens: a refusal half-way would leave half a run
     with explained_refusals(uri, "logging the run and registering its model"), pipeline_run(cfg, files) as run:
         numbers = run.pop("numbers")
