@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from skin_cancer.evaluation import calibration, figures
+from skin_cancer.evaluation import calibration, figures, outputs
 from skin_cancer.evaluation import metrics as ev
 from skin_cancer.schema import EvaluateConfig
 
@@ -302,7 +302,7 @@ def test_recalibration_restores_the_operating_point_of_a_shifted_collection():
 
 
 def test_one_decision_rule_for_two_and_k_classes():
-    assert ev.predicted_classes([0.2, 0.5, 0.7], 0.5).tolist() == [0, 1, 1]  # at the threshold: positive
-    assert ev.predicted_classes([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]], None).tolist() == [1, 0]
+    assert outputs.predicted_classes([0.2, 0.5, 0.7], 0.5).tolist() == [0, 1, 1]  # at the threshold: positive
+    assert outputs.predicted_classes([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]], None).tolist() == [1, 0]
     confusion = ev.confusion([0, 1, 1], [0.2, 0.5, 0.4], 0.5, ["benign", "malignant"])["matrix"]
     assert confusion == [[1, 0], [1, 1]] and ev.binary_metrics([0, 1, 1], [0.2, 0.5, 0.4], 0.5)["sensitivity"] == 0.5

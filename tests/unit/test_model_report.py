@@ -1,4 +1,4 @@
-from skin_cancer.evaluation.report_sections import TRANSFER_HEADER, transfer_rows
+from skin_cancer.evaluation.report_tables import TRANSFER_HEADER, transfer_rows
 
 
 def test_transfer_rows_put_unseen_collections_beside_the_collection_trained_on():

@@ -38,12 +38,7 @@ def external_set(
     (record["scored_as"] says which)."""
     dataset, unmapped = from_spec(name, spec, data, f"evaluate.external.{name}")
     frame = dataset.frame
-    scored_as = "classes"
-    if derived and not set(frame.label) & set(class_names) and set(frame.label) <= {"benign", "malignant"}:
-        class_names, scored_as = ["benign", "malignant"], "malignant_score"
-    unknown = sorted(set(frame.label) - set(class_names))
-    if unknown:
-        raise DataError(f"evaluate.external.{name}: labels {unknown} are not classes of the model {class_names} (set label_map)")
+    class_names, scored_as = scored_classes(name, set(frame.label), class_names, derived)
     prints = fingerprint(list(frame.path), workers, data.max_image_pixels, f"evaluate: hashing {name}")
     copies = find_copies(prints, training_prints, candidate_distance=candidate_distance, min_correlation=min_correlation)
     reason = exclusion_reasons(frame, prints, copies.a.unique(), dataset.group_column)
@@ -79,6 +74,19 @@ def external_set(
         }
     )
     return out.reset_index(drop=True), {"record": record, "excluded": excluded[["key", "label", "reason"]]}
+
+
+def scored_classes(name: str, labels: set[str], class_names: list[str], derived: bool) -> tuple[list[str], str]:
+    """(the classes an external set is scored in, "classes" or "malignant_score"): the model's own,
+    or with `derived`, benign / malignant for a set labelled only so; DataError for a label that is
+    neither."""
+    scored_as = "classes"
+    if derived and not labels & set(class_names) and labels <= {"benign", "malignant"}:
+        class_names, scored_as = ["benign", "malignant"], "malignant_score"
+    unknown = sorted(labels - set(class_names))
+    if unknown:
+        raise DataError(f"evaluate.external.{name}: labels {unknown} are not classes of the model {class_names} (set label_map)")
+    return class_names, scored_as
 
 
 def exclusion_reasons(frame: pd.DataFrame, prints: Fingerprints, copied: np.ndarray, group_column: str | None) -> pd.Series:

@@ -167,12 +167,8 @@ def prepare(
     frame = dataset.frame
     classes = sorted(set(frame.label[frame.split == "train"]))
     check_classes(dataset.root, classes, positive_class)
-    records, skipped = read_all(frame, max_image_pixels, (out_dir / "converted", published_dir / "converted"), strict, workers)
-    attach_audit(records, audit_images)
-    named = dict(zip(frame.key, frame.group.map(lambda g: isinstance(g, str))))
-    for record in records:
-        record.named_group = named[record.key]
-
+    folders = (out_dir / "converted", published_dir / "converted")
+    records, skipped = read_audited(frame, audit_images, max_image_pixels, folders, strict, workers)
     test = [r for r in records if r.split == "test"]
     train_pool, dropped = training_pool(records, drop_test_duplicates, tuple(held_out))
     for label in classes:
@@ -186,8 +182,7 @@ def prepare(
     for record in val:
         record.split = "val"
 
-    # Binary: 1 for the positive class; K classes: the position in `class_names` (sorted).
-    class_names = [*[c for c in classes if c != positive_class], positive_class] if positive_class else classes
+    class_names = output_order(classes, positive_class)
     label_index = {c: i for i, c in enumerate(class_names)}
     for name, subset in (("train", train), ("val", val), ("test", test)):
         write_manifest(subset, label_index, out_dir / f"{name}.csv")
@@ -208,6 +203,22 @@ def prepare(
         "fingerprint": fingerprint(used),
         "summary": summary(skipped, dropped, held_out, train + val, test),
     }
+
+
+def read_audited(frame: pd.DataFrame, audit_images: pd.DataFrame, max_image_pixels: int, folders, strict: bool, workers: int):
+    """(records, skipped) of `read_all`, each record carrying the audit's copy cluster, group, leak
+    and provenance, and whether its lesion group is a named one (from the collection's metadata)."""
+    records, skipped = read_all(frame, max_image_pixels, folders, strict, workers)
+    attach_audit(records, audit_images)
+    named = dict(zip(frame.key, frame.group.map(lambda g: isinstance(g, str))))
+    for record in records:
+        record.named_group = named[record.key]
+    return records, skipped
+
+
+def output_order(classes: list[str], positive_class: str | None) -> list[str]:
+    """The model's class order: binary, the positive class last (label index 1); K classes, sorted."""
+    return [*[c for c in classes if c != positive_class], positive_class] if positive_class else classes
 
 
 def check_classes(root, classes: list[str], positive_class: str | None) -> None:

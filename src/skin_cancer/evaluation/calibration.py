@@ -8,15 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-
-def _logit(prob) -> np.ndarray:
-    prob = np.clip(np.asarray(prob, dtype=float), 1e-7, 1 - 1e-7)
-    return np.log(prob) - np.log1p(-prob)
-
-
-def _softmax_logits(prob) -> np.ndarray:
-    """Logits of softmax probabilities (n, K), up to a per-row constant that softmax ignores."""
-    return np.log(np.clip(np.asarray(prob, dtype=float), 1e-12, 1.0))
+from skin_cancer.evaluation import outputs
 
 
 def apply_temperature(prob, temperature: float, class_prior=None) -> np.ndarray:
@@ -26,13 +18,10 @@ def apply_temperature(prob, temperature: float, class_prior=None) -> np.ndarray:
     among the training images) is then divided out, giving the probabilities of a uniform class mix,
     whose argmax is the Bayes decision for balanced accuracy (post-hoc logit adjustment, Menon et
     al. 2021). Renormalising reorders each class's images too, so one-vs-rest AUCs change as well."""
-    if np.ndim(prob) == 2:
-        z = _softmax_logits(prob) / temperature
-        if class_prior is not None:
-            z = z - np.log(np.asarray(class_prior, dtype=float))
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
-    return 1.0 / (1.0 + np.exp(-_logit(prob) / temperature))
+    z = outputs.to_logits(prob) / temperature
+    if class_prior is not None:
+        z = z - np.log(np.asarray(class_prior, dtype=float))
+    return outputs.from_logits(z)
 
 
 def fit_temperature(y_true, prob) -> float:
@@ -40,22 +29,9 @@ def fit_temperature(y_true, prob) -> float:
     Guo et al. 2017), searched over [0.05, 20]; binary (n,) or K-class (n, K) probabilities, with
     `y_true` the 0/1 label or the class index."""
     from scipy.optimize import minimize_scalar
-    from scipy.special import logsumexp
 
-    if np.ndim(prob) == 2:
-        y_true, logits = np.asarray(y_true, dtype=int), _softmax_logits(prob)
-
-        def nll(log_t):
-            z = logits / np.exp(log_t)
-            return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(z)), y_true]))
-
-    else:
-        y_true, logits = np.asarray(y_true, dtype=float), _logit(prob)
-
-        def nll(log_t):
-            z = logits / np.exp(log_t)
-            return float(np.mean(np.logaddexp(0, z) - y_true * z))
-
+    logits = outputs.to_logits(prob)
+    nll = lambda log_t: outputs.mean_nll(y_true, logits / np.exp(log_t))  # noqa: E731
     return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.05), np.log(20)), method="bounded").x))
 
 

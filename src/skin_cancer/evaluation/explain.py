@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skin_cancer.evaluation import outputs
+
 
 def split_at_backbone(model):
     """(layers before the backbone, backbone, layers after it) of a classifier built by `models/classifier.py`."""
@@ -46,7 +48,7 @@ def grad_cam(model, image: np.ndarray, class_index: int | None = None) -> tuple[
         maps = [heatmap for _, heatmap in member_grad_cams(model, image, class_index)]
         mean = np.mean(maps, axis=0)
         probabilities = model(image[None].astype("float32"), training=False).numpy()[0]
-        k = (0 if probabilities.shape[-1] == 1 else int(np.argmax(probabilities))) if class_index is None else class_index
+        k = outputs.output_unit(probabilities) if class_index is None else class_index
         return mean / (mean.max() + 1e-8), float(probabilities[k])
     before, backbone, after = split_at_backbone(model)
     *hidden, output = after
@@ -62,7 +64,7 @@ def grad_cam(model, image: np.ndarray, class_index: int | None = None) -> tuple[
         for layer in hidden:
             y = layer(y, training=False)
         logits = tf.matmul(y, output.kernel) + output.bias
-        k = (0 if logits.shape[-1] == 1 else int(tf.argmax(logits[0]))) if class_index is None else class_index
+        k = outputs.output_unit(logits[0].numpy()) if class_index is None else class_index
         logit = logits[0, k]
     gradients = tape.gradient(logit, features)[0]
     probability = float(output.activation(logits)[0, k])
@@ -82,7 +84,7 @@ def member_grad_cams(model, image: np.ndarray, class_index: int | None = None) -
 
     if class_index is None:
         probabilities = model(image[None].astype("float32"), training=False).numpy()[0]
-        class_index = None if probabilities.shape[-1] == 1 else int(np.argmax(probabilities))
+        class_index = outputs.output_unit(probabilities)
     maps = []
     for member in members_of(model):
         size = member.input.shape[1:3]
@@ -149,10 +151,8 @@ def save_grid(items: list[tuple[np.ndarray, np.ndarray, str]], path: Path, colum
 def pick_examples(y_true: np.ndarray, prob: np.ndarray, threshold: float | None, per_kind: int = 4) -> list[int]:
     """Indices of the most confident correct and the most confident wrong predictions
     (`per_kind` of each where there are that many); K classes: confidence is the top probability."""
-    from skin_cancer.evaluation.metrics import predicted_classes
-
-    predicted = predicted_classes(prob, threshold)
-    confidence = prob.max(axis=1) if prob.ndim == 2 else np.abs(prob - threshold)
+    predicted = outputs.predicted_classes(prob, threshold)
+    confidence = outputs.confidence(prob, threshold)
     correct = np.flatnonzero(predicted == y_true.astype(int))
     wrong = np.flatnonzero(predicted != y_true.astype(int))
     by_confidence = lambda idx: idx[np.argsort(-confidence[idx], kind="stable")][:per_kind]  # noqa: E731
@@ -165,14 +165,13 @@ def gradcam_grid(
     """A grid of Grad-CAM overlays (of the predicted class) for a few correct and wrong predictions
     of a manifest frame."""
     from skin_cancer.data.tf_input import load_image
-    from skin_cancer.evaluation.metrics import predicted_classes
 
     items = []
-    predicted = predicted_classes(prob, threshold)
+    predicted, explained = outputs.predicted_classes(prob, threshold), outputs.explained_classes(prob, threshold)
+    shown = outputs.shown_probability(prob)
     for i in pick_examples(frame.label_index.to_numpy(), prob, threshold):
         image = load_image(frame.path.iloc[i], image_size).numpy()
-        heatmap, _ = grad_cam(model, image, int(predicted[i]) if prob.ndim == 2 else None)
+        heatmap, _ = grad_cam(model, image, explained[i])
         verdict = "right" if predicted[i] == frame.label_index.iloc[i] else "WRONG"
-        p = prob[i].max() if prob.ndim == 2 else prob[i]
-        items.append((image, heatmap, f"{verdict}: true {frame.label.iloc[i]}\np={p:.2f} ({class_names[predicted[i]]})"))
+        items.append((image, heatmap, f"{verdict}: true {frame.label.iloc[i]}\np={shown[i]:.2f} ({class_names[predicted[i]]})"))
     save_grid(items, path)

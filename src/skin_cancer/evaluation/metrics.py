@@ -9,6 +9,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from skin_cancer.evaluation.calibration import apply_temperature, calibration_metrics, fit_temperature
+from skin_cancer.evaluation.outputs import predicted_classes
 from skin_cancer.schema import EvaluateConfig
 
 
@@ -27,14 +28,6 @@ def choose_threshold(y_val, prob_val, cfg: EvaluateConfig) -> float:
     else:
         best = int(np.argmax(tpr >= cfg.target_sensitivity))  # thresholds fall as sensitivity rises
     return float(np.clip(thresholds[best], 1e-6, 1.0))
-
-
-def predicted_classes(prob, threshold: float | None) -> np.ndarray:
-    """The one decision rule, class index per image: for a binary model's positive-class
-    probabilities (n,), positive (1) at or above `threshold`; for K-class probabilities (n, K), the
-    most probable class (the threshold is not used)."""
-    prob = np.asarray(prob)
-    return prob.argmax(axis=1) if prob.ndim == 2 else (prob >= threshold).astype(int)
 
 
 def binary_metrics(y_true, prob, threshold: float) -> dict[str, float]:

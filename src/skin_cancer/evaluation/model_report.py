@@ -11,13 +11,11 @@ from pathlib import Path
 from skin_cancer.evaluation.report_sections import (
     data_card,
     exclusions_section,
-    metrics_section,
     operating_point_section,
     recipe_section,
     source_findings,
-    stress_section,
-    transfer_section,
 )
+from skin_cancer.evaluation.report_tables import metrics_section, stress_section, transfer_section
 from skin_cancer.operating_point import OperatingPoint
 
 LIMITATIONS = """\

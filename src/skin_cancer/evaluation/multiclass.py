@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from skin_cancer.evaluation.metrics import bootstrap_ci, predicted_classes, roc_auc
+from skin_cancer.evaluation.metrics import bootstrap_ci, roc_auc
+from skin_cancer.evaluation.outputs import predicted_classes
 
 
 def class_shares(label_index, k: int) -> list[float]:

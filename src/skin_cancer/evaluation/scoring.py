@@ -15,7 +15,7 @@ from skin_cancer.data.collections import other_collections
 from skin_cancer.data.external import external_set
 from skin_cancer.data.prepare import read_manifest
 from skin_cancer.errors import DataError
-from skin_cancer.evaluation import calibration, explain
+from skin_cancer.evaluation import calibration, explain, outputs
 from skin_cancer.evaluation import figures as figures_
 from skin_cancer.evaluation import metrics as ev
 from skin_cancer.evaluation import multiclass as mc
@@ -101,7 +101,7 @@ def score(cfg: Config, model, op: OperatingPoint, prepared: Path, out: Path, fig
     metrics = {"validation": op.validation, **op.validation_by_source}
     bins = cfg.evaluate.calibration_bins
     for name, (frame, prob) in sets.items():
-        if prob.ndim == 2:
+        if outputs.is_class_matrix(prob):
             metrics[name] = mc.multiclass_metrics(
                 frame.label_index,
                 prob,
@@ -166,7 +166,7 @@ def recalibrated_set(frame: pd.DataFrame, prob, size: int, cfg: Config, frozen_t
 def write_multiclass_set(name: str, frame: pd.DataFrame, prob: np.ndarray, class_names: list[str], out: Path, figures: Path):
     """Predictions (every class's probability), the K x K confusion matrix (counts; a row-normalised
     figure) and the classification report of one K-class set under `out/<name>/` and `figures/`."""
-    y_true, predicted = frame.label_index.to_numpy(), prob.argmax(axis=1)
+    y_true, predicted = frame.label_index.to_numpy(), outputs.predicted_classes(prob, None)
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame({"path": frame.source, "actual": frame.label, "predicted": np.asarray(class_names)[predicted]})
@@ -204,7 +204,7 @@ def write_set(
             "path": frame.source,
             "actual": frame.label,
             "probability": np.round(prob, 6),
-            "predicted": np.asarray(class_names)[ev.predicted_classes(prob, threshold)],
+            "predicted": np.asarray(class_names)[outputs.predicted_classes(prob, threshold)],
         }
     ).to_csv(folder / "predictions.csv", index=False)
     conf = ev.confusion(y_true, prob, threshold, class_names)

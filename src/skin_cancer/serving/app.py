@@ -71,7 +71,7 @@ def show_card(card: dict, classifier) -> list:
     for key in ("MLflow run", "data fingerprint", "recipe"):
         if card.get(key):
             st.markdown(f"{key}: `{card[key]}`")
-    from skin_cancer.evaluation.report_sections import TRANSFER_HEADER, transfer_rows
+    from skin_cancer.evaluation.report_tables import TRANSFER_HEADER, transfer_rows
 
     metrics: dict[str, dict] = {}
     for key, value in card.items():

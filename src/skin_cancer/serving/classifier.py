@@ -172,7 +172,7 @@ class Classifier:
     def _decide(self, probability) -> dict:
         """Binary: the malignancy probability, the label at the threshold. K classes: the top class and
         its probability, every class's probability, the top three, and the malignant score."""
-        from skin_cancer.evaluation.metrics import predicted_classes
+        from skin_cancer.evaluation.outputs import predicted_classes
 
         op = self.operating_point
         if not op.multiclass:
