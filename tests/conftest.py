@@ -39,7 +39,8 @@ FILE_ORDER = {"test_e2e.py": 0, "unit": 1, "system": 2, "integration": 3}
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: FILE_ORDER.get(item.path.name, FILE_ORDER.get(item.path.parent.name, 4)))
+    tier = lambda item: item.path.relative_to(ROOT / "tests").parts[0]  # noqa: E731
+    items.sort(key=lambda item: FILE_ORDER.get(item.path.name, FILE_ORDER.get(tier(item), 4)))
 
 
 @pytest.fixture(scope="session")

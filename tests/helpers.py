@@ -300,3 +300,24 @@ def predict_outside_the_project(model_dir, image, cwd: Path) -> dict:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])[0]
+
+
+def make_other_dataset(root, ours, tmp_path):
+    """A HAM10000-like dataset (images/ + metadata CSV with image_id, dx, lesion_id) holding copies
+    of some of our images: lesion L1 has copies of train/malignant/0 and test/malignant/0 (a
+    same-lesion twin across our split), lesion L2 a copy of train/benign/1 and an image of its own."""
+    images = tmp_path / "other" / "images"
+    images.mkdir(parents=True)
+    rows = []
+    for image_id, source, lesion, dx in [
+        ("ISIC_1", ours / "train" / "malignant" / "0.jpg", "L1", "mel"),
+        ("ISIC_2", ours / "test" / "malignant" / "0.jpg", "L1", "mel"),
+        ("ISIC_3", ours / "train" / "benign" / "1.jpg", "L2", "nv"),
+        ("ISIC_4", None, "L2", "nv"),
+        ("ISIC_5", None, "L3", "bkl"),
+    ]:
+        image = Image.open(source).resize((200, 150)) if source else lesion_image(np.random.default_rng(len(rows)), False, 96)
+        image.convert("RGB").save(images / f"{image_id}.jpg", quality=90)
+        rows.append({"lesion_id": lesion, "image_id": image_id, "dx": dx, "age": 50})
+    pd.DataFrame(rows).to_csv(tmp_path / "other" / "metadata.csv", index=False)
+    return tmp_path / "other"

@@ -88,3 +88,22 @@ def test_only_entry_points_know_where_the_pipeline_writes():
 
 def test_the_architecture_page_shows_the_code_as_it_is():
     assert architecture(["--check"]) == 0, "docs/architecture.md is out of date: run python scripts/architecture.py"
+
+
+def test_each_packages_unit_tests_import_it_and_the_layers_below_only():
+    """tests/unit/<package>/ tests that package: each file imports it, and otherwise only what the
+    package itself may import; never a layer above it or an entry point (tests/unit/entry_points/
+    tests those). Objects from elsewhere come through fixtures."""
+    unit = ROOT / "tests" / "unit"
+    folders = sorted(path.parent.name for path in unit.glob("*/test_*.py"))
+    assert set(folders) == {*LAYERS, "entry_points"}, folders
+    problems = []
+    for package in LAYERS:
+        for path in sorted((unit / package).glob("test_*.py")):
+            imported = imported_modules(path)
+            above = sorted(m for m in imported if m.startswith(ENTRY_POINTS) or LAYERS.index(layer(m)) > LAYERS.index(package))
+            if above:
+                problems.append(f"{path.relative_to(ROOT)} imports {above}")
+            if not any(layer(m) == package for m in imported):
+                problems.append(f"{path.relative_to(ROOT)} imports nothing of skin_cancer.{package}")
+    assert not problems, "\n".join(problems)

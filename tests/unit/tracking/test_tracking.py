@@ -210,3 +210,16 @@ def test_every_parameter_of_a_run_is_a_valid_mlflow_key(tmp_path, compose, exper
     logged = client.get_run(run.info.run_id).data.params
     assert json.loads(logged[f"{label_map}.label_map"])["melanoma (in situ)"] == "malignant"
     assert logged["model.dropout"] == str(cfg.model.dropout) and logged["data.per_class_limit"] == "null"
+
+
+def test_readers_outside_the_stages_use_the_composed_params(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from skin_cancer.config import compose
+
+    params = OmegaConf.merge(compose([], ROOT / "conf"), {"tracking": {"uri": "http://127.0.0.1:5999"}})
+    (tmp_path / "params.yaml").write_text(OmegaConf.to_yaml(params))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri() == "http://127.0.0.1:5999"

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from skin_cancer.evaluation import ood
+from skin_cancer.models.inference import RUNTIMES, compile_forward, compile_predictor
 
 
 def gaussian(n, d=16, shift=0.0, seed=0):
@@ -51,3 +52,23 @@ def test_a_detector_survives_the_file_and_a_model_without_one_says_why(tmp_path)
     ood.save(None, tmp_path / "none.npz", reason="an ensemble has no single feature space")
     assert ood.load(tmp_path / "none.npz") is None
     assert str(np.load(tmp_path / "none.npz")["reason"]) == "an ensemble has no single feature space"
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_flag_features_come_from_the_same_pass_unchanged(tiny_cfg, runtime):
+    """With the pooled features read off the prediction's forward pass, the probabilities are those
+    of the plain predictor and the features those of the image as given (view 0), as a separate
+    pooled-features graph computes them."""
+    from skin_cancer.evaluation.ood import FEATURE_LAYER, pooled_features
+    from skin_cancer.models.classifier import build_classifier
+    from skin_cancer.models.inference import split_features
+
+    model = build_classifier(tiny_cfg.model, 32)
+    images = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
+    probabilities, features = split_features(compile_predictor(model, 4, runtime, FEATURE_LAYER)(images), 1)
+    np.testing.assert_allclose(probabilities, compile_predictor(model, 4, runtime)(images), atol=1e-6)
+    pooled = pooled_features(model)
+    alone = compile_forward(lambda x: pooled(x, training=False), (32, 32, 3), runtime)(images)
+    assert features.shape == alone.shape == (5, model.get_layer(FEATURE_LAYER).output.shape[-1])
+    np.testing.assert_allclose(features, alone, atol=1e-5)
+    assert np.ptp(features, axis=0).max() > 1e-3  # the images differ: not one constant row

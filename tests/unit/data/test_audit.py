@@ -1,25 +1,21 @@
 """Audit: copies under resizing, squashing, re-encoding, flips and quarter turns; provenance against a
 dataset with groups; grouped splits; clean-test flags; bad input; the real data's known pairs."""
 
-import argparse
 import io
-import shutil
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from PIL import Image
 
-from skin_cancer.cli import main as cli
 from skin_cancer.data import audit as au
 from skin_cancer.data import copies as cp
 from skin_cancer.data.collections import load_dataset, map_labels
 from skin_cancer.data.images import BadImage, decode
 from skin_cancer.data.prepare import leak_kind, prepare, read_manifest
 from skin_cancer.errors import DataError
-from tests.helpers import AUDIT, COPY, PIXELS, ROOT, exhaustive_copies, lesion_image
+from tests.helpers import AUDIT, COPY, PIXELS, exhaustive_copies, lesion_image, make_other_dataset
 
 
 def reencoded(image: Image.Image, quality: int = 60) -> Image.Image:
@@ -115,27 +111,6 @@ def test_unreadable_images_are_reported_not_fatal(make_dataset):
     assert "empty file" in result.report["unreadable"]["train/benign/empty.jpg"]
 
 
-def make_other_dataset(root, ours, tmp_path):
-    """A HAM10000-like dataset (images/ + metadata CSV with image_id, dx, lesion_id) holding copies
-    of some of our images: lesion L1 has copies of train/malignant/0 and test/malignant/0 (a
-    same-lesion twin across our split), lesion L2 a copy of train/benign/1 and an image of its own."""
-    images = tmp_path / "other" / "images"
-    images.mkdir(parents=True)
-    rows = []
-    for image_id, source, lesion, dx in [
-        ("ISIC_1", ours / "train" / "malignant" / "0.jpg", "L1", "mel"),
-        ("ISIC_2", ours / "test" / "malignant" / "0.jpg", "L1", "mel"),
-        ("ISIC_3", ours / "train" / "benign" / "1.jpg", "L2", "nv"),
-        ("ISIC_4", None, "L2", "nv"),
-        ("ISIC_5", None, "L3", "bkl"),
-    ]:
-        image = Image.open(source).resize((200, 150)) if source else lesion_image(np.random.default_rng(len(rows)), False, 96)
-        image.convert("RGB").save(images / f"{image_id}.jpg", quality=90)
-        rows.append({"lesion_id": lesion, "image_id": image_id, "dx": dx, "age": 50})
-    pd.DataFrame(rows).to_csv(tmp_path / "other" / "metadata.csv", index=False)
-    return tmp_path / "other"
-
-
 def test_provenance_carries_groups_and_flags_test_twins(make_dataset, tmp_path):
     ours = make_dataset(train=6, test=3)
     # Our test/malignant/0 and train/malignant/0 are different images of one lesion (L1) in the other set.
@@ -220,42 +195,6 @@ def test_label_map_must_cover_every_label():
         map_labels(frame, {"mel": "malignant", "nv": "benign"}, "evaluate.external.x.label_map")
     kept, left_out = map_labels(frame, {"mel": "malignant", "nv": "benign", "bkl": None, "df": None}, "x")
     assert list(kept.label) == ["malignant", "benign"] and left_out == 2
-
-
-def test_cli_audit_writes_outputs_and_fails_cleanly(make_dataset, tmp_path, capsys):
-    ours = make_dataset(train=3, test=2)
-    shutil.copy(ours / "train" / "benign" / "0.jpg", ours / "test" / "benign" / "copy.jpg")
-    other = make_other_dataset(ours, ours, tmp_path)
-    assert cli(["audit", str(ours), "--against", str(other), "--out", str(tmp_path / "out"), "--workers", "2"]) == 0
-    printed = capsys.readouterr().out
-    assert "with a copy in train/val: 1" in printed and "copies in other" in printed
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"report.json", "images.csv", "pairs.csv", "provenance.csv"}
-    pairs = pd.read_csv(tmp_path / "out" / "pairs.csv")
-    assert list(zip(pairs.a, pairs.b, pairs.exact)) == [("train/benign/0.jpg", "test/benign/copy.jpg", True)]
-    (tmp_path / "empty").mkdir()
-    assert cli(["audit", str(tmp_path / "empty")]) == 2
-    assert "has no class folders" in capsys.readouterr().err
-
-
-def test_cli_audit_takes_its_defaults_from_conf_or_asks_for_them(make_dataset, tmp_path, monkeypatch, capsys):
-    from skin_cancer.cli import AUDIT_OPTIONS, audit_settings
-
-    ours = make_dataset(train=3, test=2)
-    given = {"candidate_distance": 3, "min_correlation": None, "workers": None, "max_pixels": None}
-    settings = audit_settings(argparse.Namespace(**given))  # run from the project: conf/ composed
-    assert settings == {
-        **AUDIT,
-        "candidate_distance": 3,
-        "workers": yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["audit"]["workers"],
-    }
-    monkeypatch.chdir(tmp_path)  # no conf/ here: the options not given are named
-    assert cli(["audit", str(ours), "--out", str(tmp_path / "out"), "--candidate-distance", "3"]) == 2
-    error = capsys.readouterr().err.strip()
-    assert error.endswith("or give --min-correlation, --workers, --max-pixels") and len(error.splitlines()) == 1
-    assert not (tmp_path / "out").exists()
-    everything = [f"--{option.replace('_', '-')}={value}" for option, value in {**AUDIT, "candidate_distance": 3}.items()]
-    assert len(everything) == len(AUDIT_OPTIONS)
-    assert cli(["audit", str(ours), "--out", str(tmp_path / "out"), *everything]) == 0
 
 
 @pytest.mark.parametrize("content", ["bomb", "empty", "text", "cut"])

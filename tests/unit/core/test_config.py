@@ -104,13 +104,9 @@ def test_out_of_range_values_name_the_key(raw, key):
         ("data.held_out=[derm7pt]", "data.held_out"),  # not an audit.against collection: no copies found
     ],
 )
-def test_composing_an_out_of_range_value_fails_with_the_key(tmp_path, override, key):
-    from skin_cancer.cli import main
-
+def test_composing_an_out_of_range_value_fails_with_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(compose([override]))
-    assert main(["compose", override, "--out", str(tmp_path / "params.yaml")]) == 2
-    assert not (tmp_path / "params.yaml").exists()
 
 
 def test_a_key_missing_from_conf_fails_by_name():
@@ -130,17 +126,6 @@ def test_the_schema_holds_no_default_that_conf_sets():
     composed = flatten(OmegaConf.to_container(compose([]), resolve=True))
     competing = {key: schema[key] for key in composed if key in schema and schema[key] != MISSING}
     assert competing == {}
-
-
-def test_readers_outside_the_stages_use_the_composed_params(tmp_path, monkeypatch):
-    from skin_cancer.tracking.store import tracking_uri
-
-    params = OmegaConf.merge(compose([]), {"tracking": {"uri": "http://127.0.0.1:5999"}})
-    (tmp_path / "params.yaml").write_text(OmegaConf.to_yaml(params))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking_uri() == "http://127.0.0.1:5999"
 
 
 def test_missing_params_file_is_a_clear_error(tmp_path):

@@ -36,26 +36,6 @@ def test_openvino_runs_the_same_graph_as_tensorflow(tiny_cfg):
     assert np.ptp(by_runtime["tensorflow"]) > 1e-3  # not a constant output that would agree trivially
 
 
-@pytest.mark.parametrize("runtime", RUNTIMES)
-def test_the_flag_features_come_from_the_same_pass_unchanged(tiny_cfg, runtime):
-    """With the pooled features read off the prediction's forward pass, the probabilities are those
-    of the plain predictor and the features those of the image as given (view 0), as a separate
-    pooled-features graph computes them."""
-    from skin_cancer.evaluation.ood import FEATURE_LAYER, pooled_features
-    from skin_cancer.models.classifier import build_classifier
-    from skin_cancer.models.inference import split_features
-
-    model = build_classifier(tiny_cfg.model, 32)
-    images = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
-    probabilities, features = split_features(compile_predictor(model, 4, runtime, FEATURE_LAYER)(images), 1)
-    np.testing.assert_allclose(probabilities, compile_predictor(model, 4, runtime)(images), atol=1e-6)
-    pooled = pooled_features(model)
-    alone = compile_forward(lambda x: pooled(x, training=False), (32, 32, 3), runtime)(images)
-    assert features.shape == alone.shape == (5, model.get_layer(FEATURE_LAYER).output.shape[-1])
-    np.testing.assert_allclose(features, alone, atol=1e-5)
-    assert np.ptp(features, axis=0).max() > 1e-3  # the images differ: not one constant row
-
-
 def test_unknown_runtime_is_named():
     with pytest.raises(ValueError, match="runtime='onnx'"):
         compile_predictor(corner_model(), 1, "onnx")
