@@ -25,6 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+import skin_cancer  # noqa: F401  first: it caps NumPy and OpenBLAS at AVX2, which works only before they load
+
+# isort: split
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -12,6 +12,9 @@ import json
 import time
 from pathlib import Path
 
+import skin_cancer  # noqa: F401  first: it caps NumPy and OpenBLAS at AVX2, which works only before they load
+
+# isort: split
 import pandas as pd
 
 from skin_cancer import host

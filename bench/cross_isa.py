@@ -22,6 +22,9 @@ import json
 import zipfile
 from pathlib import Path
 
+import skin_cancer  # noqa: F401  first: it caps NumPy and OpenBLAS at AVX2, which works only before they load
+
+# isort: split
 import numpy as np
 from pipeline import ROOT, bench, stage_env
 

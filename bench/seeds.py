@@ -18,6 +18,9 @@ import json
 import time
 from pathlib import Path
 
+import skin_cancer  # noqa: F401  first: it caps NumPy and OpenBLAS at AVX2, which works only before they load
+
+# isort: split
 import numpy as np
 from pipeline import RECIPES, ROOT, compose, fresh_workspace, repro, stage_env
 

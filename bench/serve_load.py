@@ -26,6 +26,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import skin_cancer  # noqa: F401  first: it caps NumPy and OpenBLAS at AVX2, which works only before they load
+
+# isort: split
 import numpy as np
 
 from skin_cancer import host

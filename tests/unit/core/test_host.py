@@ -1,6 +1,7 @@
 """The machine description every run and model report carries."""
 
 from skin_cancer.host import AVX2_CEILING, NATIVE, ceiling_for, cpu_model_and_flags, describe, one_line
+from tests.helpers import ROOT
 
 CPUINFO = """processor\t: 0
 model name\t: AMD EPYC 9R14
@@ -55,3 +56,24 @@ def test_importing_the_package_caps_a_fresh_process_and_describe_reports_the_ker
     assert native["onednn_max_cpu_isa"] == "unset"
     if "avx512f" in native["isa"]:
         assert native["numpy_simd"] not in ("X86_V3", "baseline") and native["blas"] != "openblas Haswell"
+
+
+def test_every_script_caps_the_numerical_libraries_before_loading_them():
+    """host.pin works only before NumPy, pandas, TensorFlow and the like load: a benchmark or script
+    that imports one of them first runs with the CPU's own kernels (bench/stress.py did)."""
+    import ast
+
+    heavy = {"numpy", "pandas", "scipy", "sklearn", "tensorflow", "keras", "matplotlib", "mlflow"}
+    late = []
+    for path in sorted([*(ROOT / "bench").glob("*.py"), *(ROOT / "scripts").glob("*.py")]):
+        for node in ast.parse(path.read_text()).body:
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            top = {name.split(".")[0] for name in names}
+            if "skin_cancer" in top or "pipeline" in top:  # bench/pipeline.py imports the package first
+                break
+            if top & heavy:
+                late.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+                break
+    assert not late, f"import skin_cancer before the numerical libraries in {late}"
