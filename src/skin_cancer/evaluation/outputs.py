@@ -1,7 +1,8 @@
 """The model's output in its two forms, and the one place that tells them apart: a binary model's
 positive-class probability per image, shape (n,), or a K-class model's softmax rows, shape (n, K).
 Calibration, decisions, confidence and explanations go through these functions, so that no other
-module branches on the shape of a probability array (tests/unit/test_outputs.py keeps it so)."""
+module branches on the shape of a probability array (tests/unit/evaluation/test_outputs.py keeps it
+so)."""
 
 from __future__ import annotations
 
