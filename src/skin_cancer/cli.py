@@ -8,15 +8,14 @@ start-up logs only with -v/--verbose."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from skin_cancer.config import PARAMS_FILE, ConfigError, compose, write_params
 from skin_cancer.errors import DataError
 from skin_cancer.evaluation.ood import flag_text
+from skin_cancer.library_logs import library_logs_hidden
 from skin_cancer.tracking.access import AccessError
 
 # `skin-cancer audit`'s options and where conf/ keeps their defaults.
@@ -148,52 +147,7 @@ def run_explain(args) -> int:
     return 1 if failed else 0
 
 
-@contextlib.contextmanager
-def library_logs_hidden(verbose: bool):
-    """Hide TensorFlow, absl and oneDNN start-up logs unless `verbose`; an exception that escapes
-    (a crash, not a handled error) shows them.
-
-    They are written from C++ straight to file descriptor 2, some before absl's logging is set up,
-    so TF_CPP_MIN_LOG_LEVEL does not silence them (TensorFlow 2.21). While the command runs, that
-    descriptor points at a temporary file and Python's own stderr (errors, progress bars) at the
-    real one."""
-    if verbose:
-        yield
-        return
-    import logging
-    import warnings
-
-    loggers = {name: logging.getLogger(name) for name in ("tensorflow", "absl", "mlflow", "h5py")}
-    levels = {name: logger.level for name, logger in loggers.items()}
-    for logger in loggers.values():
-        logger.setLevel(logging.ERROR)
-    previous = sys.stderr
-    previous.flush()
-    real = os.dup(2)
-    with tempfile.TemporaryFile() as captured, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # library warnings (Keras, MLflow) are logs too
-        os.dup2(captured.fileno(), 2)
-        if previous is sys.__stderr__:  # the process's own stderr, not a caller's capture: keep it on the terminal
-            sys.stderr = open(real, "w", buffering=1, closefd=False)  # noqa: SIM115 - restored below
-        try:
-            yield
-        except BaseException as error:
-            if not isinstance(error, (SystemExit, KeyboardInterrupt)):
-                sys.stderr.flush()
-                captured.seek(0)
-                os.write(real, captured.read()[-20_000:])
-            raise
-        finally:
-            sys.stderr.flush()
-            sys.stderr = previous
-            os.dup2(real, 2)
-            os.close(real)
-            for name, logger in loggers.items():
-                logger.setLevel(levels[name])
-
-
 def run_app(args) -> int:
-    import os
 
     from skin_cancer.config import project_params
 

@@ -71,8 +71,9 @@ def test_one_and_two_workers_here_on_slurm_and_mirrored_train_alike(workspace, t
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known gap (issue #32): under any tf.distribute strategy, one replica included, training "
-    "differs from a run without one from the first step; replicas agree with each other",
+    reason="known gap (issue #32): under any tf.distribute strategy Keras's fit peeks one batch from "
+    "a fresh iterator before the first epoch, which uses up one reshuffle of the training set, so "
+    "every epoch sees the next epoch's image order of a plain run (docs/scaling-out.md)",
 )
 def test_a_strategy_trains_like_a_plain_run(workspace):
     from skin_cancer.stages import audit, features, finetune, prepare, train

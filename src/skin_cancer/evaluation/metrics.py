@@ -1,6 +1,6 @@
 """Metrics of a scored set: threshold and ranking metrics, lesion-level bootstrap intervals,
-per-source subsets (scikit-learn and numpy; pure functions, no files). Calibration is
-evaluation.calibration's."""
+per-source subsets (scikit-learn and numpy; pure functions, no files). Calibration and the
+threshold are evaluation.calibration's."""
 
 from __future__ import annotations
 
@@ -8,26 +8,9 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from skin_cancer.evaluation.calibration import apply_temperature, calibration_metrics, fit_temperature
+from skin_cancer.evaluation.calibration import calibration_metrics
 from skin_cancer.evaluation.outputs import predicted_classes
 from skin_cancer.schema import EvaluateConfig
-
-
-def choose_threshold(y_val, prob_val, cfg: EvaluateConfig) -> float:
-    """The decision threshold, chosen without looking at any test set.
-
-    "fixed": `cfg.threshold`; "youden": the validation threshold maximising Youden's J
-    (sensitivity + specificity - 1); "target_sensitivity": the highest validation threshold whose
-    sensitivity reaches `cfg.target_sensitivity`.
-    """
-    if cfg.threshold_policy == "fixed":
-        return float(cfg.threshold)
-    fpr, tpr, thresholds = skm.roc_curve(np.asarray(y_val).astype(int), np.asarray(prob_val))
-    if cfg.threshold_policy == "youden":
-        best = int(np.argmax(tpr - fpr))
-    else:
-        best = int(np.argmax(tpr >= cfg.target_sensitivity))  # thresholds fall as sensitivity rises
-    return float(np.clip(thresholds[best], 1e-6, 1.0))
 
 
 def binary_metrics(y_true, prob, threshold: float) -> dict[str, float]:
@@ -219,28 +202,6 @@ def set_metrics(y_true, prob, threshold: float, cfg: EvaluateConfig, seed: int, 
         k: v for k, v in binary_metrics(y_true, prob, 0.5).items() if k in ("accuracy", "sensitivity", "specificity")
     }
     return metrics
-
-
-def recalibration_sample(y_true, groups, size: int, seed: int) -> np.ndarray:
-    """Mask of a seeded labelled sample of about `size` images, half per class, drawn as whole groups
-    (lesions), for re-fitting temperature and threshold on a new collection; the rest is scored."""
-    y_true, groups = np.asarray(y_true).astype(int), pd.Series(np.asarray(groups)).astype(str)
-    rng = np.random.default_rng(seed)
-    chosen = np.zeros(len(y_true), dtype=bool)
-    for label in (0, 1):
-        lesions = groups[y_true == label].unique()
-        for lesion in rng.permutation(lesions):
-            if chosen[y_true == label].sum() >= size // 2:
-                break
-            chosen |= (groups == lesion).to_numpy()
-    return chosen
-
-
-def recalibrate(y_sample, prob_sample, cfg: EvaluateConfig) -> tuple[float, float]:
-    """(temperature, threshold) re-fitted on a labelled sample of a new collection, on top of the
-    model's calibrated probabilities, with the validation split's threshold policy."""
-    temperature = fit_temperature(y_sample, prob_sample) if cfg.temperature_scaling else 1.0
-    return temperature, choose_threshold(y_sample, apply_temperature(prob_sample, temperature), cfg)
 
 
 def json_safe(metrics: dict) -> dict:

@@ -150,8 +150,8 @@ def recalibrated_set(frame: pd.DataFrame, prob, size: int, cfg: Config, frozen_t
     sample, at a temperature and threshold re-fitted on that sample; the metrics carry the frozen
     operating point's numbers on the same images (`frozen_*`) and the gain."""
     y, groups = frame.label_index.to_numpy(), frame.group.to_numpy()
-    sample = ev.recalibration_sample(y, groups, size, cfg.seed)
-    temperature, threshold = ev.recalibrate(y[sample], prob[sample], cfg.evaluate)
+    sample = calibration.recalibration_sample(y, groups, size, cfg.seed)
+    temperature, threshold = calibration.recalibrate(y[sample], prob[sample], cfg.evaluate)
     rest_prob = calibration.apply_temperature(prob[~sample], temperature)
     metrics = ev.set_metrics(y[~sample], rest_prob, threshold, cfg.evaluate, cfg.seed, groups=groups[~sample])
     frozen = ev.binary_metrics(y[~sample], prob[~sample], frozen_threshold)

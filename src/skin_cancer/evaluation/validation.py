@@ -42,7 +42,7 @@ def fit_operating_point(cfg: Config, val: pd.DataFrame, raw: np.ndarray, report:
         )
         validation.update(ece=validation["top_label_ece"], uncalibrated_ece=mc.top_label_ece(val.label_index, raw, bins))
     else:
-        threshold, policy = ev.choose_threshold(val.label_index, prob, cfg.evaluate), cfg.evaluate.threshold_policy
+        threshold, policy = calibration.choose_threshold(val.label_index, prob, cfg.evaluate), cfg.evaluate.threshold_policy
         validation = ev.binary_metrics(val.label_index, prob, threshold)
         uncalibrated = calibration.calibration_metrics(val.label_index, raw, bins)
         validation.update({f"uncalibrated_{k}": v for k, v in uncalibrated.items()})

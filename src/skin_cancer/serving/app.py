@@ -36,7 +36,7 @@ def arguments() -> argparse.Namespace:
 def classifier(source: str, verbose: bool = False):
     """The model, loaded once for every session; TensorFlow's start-up logs (it is first imported
     here) stay out of the server's terminal unless `skin-cancer app --verbose`."""
-    from skin_cancer.cli import library_logs_hidden
+    from skin_cancer.library_logs import library_logs_hidden
     from skin_cancer.serving.classifier import load_classifier
 
     with library_logs_hidden(verbose):

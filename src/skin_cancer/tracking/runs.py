@@ -10,66 +10,20 @@ run is complete either way. What it is made of comes in as `RunFiles`: the stage
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from skin_cancer.config import flatten, to_dict
+from skin_cancer.config import flatten
 from skin_cancer.host import describe as describe_host
 from skin_cancer.io import read_json
 from skin_cancer.operating_point import OperatingPoint
 from skin_cancer.schema import Config
 from skin_cancer.tracking.access import explained_refusals
 from skin_cancer.tracking.groups import GROUP_TAG, adopt_parent, group_parent, parent_run, run_group
+from skin_cancer.tracking.run_description import epoch_metrics, host_tags, run_name, run_params, run_tags
 from skin_cancer.tracking.store import check_tracking, ensure_experiment, store_lock, tracking_uri
-
-
-def git_commit() -> str:
-    if os.environ.get("DVC_EXP_BASELINE_REV"):
-        return os.environ["DVC_EXP_BASELINE_REV"]
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def run_tags(cfg: Config, prepare_report: dict) -> dict[str, str]:
-    tags = {
-        "recipe": cfg.recipe,
-        "git.commit": git_commit(),
-        "data.fingerprint": prepare_report["fingerprint"],
-        "data.root": prepare_report["root"],
-        "model.backbone": cfg.model.backbone,
-    }
-    if os.environ.get("DVC_EXP_NAME"):
-        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
-    return tags
-
-
-def host_tags(host: dict[str, str], stage: str):
-    """The machine a stage ran on as run tags `host.<stage>.<key>` (skin_cancer.host)."""
-    from mlflow.entities import RunTag
-
-    return [RunTag(f"host.{stage}.{key}", value) for key, value in host.items()]
-
-
-def epoch_metrics(history: pd.DataFrame):
-    """MLflow Metric entities, one per phase, metric and epoch (step = epoch across both phases)."""
-    import time
-
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    out = []
-    for row in history.to_dict("records"):
-        for key, value in row.items():
-            if key not in ("epoch", "phase") and pd.notna(value):
-                out.append(Metric(f"{row['phase']}.{key}", float(value), now, int(row["epoch"])))
-    return out
 
 
 def log_datasets(files: RunFiles, evaluated: list[str]) -> None:
@@ -106,40 +60,6 @@ def log_input(dataset, context: str, attempts: int = 3) -> None:
         except MlflowException as error:
             if error.error_code != "BAD_REQUEST" or "unique" not in str(error).lower() or attempt == attempts - 1:
                 raise
-
-
-def run_params(cfg: Config):
-    """Every parameter as a dotted key (`model.dropout`), None written as "null" as in params.yaml.
-    A label map is one parameter, its JSON: a collection's labels ("melanoma (in situ)") are not
-    valid MLflow keys."""
-    from mlflow.entities import Param
-
-    def leaves(mapping: dict, prefix: str = ""):
-        for key, value in mapping.items():
-            if isinstance(value, dict) and key != "label_map":
-                yield from leaves(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}", value
-
-    def text(value) -> str:
-        return "null" if value is None else json.dumps(value) if isinstance(value, dict) else str(value)
-
-    return [Param(key, text(value)) for key, value in leaves(to_dict(cfg))]
-
-
-def run_name(cfg: Config) -> str:
-    """The recipe and the parameters that differ from the composition of conf/ with that recipe
-    alone, e.g. "default: model.dropout=0.2, train.head.lr=0.0001"."""
-    from skin_cancer.config import compose, validate
-
-    try:
-        experiment = [] if cfg.recipe == "default" else [f"experiment={cfg.recipe}"]
-        base = flatten(to_dict(validate(compose(experiment))))
-    except Exception:  # no conf/ here, or a recipe that is no experiment file: Hydra's errors vary
-        return cfg.recipe
-    # tracking.* says where a run goes, not what it is
-    changed = [f"{k}={v}" for k, v in flatten(to_dict(cfg)).items() if base.get(k, v) != v and not k.startswith("tracking.")]
-    return f"{cfg.recipe}: {', '.join(changed)}" if changed else cfg.recipe
 
 
 @dataclass(frozen=True)

@@ -72,13 +72,13 @@ def test_summary_table_lists_the_headline_metrics():
 
 
 def test_threshold_policies():
-    assert ev.choose_threshold(Y, P, EvaluateConfig(threshold=0.3, threshold_policy="fixed")) == 0.3
+    assert calibration.choose_threshold(Y, P, EvaluateConfig(threshold=0.3, threshold_policy="fixed")) == 0.3
     # Youden's J: at 0.7 sens 2/3, spec 1 (J = 0.67); at 0.3 sens 1, spec 1/2 (J = 0.5).
-    assert ev.choose_threshold(Y, P, EvaluateConfig(threshold_policy="youden")) == pytest.approx(0.7)
+    assert calibration.choose_threshold(Y, P, EvaluateConfig(threshold_policy="youden")) == pytest.approx(0.7)
     # Target sensitivity: the highest threshold reaching it (0.9 -> 1/3, 0.7 -> 2/3, 0.3 -> 1).
     for target, expected in ((0.3, 0.9), (0.6, 0.7), (0.95, 0.3)):
         cfg = EvaluateConfig(threshold_policy="target_sensitivity", target_sensitivity=target)
-        threshold = ev.choose_threshold(Y, P, cfg)
+        threshold = calibration.choose_threshold(Y, P, cfg)
         assert threshold == pytest.approx(expected)
         assert ev.binary_metrics(Y, P, threshold)["sensitivity"] >= target
 
@@ -278,9 +278,9 @@ def test_per_source_metrics_score_each_provenance_subset_by_hand():
 def test_recalibration_sample_draws_whole_lesions_half_per_class_and_is_seeded():
     y = np.array([0] * 60 + [1] * 40)
     groups = np.array([f"l{i // 3}" for i in range(100)])  # lesions of 3 images (one spans both classes' border)
-    mask = ev.recalibration_sample(y, groups, 20, seed=1)
-    np.testing.assert_array_equal(mask, ev.recalibration_sample(y, groups, 20, seed=1))
-    assert not np.array_equal(mask, ev.recalibration_sample(y, groups, 20, seed=2))
+    mask = calibration.recalibration_sample(y, groups, 20, seed=1)
+    np.testing.assert_array_equal(mask, calibration.recalibration_sample(y, groups, 20, seed=1))
+    assert not np.array_equal(mask, calibration.recalibration_sample(y, groups, 20, seed=2))
     assert 10 <= mask[y == 0].sum() <= 12 and 10 <= mask[y == 1].sum() <= 12
     for lesion in set(groups[mask]):  # a drawn lesion is drawn whole, never split between sample and rest
         assert mask[groups == lesion].all()
@@ -295,8 +295,8 @@ def test_recalibration_restores_the_operating_point_of_a_shifted_collection():
     prob = 1 / (1 + np.exp(-logit))
     cfg = EvaluateConfig(threshold_policy="youden", threshold=0.5, target_sensitivity=0.95, temperature_scaling=True)
     frozen = ev.binary_metrics(y, prob, 0.5)
-    sample = ev.recalibration_sample(y, np.arange(800), 100, seed=0)
-    temperature, threshold = ev.recalibrate(y[sample], prob[sample], cfg)
+    sample = calibration.recalibration_sample(y, np.arange(800), 100, seed=0)
+    temperature, threshold = calibration.recalibrate(y[sample], prob[sample], cfg)
     rest = ev.binary_metrics(y[~sample], calibration.apply_temperature(prob[~sample], temperature), threshold)
     assert frozen["specificity"] < 0.2 and rest["specificity"] > 0.7 and rest["sensitivity"] > 0.7
 

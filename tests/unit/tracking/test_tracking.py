@@ -27,7 +27,7 @@ def test_only_the_tracking_module_logs_runs_and_mlflow_stays_in_its_modules():
     loggers = [name for name, text in sources.items() if "mlflow.start_run" in text or "mlflow.log_" in text]
     assert loggers == ["src/skin_cancer/tracking/runs.py"]
     importers = {name for name, text in sources.items() if "import mlflow" in text or "from mlflow" in text}
-    tracking = {f"src/skin_cancer/tracking/{m}.py" for m in ("runs", "groups", "store", "registry", "access")}
+    tracking = {f"src/skin_cancer/tracking/{m}.py" for m in ("runs", "run_description", "groups", "store", "registry", "access")}
     assert importers == tracking | {"src/skin_cancer/serving/classifier.py", "src/skin_cancer/serving/rest.py"}
     for name in importers:
         top_level = [n for n in ast.parse(sources[name]).body if isinstance(n, (ast.Import, ast.ImportFrom))]
@@ -201,7 +201,7 @@ def test_every_parameter_of_a_run_is_a_valid_mlflow_key(tmp_path, compose, exper
     """Derm7pt's labels ("melanoma (in situ)") are not valid MLflow keys: a label map is logged whole."""
     import json
 
-    from skin_cancer.tracking.runs import run_params
+    from skin_cancer.tracking.run_description import run_params
 
     cfg = compose(f"experiment={experiment}")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
