@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -106,7 +107,9 @@ def heatmap(results: dict, path: Path, ylabel: str = "trained on", title: str = 
                     f"sens {c['sensitivity']:.2f} spec {c['specificity']:.2f}"
                 )
                 ax.text(j, i, text, ha="center", va="center", fontsize=8)
-    ax.set_xticks(range(len(columns)), [c.replace(", ", "\n") for c in columns], fontsize=8)
+    ax.set_xticks(
+        range(len(columns)), [textwrap.fill(c, 18, break_on_hyphens=False) for c in columns], fontsize=8
+    )  # long names side by side
     ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=8)
     ax.set_xlabel("scored on")
     ax.set_ylabel(ylabel)
