@@ -171,9 +171,7 @@ def prepare(
     records, skipped = read_audited(frame, audit_images, max_image_pixels, folders, strict, workers)
     test = [r for r in records if r.split == "test"]
     train_pool, dropped = training_pool(records, drop_test_duplicates, tuple(held_out))
-    for label in classes:
-        if not any(r.label == label for r in train_pool):
-            raise DataError(f"class {label!r} has no usable training image in {dataset.root}")
+    check_training_images(dataset.root, classes, train_pool)
     # Leaks: what the data's own training folder shares with a test image (dropped copies included,
     # as the audit counts them), plus what the sources still bring in after the drops.
     kept = {id(r) for r in train_pool}
@@ -233,6 +231,13 @@ def check_classes(root, classes: list[str], positive_class: str | None) -> None:
             f"data.positive_class={positive_class!r} needs two classes, the data has {len(classes)}: {classes} "
             "(set data.positive_class: null for a K-class model, or map the labels onto two classes)"
         )
+
+
+def check_training_images(root, classes: list[str], train_pool: list) -> None:
+    """DataError naming the first class without a usable training image (all skipped or dropped)."""
+    for label in classes:
+        if not any(r.label == label for r in train_pool):
+            raise DataError(f"class {label!r} has no usable training image in {root}")
 
 
 def write_manifest(records: list, label_index: dict[str, int], path: Path) -> None:

@@ -69,6 +69,16 @@ def test_empty_class_is_an_error(make_dataset):
         scan_layout(root)
 
 
+def test_a_class_whose_training_images_are_all_unusable_is_named(make_dataset, tmp_path):
+    root = make_dataset(train=3, test=1)
+    for f in (root / "train" / "malignant").iterdir():
+        f.write_bytes(b"not an image")  # each skipped with its reason, none left to train on
+    out = tmp_path / "prepared"
+    with pytest.raises(DataError, match=f"class 'malignant' has no usable training image in {root}"):
+        run_prepare(root, out)
+    assert not list(out.glob("*.csv"))
+
+
 def test_class_folders_must_agree_between_splits(make_dataset):
     root = make_dataset(train=2, test=1)
     (root / "test" / "malignant").rename(root / "test" / "melanoma")
