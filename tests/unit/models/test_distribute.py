@@ -66,6 +66,7 @@ def test_a_strategy_trains_like_a_plain_run_that_drew_one_shuffle_first():
             model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
             return model.fit(data, epochs=3, verbose=0).history["loss"]
 
-    plain, mirrored = tf.distribute.get_strategy(), tf.distribute.MirroredStrategy()
-    assert losses(mirrored, draw_first=False) == losses(plain, draw_first=True)
-    assert losses(mirrored, draw_first=False) != losses(plain, draw_first=False)
+    plain = tf.distribute.get_strategy()
+    mirrored = losses(tf.distribute.MirroredStrategy(), draw_first=False)
+    assert mirrored == losses(plain, draw_first=True)
+    assert mirrored != losses(plain, draw_first=False)
