@@ -107,9 +107,9 @@ def heatmap(results: dict, path: Path, ylabel: str = "trained on", title: str = 
                     f"sens {c['sensitivity']:.2f} spec {c['specificity']:.2f}"
                 )
                 ax.text(j, i, text, ha="center", va="center", fontsize=8)
-    ax.set_xticks(
-        range(len(columns)), [textwrap.fill(c, 18, break_on_hyphens=False) for c in columns], fontsize=8
-    )  # long names side by side
+    # Wrapped: long column names on one line run into their neighbours.
+    labels = [textwrap.fill(c, 18, break_on_hyphens=False) for c in columns]
+    ax.set_xticks(range(len(columns)), labels, fontsize=8)
     ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=8)
     ax.set_xlabel("scored on")
     ax.set_ylabel(ylabel)

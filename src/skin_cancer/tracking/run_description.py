@@ -15,6 +15,7 @@ from skin_cancer.schema import Config
 
 
 def git_commit() -> str:
+    """The commit a run comes from: a DVC experiment's baseline, else HEAD, else "unknown"."""
     if os.environ.get("DVC_EXP_BASELINE_REV"):
         return os.environ["DVC_EXP_BASELINE_REV"]
     try:
@@ -24,6 +25,7 @@ def git_commit() -> str:
 
 
 def run_tags(cfg: Config, prepare_report: dict) -> dict[str, str]:
+    """The tags that say what a run is: recipe, commit, data, backbone and its DVC experiment."""
     tags = {
         "recipe": cfg.recipe,
         "git.commit": git_commit(),
